@@ -1,0 +1,1 @@
+"""The PC toolkit: the `ccm` command, bundles, flashing and OTA clients."""

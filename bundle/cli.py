@@ -1,0 +1,201 @@
+"""The `ccm` command: run the virtual product, talk to a CCM, and (later) build, flash and OTA.
+
+Run `ccm --help`, or `ccm COMMAND --help` for any command.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from ccm.rpc import RpcError
+
+EPILOG = """\b
+Examples:
+  ccm demo                                   the virtual product, end to end, no hardware
+  ccm sim ccm                                a virtual CCM on a pty; prints its port
+  ccm --port /dev/pts/5 call Sys.GetInfo     call a CCM method as the host would
+  ccm --port /dev/ttyUSB0 call Config.Get '{"key":"device"}'
+"""
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--port",
+    envvar="CCM_PORT",
+    metavar="PORT",
+    help="Serial port or pyserial URL of the CCM's host UART (env CCM_PORT).",
+)
+@click.option("--baud", default=115200, show_default=True, help="UART speed (host.rpc.uart.baud_rate).")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an answer.")
+@click.pass_context
+def main(ctx: click.Context, port: str | None, baud: int, timeout: float) -> None:
+    """ccm-bridge: turn an ESP32 into a Cloud Communication Module, and develop without hardware."""
+    ctx.obj = {"port": port, "baud": baud, "timeout": timeout}
+
+
+def _open_host(ctx: click.Context):
+    from host_lib import Host
+
+    port = ctx.obj["port"]
+    if not port:
+        raise click.UsageError("no port: give --port PORT (e.g. /dev/ttyUSB0, or the path `ccm sim ccm` prints)")
+    try:
+        return Host(port, ctx.obj["baud"]).start()
+    except Exception as e:  # pyserial raises SerialException or OSError with errno text
+        raise click.ClickException(
+            f"cannot open {port}: {e}. Is the path right, and is no other program using it?"
+        ) from None
+
+
+def _print_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.argument("method")
+@click.argument("params", required=False)
+@click.pass_context
+def call(ctx: click.Context, method: str, params: str | None) -> None:
+    """Call METHOD on the CCM with PARAMS (JSON) and print the result.
+
+    \b
+    Example:  ccm --port /dev/pts/5 call RPC.List
+              ccm --port /dev/pts/5 call Sys.Reboot '{"delay_ms": 500}'
+    """
+    try:
+        p = json.loads(params) if params else None
+    except ValueError as e:
+        raise click.BadParameter(
+            f'not JSON: {e}. Quote it for the shell, e.g. \'{{"key":"device"}}\'', param_hint="PARAMS"
+        ) from None
+    host = _open_host(ctx)
+    try:
+        _print_json(host.call(method, p, timeout=ctx.obj["timeout"]))
+    except RpcError as e:
+        raise click.ClickException(f"{method} failed: {e.message} (code {e.code})") from None
+    finally:
+        host.close()
+
+
+@main.command()
+@click.pass_context
+def info(ctx: click.Context) -> None:
+    """Print the CCM's Sys.GetInfo: firmware, device id, uptime, link counters."""
+    ctx.invoke(call, method="Sys.GetInfo")
+
+
+@main.group()
+def sim() -> None:
+    """Run virtual hardware (no board needed)."""
+
+
+@sim.command("ccm")
+@click.option("--device-id", default="ccm-000000", show_default=True, help="device.id of the virtual module.")
+@click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
+def sim_ccm(device_id: str, trace: bool) -> None:
+    """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
+
+    Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm.
+    """
+    from sim.ccm import VirtualCcm
+
+    tracer = WireTrace() if trace else None
+    v = VirtualCcm({"device": {"id": device_id}}, trace=tracer).start()
+    click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
+    click.echo("talk to it as the host would:")
+    click.echo(f"  ccm --port {v.path} call RPC.List")
+    click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')
+    click.echo("Ctrl-C stops it.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    v.stop()
+
+
+class WireTrace:
+    """Prints UART traffic a frame per line, the way the manual shows it."""
+
+    def __init__(self, out=None):
+        self.out = out or (lambda s: click.echo(s))
+        self.partial = {"rx": b"", "tx": b""}
+
+    def __call__(self, direction: str, data: bytes) -> None:
+        buf = self.partial[direction] + data
+        *lines, self.partial[direction] = buf.split(b"\n")
+        arrow = "CCM -> Host" if direction == "tx" else "Host -> CCM"
+        for line in lines:
+            if line.strip():
+                self.out(f"  {line.decode(errors='replace'):<72} // {arrow}")
+
+
+@main.command()
+def demo() -> None:
+    """The virtual product end to end: a virtual CCM and a host program on its UART.
+
+    Replays the CCM manual's examples over a real pty and prints every frame on the wire.
+    """
+    from host_lib import Host
+    from sim.ccm import VirtualCcm
+
+    say = click.echo
+    reported: list = []
+
+    def add_shadow(ccm) -> None:  # until the cloud bridge is configured, reports stay on the module
+        ccm.router.add("Shadow.Report", lambda params, call: reported.append(params))
+
+    v = VirtualCcm({"device": {"id": "ccm-demo01"}}, trace=WireTrace())
+    v.on_boot(add_shadow)
+    say("Booting a virtual CCM; its host UART is a pty.")
+    v.start()
+    say(f"  host UART: {v.path}\n")
+    host = Host(v.path, fw_version="1.0", arch="python", fw_id=time.strftime("%b %d %Y %H:%M:%S"), app="demo_lamp")
+
+    @host.method("Sum")
+    def _sum(params):
+        return params[0] + params[1]
+
+    @host.on("Shadow.Delta")
+    def _delta(state):
+        host.shadow_report({**state, "uptime": 132})
+
+    try:
+        host.start()
+        say("1. The host asks the CCM who it is:")
+        host.call("Sys.GetInfo")
+        time.sleep(0.05)
+        say("\n2. The cloud calls the host's Sum through the CCM (manual §6):")
+        say(f"   result: {v.call('Sum', [2, 3])}")
+        say("\n3. ...and a function the host does not have:")
+        try:
+            v.call("This_Function_Does_Not_Exist", True)
+        except RpcError as e:
+            say(f"   error: {e.message} ({e.code})")
+        say("\n4. The CCM asks the host what it exports and what it runs (manual §9):")
+        say(f"   RPC.List: {v.host_call('RPC.List')}")
+        say(f"   Sys.Info: {v.host_call('Sys.Info')}")
+        say("\n5. A shadow change reaches the host, which reports its new state (manual §9):")
+        v.notify_host("Shadow.Delta", {"on": True})
+        deadline = time.monotonic() + 5
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.01)
+        say(f"   reported state: {reported[-1] if reported else 'none (the host did not answer)'}")
+    finally:
+        host.close()
+        v.stop()
+    if not reported:
+        sys.exit(1)
+    say("\nDone. Run `ccm sim ccm` to keep a virtual CCM running and attach your own host to it.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The few places where MicroPython and CPython differ, behind one name each."""
+
+import json
+import time
+
+try:
+    from micropython import const  # noqa: F401
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
+    sleep_ms = time.sleep_ms
+except AttributeError:  # CPython: monotonic milliseconds; no wrap-around to care about
+    _t0 = time.monotonic()
+
+    def ticks_ms():
+        return int((time.monotonic() - _t0) * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, delta):
+        return a + delta
+
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)
+
+
+try:
+    json.dumps("é", separators=(",", ":"), ensure_ascii=False)
+
+    def dumps(obj):
+        """Compact JSON, UTF-8 kept as is (fewer bytes on the wire)."""
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+except TypeError:  # MicroPython: no ensure_ascii, and it never escapes non-ASCII anyway
+
+    def dumps(obj):
+        """Compact JSON."""
+        return json.dumps(obj, separators=(",", ":"))
+
+
+def is_awaitable(x):
+    """True for a coroutine (CPython) or a generator-based one (MicroPython)."""
+    return hasattr(x, "send") and hasattr(x, "throw")
+
+
+try:
+    import asyncio
+except ImportError:  # pragma: no cover - every supported runtime has it
+    asyncio = None
+
+
+async def sleep_ms_async(ms):
+    """asyncio.sleep_ms on MicroPython, asyncio.sleep on CPython."""
+    if hasattr(asyncio, "sleep_ms"):
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+class Waiter:
+    """A one-shot value to await: what asyncio.Future is on CPython (MicroPython has no Future)."""
+
+    def __init__(self):
+        self._ev = asyncio.Event()
+        self.value = None
+
+    def set(self, value):
+        if not self._ev.is_set():
+            self.value = value
+            self._ev.set()
+
+    async def wait(self):
+        await self._ev.wait()
+        return self.value

@@ -1,0 +1,118 @@
+"""The UART link to the host (DESIGN §3): framer in, one writer out, calls to the host.
+
+`stream` is anything with `await read(n)`, `write(bytes)` and `await drain()`: asyncio.StreamReader over
+machine.UART on the ESP32, a pty on the virtual board, an in-memory pipe in tests.
+"""
+
+import asyncio
+
+from ccm import rpc
+from ccm.compat import Waiter, sleep_ms_async, ticks_ms
+
+READ_CHUNK = 256  # bytes per UART read: small enough to keep latency low, large enough to batch
+
+
+class HostLink:
+    """One host on one UART. `send` queues a frame; `call`/`notify` talk to the host's methods."""
+
+    name = "host"
+
+    def __init__(self, stream, router, config):
+        self.stream = stream
+        self.router = router
+        self.framer = rpc.Framer(config.get("rpc.max_frame_size"))
+        self.jsonrpc = config.get("rpc.jsonrpc_member")
+        self.pending = rpc.Pending(config.get("rpc.max_pending"))
+        self.timeout_ms = config.get("rpc.host_timeout_ms")
+        self.tx_limit = config.get("rpc.tx_queue")
+        self._tx = []
+        self._tx_ready = asyncio.Event()
+        self.stats = {"rx_frames": 0, "tx_frames": 0, "tx_dropped": 0, "rx_errors": 0, "late_responses": 0}
+        self.info = None  # the host's last Sys.Info answer, when something asked for it
+
+    # -- output --------------------------------------------------------------------------------
+    def send(self, frame):
+        """Queue one encoded frame. Bounded: when full the frame is dropped, counted, and False returned."""
+        if len(self._tx) >= self.tx_limit:
+            self.stats["tx_dropped"] += 1
+            return False
+        self._tx.append(frame)
+        self._tx_ready.set()
+        return True
+
+    def notify(self, method, params=None):
+        return self.send(rpc.encode_notification(method, params, self.jsonrpc))
+
+    def call_cb(self, method, params, on_done, timeout_ms=None):
+        """Send a request; `on_done(response)` runs once with the host's answer or a -32000 timeout."""
+        i = self.pending.add(on_done, timeout_ms or self.timeout_ms, ticks_ms())
+        if not self.send(rpc.encode_request(i, method, params, self.jsonrpc)):
+            del self.pending.table[i]
+            raise rpc.RpcError(rpc.QUEUE_FULL, "queue full: the link to the host is not draining")
+        return i
+
+    async def call(self, method, params=None, timeout_ms=None):
+        """Call a host method; its result, or RpcError (host error, -32000 timeout, -32002 queue full)."""
+        w = Waiter()
+        self.call_cb(method, params, w.set, timeout_ms)
+        resp = await w.wait()
+        if "error" in resp:
+            e = resp["error"]
+            raise rpc.RpcError(e.get("code", rpc.INTERNAL_ERROR), e.get("message"), e.get("data"))
+        return resp.get("result")
+
+    # -- input ---------------------------------------------------------------------------------
+    def receive(self, data):
+        """Feed bytes read from the UART."""
+        for item in self.framer.feed(data):
+            if type(item) is rpc.FrameError:
+                self.stats["rx_errors"] += 1
+                self.send(rpc.encode_error(None, item.code, item.message, None, self.jsonrpc))
+                continue
+            self.stats["rx_frames"] += 1
+            if type(item) is list:
+                rest = [m for m in item if rpc.kind(m) != rpc.RESPONSE or not self._response(m)]
+                if rest:
+                    self.router.dispatch(rest, self.send, self)
+            elif rpc.kind(item) == rpc.RESPONSE:
+                self._response(item)
+            else:
+                self.router.dispatch(item, self.send, self)
+
+    def _response(self, msg):
+        if not self.pending.resolve(msg):
+            self.stats["late_responses"] += 1
+        return True
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def _writer(self):
+        while True:
+            while not self._tx:
+                self._tx_ready.clear()
+                await self._tx_ready.wait()
+            frame = self._tx.pop(0)
+            self.stream.write(frame)  # one write per frame: frames never interleave
+            await self.stream.drain()
+            self.stats["tx_frames"] += 1
+
+    async def _expirer(self):
+        while True:
+            await sleep_ms_async(20)
+            if self.pending.table:
+                self.pending.expire(ticks_ms())
+
+    async def run(self, hello=None):
+        """Serve the link until the stream ends. `hello` = params of the Sys.Init sent at link-up."""
+        tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._expirer())]
+        if hello is not None:
+            self.notify("Sys.Init", hello)
+        try:
+            while True:
+                data = await self.stream.read(READ_CHUNK)
+                if not data:
+                    break
+                self.receive(data)
+        finally:
+            for t in tasks:
+                t.cancel()
+            self.pending.fail_all(rpc.NOT_CONNECTED, "not connected: the link to the host closed")

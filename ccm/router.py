@@ -1,0 +1,104 @@
+"""Who answers what (DESIGN §3): the CCM's own methods, else the host.
+
+Every caller — the host on the UART, the cloud over MQTT, a WebSocket client, code in this process —
+hands its frames to `Router.dispatch` with a `send` for the replies. Methods the CCM serves are answered
+here; any other request from a caller that is not the host is forwarded to the host under a CCM-assigned
+id, and the host's answer goes back under the caller's id (or -32000 after rpc.host_timeout_ms).
+"""
+
+import json
+
+from ccm import FW_VERSION, rpc
+from ccm.compat import Waiter, ticks_diff, ticks_ms
+
+
+class Router:
+    def __init__(self, config, board=None, on_reboot=None):
+        self.config = config
+        self.board = board
+        self.on_reboot = on_reboot  # called with delay_ms by Sys.Reboot
+        self.host = None  # the HostLink, once the UART is up
+        self.local = rpc.Dispatcher(config.get("rpc.jsonrpc_member"))
+        self.local.fallback = self._forward
+        self.started = ticks_ms()
+        self.cloud = {"connected": False}
+        self.add("RPC.List", lambda params, call: self.local.names())
+        self.add("Sys.GetInfo", self._get_info)
+        self.add("Sys.Reboot", self._reboot)
+
+    def add(self, name, handler):
+        """Serve `name` on the CCM: handler(params, call) -> result (see rpc.Dispatcher)."""
+        self.local.add(name, handler)
+
+    def dispatch(self, msg, send, src=None):
+        self.local.dispatch(msg, send, src)
+
+    def _forward(self, call):
+        if call.src is not None and call.src is self.host:
+            call.fail(rpc.METHOD_NOT_FOUND)  # the host asked for something only it could serve
+            return
+        if self.host is None:
+            call.fail(rpc.NOT_CONNECTED, "not connected: no host on the UART")
+            return
+        if call.notification:
+            self.host.notify(call.method, call.params)
+            return
+        try:
+            self.host.call_cb(call.method, call.params, call.relay)
+        except rpc.RpcError as e:
+            call.fail(e.code, e.message)
+
+    # -- the in-process caller ----------------------------------------------------------------
+    async def call(self, method, params=None):
+        """Call any method as a caller other than the host would: local, or forwarded to the host."""
+        w = Waiter()
+        msg = {"id": 0, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.dispatch(msg, lambda frame: w.set(json.loads(frame)), None)
+        resp = await w.wait()
+        if "error" in resp:
+            e = resp["error"]
+            raise rpc.RpcError(e["code"], e.get("message"), e.get("data"))
+        return resp.get("result")
+
+    def notify(self, method, params=None):
+        msg = {"method": method}
+        if params is not None:
+            msg["params"] = params
+        self.dispatch(msg, lambda frame: None, None)
+
+    # -- local methods ------------------------------------------------------------------------
+    def hello(self):
+        """Sys.Init params: what the host learns when the link comes up."""
+        return {"fw_version": FW_VERSION, "device_id": self.config.get("device.id")}
+
+    def _get_info(self, params, call):
+        b = self.board
+        host = {}
+        if self.host is not None:
+            host = dict(self.host.stats)
+            if self.host.info is not None:
+                host["info"] = self.host.info
+        return {
+            "fw_version": FW_VERSION,
+            "fw_id": b.fw_id if b else None,
+            "arch": b.arch if b else None,
+            "mac": b.mac if b else None,
+            "device_id": self.config.get("device.id"),
+            "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
+            "heap_free": b.heap_free() if b else None,
+            "cloud": self.cloud,
+            "host": host,
+        }
+
+    def _reboot(self, params, call):
+        delay = 100
+        if type(params) is dict:
+            delay = params.get("delay_ms", 100)
+            if type(delay) is not int or delay < 0:
+                raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: delay_ms must be a non-negative integer")
+        if self.on_reboot is None:
+            raise rpc.RpcError(rpc.INTERNAL_ERROR, "internal error: this board cannot reboot")
+        self.on_reboot(delay)
+        return True

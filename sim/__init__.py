@@ -1,0 +1,1 @@
+"""Virtual hardware: the CCM board, and later the STM32 bootloader and the ESP32 ROM loader."""

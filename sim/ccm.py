@@ -1,0 +1,99 @@
+"""Run the virtual CCM (ccm/ on CPython, its UART on a pty) in a background thread.
+
+with VirtualCcm() as v:          # boots; v.path is the host's serial port
+    Host(v.path).start()
+    v.call("Sum", [2, 3])        # a caller other than the host: forwarded to the host
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ccm.board.virtual import PtyUart, VirtualBoard
+from ccm.config import Config
+from ccm.main import Ccm
+
+
+class VirtualCcm:
+    """A whole CCM in this process: boots again after Sys.Reboot, on the same pty."""
+
+    def __init__(self, config: dict | None = None, trace: Callable[[str, bytes], None] | None = None):
+        self.config = Config(config)
+        self.uart = PtyUart(trace)
+        self.board = VirtualBoard(self.uart, self.config.get("device.id"))
+        self.ccm: Ccm | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="virtual CCM", daemon=True)
+        self._booted = threading.Event()
+        self._setup: list[Callable[[Ccm], None]] = []
+
+    @property
+    def path(self) -> str:
+        return self.uart.path
+
+    def on_boot(self, fn: Callable[[Ccm], None]) -> None:
+        """Run fn(ccm) at every boot, before the link comes up (e.g. to add methods)."""
+        self._setup.append(fn)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._task = self.loop.create_task(self._serve())
+        try:
+            self.loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        while True:
+            self.ccm = Ccm(self.board, self.config)
+            for fn in self._setup:
+                fn(self.ccm)
+            run = asyncio.ensure_future(self.ccm.run())
+            while self.ccm.link is None:
+                await asyncio.sleep(0.001)
+            self._booted.set()
+            if not await run or not self.board.reboot():
+                return
+
+    def start(self) -> VirtualCcm:
+        self._thread.start()
+        if not self._booted.wait(10):
+            raise RuntimeError("the virtual CCM did not boot within 10 s")
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._task.cancel)
+            self._thread.join(timeout=5)
+        self.uart.close()
+
+    def __enter__(self) -> VirtualCcm:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def run_coro(self, coro, timeout: float = 10.0) -> Any:
+        """Run a coroutine on the CCM's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+        """Call `method` as an in-process caller (the cloud's stand-in): local, or forwarded to the host."""
+        try:
+            return self.run_coro(self.ccm.router.call(method, params), timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"{method}: no answer within {timeout} s") from None
+
+    def host_call(self, method: str, params: Any = None, timeout_ms: int | None = None) -> Any:
+        """The CCM itself calls a host method over the UART (as it does for Sys.Info after an OTA)."""
+        return self.run_coro(self.ccm.link.call(method, params, timeout_ms))
+
+    def notify_host(self, method: str, params: Any = None) -> None:
+        """Send the host a notification (Shadow.Delta, MQTT.Message, …) over the UART."""
+        self.loop.call_soon_threadsafe(self.ccm.link.notify, method, params)

