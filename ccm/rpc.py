@@ -108,8 +108,17 @@ class Framer:
             self.buf = b""
         start = 0
         end = len(data)
+        loads = json.loads
+        limit = self.max_frame_size
         while start < end:
             nl = data.find(b"\n", start)
+            if nl > start and data[start] in _OPEN and nl - start <= limit and not self._discarding:
+                try:  # fast path: the whole line is one frame (json.loads skips a trailing \r itself)
+                    out.append(loads(data[start:nl]))
+                    start = nl + 1
+                    continue
+                except Exception:
+                    pass
             stop = end if nl < 0 else nl
             if self._discarding:
                 start = self._discard(data, start, stop)
@@ -129,12 +138,6 @@ class Framer:
         line = data[start:stop].strip()
         if not line:
             return
-        if line[0] in _OPEN and len(line) <= self.max_frame_size:
-            try:  # fast path: the whole line is one frame
-                out.append(json.loads(line))
-                return
-            except Exception:
-                pass
         i = self._split(line, 0, len(line), out)
         rest = line[i:]
         if rest and rest[0] in _OPEN:  # a value the newline cut short
@@ -145,7 +148,7 @@ class Framer:
 
     def _partial(self, data, start, end, out):
         """Bytes with no newline yet: emit values that already closed, keep the unfinished one."""
-        o = _find_open(data, start, end)
+        o = start if data[start] in _OPEN else _find_open(data, start, end)
         if o < 0:
             return  # all noise
         e = end  # the last byte that is not white space tells whether a value may have closed
@@ -246,21 +249,17 @@ def _scan_close(data, i, end, depth, in_str, esc):
 # Encoding: compact, one line, members in the manual's order ({"id":…,"method":…,"params":…}).
 
 
-def _head(id_, jsonrpc):
-    h = '{"jsonrpc":"2.0",' if jsonrpc else "{"
-    if id_ is not _NO_ID:
-        h += '"id":' + dumps(id_) + ","
-    return h
-
-
 _NO_ID = object()
+_J = '"jsonrpc":"2.0",'
 
 
 def encode_request(id_, method, params=None, jsonrpc=False):
-    s = _head(id_, jsonrpc) + '"method":' + dumps(method)
-    if params is not None:
-        s += ',"params":' + dumps(params)
-    return (s + "}\n").encode()
+    s = "{" + (_J if jsonrpc else "")
+    if id_ is not _NO_ID:
+        s += '"id":%s,' % dumps(id_)
+    if params is None:
+        return (s + '"method":%s}\n' % dumps(method)).encode()
+    return (s + '"method":%s,"params":%s}\n' % (dumps(method), dumps(params))).encode()
 
 
 def encode_notification(method, params=None, jsonrpc=False):
@@ -268,14 +267,14 @@ def encode_notification(method, params=None, jsonrpc=False):
 
 
 def encode_result(id_, result, jsonrpc=False):
-    return (_head(id_, jsonrpc) + '"result":' + dumps(result) + "}\n").encode()
+    return ('{%s"id":%s,"result":%s}\n' % (_J if jsonrpc else "", dumps(id_), dumps(result))).encode()
 
 
 def encode_error(id_, code, message=None, data=None, jsonrpc=False):
     e = '{"code":%d,"message":%s' % (code, dumps(message or MESSAGES.get(code, "error")))
     if data is not None:
         e += ',"data":' + dumps(data)
-    return (_head(id_, jsonrpc) + '"error":' + e + "}}\n").encode()
+    return ('{%s"id":%s,"error":%s}}\n' % (_J if jsonrpc else "", dumps(id_), e)).encode()
 
 
 def kind(msg):
@@ -324,11 +323,11 @@ class Call:
 
     def reply(self, result):
         if not self.done:
-            self._deliver(encode_result(self.id, result, self._jsonrpc))
+            self._deliver(None if self.notification else encode_result(self.id, result, self._jsonrpc))
 
     def fail(self, code, message=None, data=None):
         if not self.done:
-            self._deliver(encode_error(self.id, code, message, data, self._jsonrpc))
+            self._deliver(None if self.notification else encode_error(self.id, code, message, data, self._jsonrpc))
 
     def relay(self, response):
         """Pass on a response dict from someone else (the host), under this call's id."""

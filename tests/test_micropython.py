@@ -61,3 +61,15 @@ def test_micropython_runner_reports_failures(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import sys\nprint(sys.implementation.name)\n")
     assert run_on_micropython(str(probe)).stdout.strip() == "micropython"
+
+
+def test_framer_and_dispatcher_allocate_under_1_kib_per_frame_on_micropython():
+    """Memory, not time: bytes allocated per 62-byte Shadow.Report frame (gc.mem_alloc deltas, gc off)."""
+    import json
+
+    out = run_on_micropython(str(ROOT / "bench/rpc_core.py"), "200")
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["runtime"] == "micropython"
+    assert 0 < r["report"]["alloc_per_frame"] <= 1024
+    assert 0 < r["sum"]["alloc_per_frame"] <= 1024
