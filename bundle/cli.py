@@ -97,8 +97,15 @@ def sim() -> None:
 
 @sim.command("ccm")
 @click.option("--device-id", default="ccm-000000", show_default=True, help="device.id of the virtual module.")
+@click.option(
+    "--uart",
+    default="pty",
+    show_default=True,
+    metavar="pty|tcp:PORT|DEVICE",
+    help="Where the host UART is: a new pty, a TCP port (hosts use socket://127.0.0.1:PORT), or a serial device wired to a real host.",
+)
 @click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
-def sim_ccm(device_id: str, trace: bool) -> None:
+def sim_ccm(device_id: str, uart: str, trace: bool) -> None:
     """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
 
     Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm.
@@ -106,7 +113,10 @@ def sim_ccm(device_id: str, trace: bool) -> None:
     from sim.ccm import VirtualCcm
 
     tracer = WireTrace() if trace else None
-    v = VirtualCcm({"device": {"id": device_id}}, trace=tracer).start()
+    try:
+        v = VirtualCcm({"device": {"id": device_id}}, trace=tracer, uart=uart).start()
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
     click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
     click.echo("talk to it as the host would:")
     click.echo(f"  ccm --port {v.path} call RPC.List")

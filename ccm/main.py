@@ -52,3 +52,10 @@ async def run_forever(board, config=None):
         rebooting = await Ccm(board, config).run()
         if not rebooting or not board.reboot():
             return
+
+
+def start():
+    """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off."""
+    from ccm.board.esp32 import Esp32Board
+
+    asyncio.run(run_forever(Esp32Board()))

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ccm.board.virtual import PtyUart, VirtualBoard
+from ccm.board.virtual import VirtualBoard, open_uart
 from ccm.config import Config
 from ccm.main import Ccm
 
@@ -21,18 +21,22 @@ from ccm.main import Ccm
 class VirtualCcm:
     """A whole CCM in this process: boots again after Sys.Reboot, on the same pty."""
 
-    def __init__(self, config: dict | None = None, trace: Callable[[str, bytes], None] | None = None):
+    def __init__(
+        self, config: dict | None = None, trace: Callable[[str, bytes], None] | None = None, uart: str = "pty"
+    ):
         self.config = Config(config)
-        self.uart = PtyUart(trace)
+        self.uart = open_uart(uart, trace)
         self.board = VirtualBoard(self.uart, self.config.get("device.id"))
         self.ccm: Ccm | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="virtual CCM", daemon=True)
         self._booted = threading.Event()
         self._setup: list[Callable[[Ccm], None]] = []
+        self._error: Exception | None = None
 
     @property
     def path(self) -> str:
+        """What a host opens: a pty path, a serial device, or socket://127.0.0.1:PORT."""
         return self.uart.path
 
     def on_boot(self, fn: Callable[[Ccm], None]) -> None:
@@ -46,6 +50,9 @@ class VirtualCcm:
             self.loop.run_until_complete(self._task)
         except asyncio.CancelledError:
             pass
+        except Exception as e:  # reported by start() when it happens while booting
+            self._error = e
+            self._booted.set()
         finally:
             self.loop.close()
 
@@ -65,6 +72,8 @@ class VirtualCcm:
         self._thread.start()
         if not self._booted.wait(10):
             raise RuntimeError("the virtual CCM did not boot within 10 s")
+        if self._error is not None:
+            raise self._error
         return self
 
     def stop(self) -> None:

@@ -239,3 +239,34 @@ def test_ccm_sim_ccm_prints_its_port_and_serves_it():
         p.terminate()
         p.wait(10)
     assert p.returncode == 0
+
+
+def test_virtual_ccm_on_a_tcp_port_serves_pyserial_socket_urls():
+    with VirtualCcm({"device": {"id": "ccm-tcp"}}, uart="tcp:0") as v:
+        assert v.path.startswith("socket://127.0.0.1:")
+        with Host(v.path) as h:
+            assert h.call("Sys.GetInfo")["device_id"] == "ccm-tcp"
+        with Host(v.path) as h:  # a second host after the first hung up
+            assert "RPC.List" in h.call("RPC.List")
+
+
+def test_virtual_ccm_on_an_existing_serial_device():
+    """The virtual CCM can sit on a real serial port; here the port is one end of a pty we made."""
+    master, slave = os.openpty()
+    import tty
+
+    tty.setraw(slave)
+    try:
+        with VirtualCcm({"device": {"id": "ccm-dev"}}, uart=os.ttyname(slave)) as v:
+            v.ccm.link.pending.next_id = 12007
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(v.call, "Sum", [2, 3])
+                got = b""
+                while not got.endswith(b'"params":[2,3]}\n'):
+                    got += os.read(master, 256)
+                assert got.splitlines()[-1] == b'{"id":12007,"method":"Sum","params":[2,3]}'
+                os.write(master, b'{"id":12007,"result":5}\n')
+                assert answer.result(5) == 5
+    finally:
+        os.close(master)
+        os.close(slave)
