@@ -21,6 +21,9 @@ Examples:
   ccm sim ccm                                a virtual CCM on a pty; prints its port
   ccm --port /dev/pts/5 call Sys.GetInfo     call a CCM method as the host would
   ccm --port /dev/ttyUSB0 call Config.Get '{"key":"device"}'
+  ccm cloud                                  broker + AWS-style shadow service on this PC
+  ccm --port mqtt://127.0.0.1:1883/ccm-000000 call Sum '[2,3]'
+  ccm --port mqtt://127.0.0.1:1883/ccm-000000 shadow desired on=true
 """
 
 
@@ -39,18 +42,19 @@ def main(ctx: click.Context, port: str | None, baud: int, timeout: float) -> Non
     ctx.obj = {"port": port, "baud": baud, "timeout": timeout}
 
 
-def _open_host(ctx: click.Context):
-    from host_lib import Host
+def _open_rpc(ctx: click.Context):
+    from bundle.transport import PortError, open_rpc
 
     port = ctx.obj["port"]
     if not port:
-        raise click.UsageError("no port: give --port PORT (e.g. /dev/ttyUSB0, or the path `ccm sim ccm` prints)")
+        raise click.UsageError(
+            "no port: give --port PORT (a serial port such as /dev/ttyUSB0, the path `ccm sim ccm` prints, "
+            "or mqtt://HOST:PORT/DEVICE_ID)"
+        )
     try:
-        return Host(port, ctx.obj["baud"]).start()
-    except Exception as e:  # pyserial raises SerialException or OSError with errno text
-        raise click.ClickException(
-            f"cannot open {port}: {e}. Is the path right, and is no other program using it?"
-        ) from None
+        return open_rpc(port, ctx.obj["baud"])
+    except PortError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _print_json(value) -> None:
@@ -74,13 +78,15 @@ def call(ctx: click.Context, method: str, params: str | None) -> None:
         raise click.BadParameter(
             f'not JSON: {e}. Quote it for the shell, e.g. \'{{"key":"device"}}\'', param_hint="PARAMS"
         ) from None
-    host = _open_host(ctx)
+    link = _open_rpc(ctx)
     try:
-        _print_json(host.call(method, p, timeout=ctx.obj["timeout"]))
+        _print_json(link.call(method, p, timeout=ctx.obj["timeout"]))
     except RpcError as e:
         raise click.ClickException(f"{method} failed: {e.message} (code {e.code})") from None
+    except TimeoutError as e:
+        raise click.ClickException(f"{method}: {e}") from None
     finally:
-        host.close()
+        link.close()
 
 
 @main.command()
@@ -104,8 +110,11 @@ def sim() -> None:
     metavar="pty|tcp:PORT|DEVICE",
     help="Where the host UART is: a new pty, a TCP port (hosts use socket://127.0.0.1:PORT), or a serial device wired to a real host.",
 )
+@click.option(
+    "--mqtt", "mqtt_server", metavar="HOST:PORT", help="Connect to this MQTT broker (e.g. the one `ccm cloud` prints)."
+)
 @click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
-def sim_ccm(device_id: str, uart: str, trace: bool) -> None:
+def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool) -> None:
     """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
 
     Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm.
@@ -114,7 +123,10 @@ def sim_ccm(device_id: str, uart: str, trace: bool) -> None:
 
     tracer = WireTrace() if trace else None
     try:
-        v = VirtualCcm({"device": {"id": device_id}}, trace=tracer, uart=uart).start()
+        config: dict = {"device": {"id": device_id}}
+        if mqtt_server:
+            config["mqtt"] = {"enable": True, "server": mqtt_server.removeprefix("mqtt://")}
+        v = VirtualCcm(config, trace=tracer, uart=uart).start()
     except (OSError, ValueError) as e:
         raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
     click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
@@ -122,13 +134,7 @@ def sim_ccm(device_id: str, uart: str, trace: bool) -> None:
     click.echo(f"  ccm --port {v.path} call RPC.List")
     click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')
     click.echo("Ctrl-C stops it.")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+    _wait_for_ctrl_c()
     v.stop()
 
 
@@ -146,6 +152,115 @@ class WireTrace:
         for line in lines:
             if line.strip():
                 self.out(f"  {line.decode(errors='replace'):<72} // {arrow}")
+
+
+def _wait_for_ctrl_c() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("cloud")
+@click.option("--broker", metavar="mqtt://HOST:PORT", help="Use this broker; without it one is started on 127.0.0.1.")
+@click.option("--port", "broker_port", type=int, default=0, help="Port for the broker started here (0: any free one).")
+@click.option("--db", default="ccm-shadows.sqlite", show_default=True, help="SQLite file the shadows persist in.")
+@click.option("--embedded", is_flag=True, help="Start the embedded amqtt broker even when mosquitto is installed.")
+def cloud_cmd(broker: str | None, broker_port: int, db: str, embedded: bool) -> None:
+    """A local cloud for private brokers: an AWS IoT compatible shadow service, until Ctrl-C.
+
+    Without --broker it starts mosquitto (when installed) or an embedded broker.
+    """
+    from cloud.broker import start_broker
+    from cloud.shadow_service import ShadowService
+
+    started = None
+    if not broker:
+        started = start_broker(broker_port or None, embedded=embedded)
+        broker = started.url
+        click.echo(f"MQTT broker ({started.kind}) on {broker}")
+    try:
+        service = ShadowService(broker, db).start()
+    except (ConnectionError, OSError) as e:
+        if started:
+            started.close()
+        raise click.ClickException(f"cannot reach the broker {broker}: {e}") from None
+    click.echo(f"shadow service up; shadows persist in {db}")
+    click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}")
+    click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
+    click.echo("Ctrl-C stops it.")
+    _wait_for_ctrl_c()
+    service.stop()
+    if started:
+        started.close()
+
+
+def _value(text: str):
+    """k=v values: JSON when they parse (true, 42, [1,2], {"a":1}), else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _dotted(pairs: tuple[str, ...]) -> dict:
+    out: dict = {}
+    for pair in pairs:
+        key, sep, val = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected key=value, e.g. on=true or color.r=255")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _value(val)
+    return out
+
+
+@main.group()
+@click.pass_context
+def shadow(ctx: click.Context) -> None:
+    """Read or change a device's shadow in the cloud (needs --port mqtt://HOST:PORT/DEVICE_ID)."""
+    port = ctx.obj["port"] or ""
+    if not port.startswith("mqtt://"):
+        raise click.UsageError("shadow commands go through the cloud: --port mqtt://HOST:PORT/DEVICE_ID")
+
+
+def _shadow_call(ctx: click.Context, fn) -> None:
+    from bundle.transport import MqttRpc, PortError
+    from cloud.client import ShadowError
+
+    try:
+        link = MqttRpc(ctx.obj["port"])
+    except PortError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        _print_json(fn(link.cloud, link.device))
+    except ShadowError as e:
+        raise click.ClickException(f"shadow of {link.device}: {e.message} ({e.code})") from None
+    except TimeoutError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        link.close()
+
+
+@shadow.command("get")
+@click.pass_context
+def shadow_get(ctx: click.Context) -> None:
+    """Print the shadow: desired, reported, delta, version."""
+    _shadow_call(ctx, lambda cloud, device: cloud.shadow_get(device, ctx.obj["timeout"]))
+
+
+@shadow.command("desired")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.pass_context
+def shadow_desired(ctx: click.Context, pairs: tuple[str, ...]) -> None:
+    """Set desired state, e.g. `on=true brightness=40 color.r=255` (`key=null` deletes)."""
+    state = _dotted(pairs)
+    _shadow_call(ctx, lambda cloud, device: cloud.shadow_update(device, {"desired": state}, timeout=ctx.obj["timeout"]))
 
 
 @main.command()

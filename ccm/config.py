@@ -14,6 +14,21 @@ DEFAULTS = {
         "tx_queue": 16,  # frames waiting to be written to the host
     },
     "host": {"rpc": {"uart": {"num": 1, "baud_rate": 115200, "tx_pin": 25, "rx_pin": 26, "fc_enable": False}}},
+    "mqtt": {
+        "enable": False,
+        "server": "",  # host:port
+        "client_id": "",  # empty: device.id
+        "user": "",
+        "pass": "",
+        "keep_alive": 60,  # seconds
+        "ssl_ca_cert": "",  # CA file: verify the broker
+        "ssl_cert": "",  # client certificate (mutual TLS, e.g. AWS IoT)
+        "ssl_key": "",
+        "queue_size": 32,  # messages held while offline; beyond it new ones are refused and counted
+        "reconnect_timeout_min_ms": 500,
+        "reconnect_timeout_max_ms": 30000,
+    },
+    "shadow": {"enable": True, "topic_prefix": "$aws/things/{device.id}/shadow"},
 }
 
 

@@ -16,6 +16,8 @@ class Ccm:
         self.config = config or Config()
         self.router = Router(self.config, board, self._schedule_reboot)
         self.link = None
+        self.mqtt = None
+        self.shadow = None
         self._stop = asyncio.Event()
         self._reboot_delay = -1
 
@@ -35,6 +37,7 @@ class Ccm:
         self.link = HostLink(stream, self.router, self.config)
         self.router.host = self.link
         task = asyncio.create_task(self._serve_link())
+        cloud = self._start_cloud()
         try:
             await self._stop.wait()
             if self._reboot_delay >= 0:
@@ -43,7 +46,20 @@ class Ccm:
             return False
         finally:
             task.cancel()
+            if cloud is not None:
+                self.mqtt.stop()
+                cloud.cancel()
             self.router.host = None
+
+    def _start_cloud(self):
+        """MQTT and the shadow bridge when mqtt.enable is set; the client reconnects by itself."""
+        if not self.config.get("mqtt.enable"):
+            return None
+        from ccm.shadow import ShadowBridge, client_from_config
+
+        self.mqtt = client_from_config(self.config)
+        self.shadow = ShadowBridge(self.config, self.router, self.mqtt)
+        return asyncio.create_task(self.mqtt.run())
 
 
 async def run_forever(board, config=None):

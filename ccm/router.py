@@ -21,7 +21,7 @@ class Router:
         self.local = rpc.Dispatcher(config.get("rpc.jsonrpc_member"))
         self.local.fallback = self._forward
         self.started = ticks_ms()
-        self.cloud = {"connected": False}
+        self.cloud_status = lambda: {"connected": False}  # the cloud bridge replaces this
         self.add("RPC.List", lambda params, call: self.local.names())
         self.add("Sys.GetInfo", self._get_info)
         self.add("Sys.Reboot", self._reboot)
@@ -88,7 +88,7 @@ class Router:
             "device_id": self.config.get("device.id"),
             "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
             "heap_free": b.heap_free() if b else None,
-            "cloud": self.cloud,
+            "cloud": self.cloud_status(),
             "host": host,
         }
 

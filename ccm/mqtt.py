@@ -1,0 +1,467 @@
+"""MQTT 3.1.1 for the CCM: a sans-I/O packet codec and a small asyncio client (DESIGN §4).
+
+The codec (`encode_*`, `PacketReader`, `parse_*`) turns packets into bytes and bytes into packets, and
+runs anywhere. `MqttClient` moves those bytes over asyncio streams (TLS when configured) and keeps the
+connection alive as the normal path: keepalive pings, reconnect with exponential backoff and jitter,
+resubscribe, QoS 1 retransmission with DUP, and a bounded offline queue whose overflow is counted and
+reported.
+"""
+
+import asyncio
+import os
+import struct
+
+from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms
+
+# MQTT 3.1.1 §2.2.1 control packet types
+CONNECT = 1
+CONNACK = 2
+PUBLISH = 3
+PUBACK = 4
+SUBSCRIBE = 8
+SUBACK = 9
+UNSUBSCRIBE = 10
+UNSUBACK = 11
+PINGREQ = 12
+PINGRESP = 13
+DISCONNECT = 14
+
+# MQTT 3.1.1 §3.2.2.3 CONNACK return codes
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+
+class MqttError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# Codec
+
+
+def _str(s):
+    b = s.encode() if type(s) is str else bytes(s)
+    return struct.pack("!H", len(b)) + b
+
+
+def _packet(first, body):
+    """Fixed header (§2.2) + body: the remaining length is a base-128 varint."""
+    n = len(body)
+    head = bytearray([first])
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        head.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(head) + body
+
+
+def encode_connect(client_id, keepalive=60, clean=True, user=None, password=None, will=None):
+    """CONNECT (§3.1). `will` = (topic, message, qos, retain)."""
+    flags = 0x02 if clean else 0
+    payload = _str(client_id)
+    if will:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(message)
+    if user is not None:
+        flags |= 0x80
+        payload += _str(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _str(password)
+    return _packet(CONNECT << 4, _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload)
+
+
+def encode_publish(topic, payload, qos=0, retain=False, pid=0, dup=False):
+    """PUBLISH (§3.3); payload as bytes or str."""
+    first = PUBLISH << 4 | (0x08 if dup else 0) | qos << 1 | (1 if retain else 0)
+    body = _str(topic)
+    if qos:
+        body += struct.pack("!H", pid)
+    return _packet(first, body + (payload.encode() if type(payload) is str else bytes(payload)))
+
+
+def encode_puback(pid):
+    return bytes([PUBACK << 4, 2]) + struct.pack("!H", pid)
+
+
+def encode_subscribe(pid, topics):
+    """SUBSCRIBE (§3.8): topics = [(filter, qos), …]."""
+    body = struct.pack("!H", pid)
+    for t, q in topics:
+        body += _str(t) + bytes([q])
+    return _packet(SUBSCRIBE << 4 | 2, body)
+
+
+def encode_unsubscribe(pid, topics):
+    body = struct.pack("!H", pid)
+    for t in topics:
+        body += _str(t)
+    return _packet(UNSUBSCRIBE << 4 | 2, body)
+
+
+PINGREQ_PACKET = bytes([PINGREQ << 4, 0])
+DISCONNECT_PACKET = bytes([DISCONNECT << 4, 0])
+
+
+class PacketReader:
+    """Bytes in, (type, flags, body) out. A packet longer than `max_packet` raises MqttError."""
+
+    def __init__(self, max_packet=16384):
+        self.max_packet = max_packet
+        self.buf = b""
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        while True:
+            b = self.buf
+            if len(b) < 2:
+                return out
+            n = 0
+            shift = 0
+            i = 1
+            while True:
+                if i >= len(b):
+                    return out  # length not complete yet
+                byte = b[i]
+                n |= (byte & 0x7F) << shift
+                i += 1
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise MqttError("malformed remaining length")
+            if n > self.max_packet:
+                raise MqttError("packet of %d bytes exceeds mqtt.max_packet %d" % (n, self.max_packet))
+            if len(b) < i + n:
+                return out
+            out.append((b[0] >> 4, b[0] & 0x0F, b[i : i + n]))
+            self.buf = b[i + n :]
+
+
+def parse_connack(body):
+    """(session_present, return_code)"""
+    return bool(body[0] & 1), body[1]
+
+
+def parse_publish(flags, body):
+    """(topic, payload bytes, qos, retain, dup, pid)"""
+    tlen = struct.unpack("!H", body[:2])[0]
+    topic = body[2 : 2 + tlen].decode()
+    qos = (flags >> 1) & 3
+    i = 2 + tlen
+    pid = 0
+    if qos:
+        pid = struct.unpack("!H", body[i : i + 2])[0]
+        i += 2
+    return topic, body[i:], qos, bool(flags & 1), bool(flags & 8), pid
+
+
+def parse_pid(body):
+    """The packet identifier of PUBACK, SUBACK, UNSUBACK."""
+    return struct.unpack("!H", body[:2])[0]
+
+
+def topic_matches(pattern, topic):
+    """MQTT topic filter matching (§4.7): `+` one level, `#` the rest."""
+    if pattern == topic:
+        return True
+    p = pattern.split("/")
+    t = topic.split("/")
+    for i, part in enumerate(p):
+        if part == "#":
+            return True
+        if i >= len(t):
+            return False
+        if part != "+" and part != t[i]:
+            return False
+    return len(p) == len(t)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Client
+
+DISCONNECTED = 0
+CONNECTING = 1
+CONNECTED = 2
+
+
+class Outgoing:
+    """One message to publish; `on_done(error)` runs once: None when sent (QoS 0) or acknowledged (QoS 1)."""
+
+    def __init__(self, topic, payload, qos, retain, on_done=None):
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.on_done = on_done
+        self.pid = 0
+
+    def done(self, error=None):
+        cb = self.on_done
+        self.on_done = None
+        if cb:
+            cb(error)
+
+
+class MqttClient:
+    """One MQTT connection that keeps itself up.
+
+    `on_message(topic, payload_bytes)`, `on_connect()` and `on_disconnect(reason)` are set by the owner
+    (the shadow bridge). `publish` works in any state: offline, messages wait in a queue of
+    `queue_size`; when that is full the new message is refused (`publish` returns False, its `on_done`
+    gets "queue full") and `dropped` counts it.
+    """
+
+    def __init__(
+        self,
+        host,
+        port=1883,
+        client_id="ccm",
+        keepalive=60,
+        user=None,
+        password=None,
+        will=None,
+        ssl=None,
+        queue_size=32,
+        backoff_min_ms=500,
+        backoff_max_ms=30000,
+        max_packet=16384,
+        open_connection=None,
+    ):
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self.user = user
+        self.password = password
+        self.will = will
+        self.ssl = ssl
+        self.queue_size = queue_size
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.max_packet = max_packet
+        self._open = open_connection or asyncio.open_connection
+        self.state = DISCONNECTED
+        self.subs = {}  # filter -> qos, resubscribed on every connect
+        self.queue = []  # Outgoing waiting for a connection
+        self.inflight = {}  # pid -> Outgoing, QoS 1 sent and not yet acknowledged
+        self.dropped = 0
+        self.connects = 0
+        self.last_error = None
+        self.on_message = None
+        self.on_connect = None
+        self.on_disconnect = None
+        self._pid = 0
+        self._writer = None
+        self._stop = False
+        self._sent_ms = 0
+        self._heard_ms = 0
+        self._dirty = asyncio.Event()
+
+    # -- API --------------------------------------------------------------------------------------
+    def publish(self, topic, payload, qos=0, retain=False, on_done=None, control=False):
+        """Send now, or queue; False (and on_done("queue full…")) when the bound is reached.
+
+        `control` messages are the CCM's own (presence, shadow get): sent ahead of the queue and
+        outside its bound when connected, dropped when not (they are sent again at every connect).
+        """
+        msg = Outgoing(topic, payload, qos, retain, on_done)
+        if self.state == CONNECTED and (control or (not self.queue and len(self.inflight) < self.queue_size)):
+            self._send_publish(msg)
+            return True
+        if control:
+            msg.done("not connected")
+            return False
+        if len(self.queue) + len(self.inflight) >= self.queue_size:
+            self.dropped += 1
+            msg.done("queue full: %d messages already wait for the broker" % self.queue_size)
+            return False
+        self.queue.append(msg)
+        return True
+
+    def subscribe(self, topic, qos=0):
+        self.subs[topic] = qos
+        if self.state == CONNECTED:
+            self._write(encode_subscribe(self._next_pid(), [(topic, qos)]))
+
+    def unsubscribe(self, topic):
+        self.subs.pop(topic, None)
+        if self.state == CONNECTED:
+            self._write(encode_unsubscribe(self._next_pid(), [topic]))
+
+    async def run(self):
+        """Connect, serve, and reconnect with backoff until `stop()`."""
+        delay = self.backoff_min_ms
+        while not self._stop:
+            try:
+                await self._session()
+                delay = self.backoff_min_ms  # it worked for a while: start again from the shortest wait
+            except Exception as e:  # connection refused, reset, TLS failure, protocol error
+                self.last_error = str(e) or type(e).__name__
+            if self._stop:
+                break
+            self._lost(self.last_error or "connection closed")
+            await sleep_ms_async(delay // 2 + _jitter(delay // 2))
+            delay = min(delay * 2, self.backoff_max_ms)
+        self._lost("stopped")
+
+    def stop(self):
+        self._stop = True
+        if self._writer is not None:
+            try:
+                self._writer.write(DISCONNECT_PACKET)
+                self._writer.close()
+            except Exception:
+                pass
+
+    # -- the connection -----------------------------------------------------------------------
+    async def _session(self):
+        self.state = CONNECTING
+        if self.ssl is not None:
+            reader, writer = await self._open(self.host, self.port, ssl=self.ssl)
+        else:
+            reader, writer = await self._open(self.host, self.port)
+        self._writer = writer
+        packets = PacketReader(self.max_packet)
+        try:
+            writer.write(encode_connect(self.client_id, self.keepalive, True, self.user, self.password, self.will))
+            await writer.drain()
+            first = await self._read_packets(reader, packets, self.keepalive * 1000 or 30000)
+            if not first or first[0][0] != CONNACK:
+                raise MqttError("no CONNACK from %s:%d" % (self.host, self.port))
+            rc = parse_connack(first[0][2])[1]
+            if rc:
+                raise MqttError("broker refused the connection: %s" % CONNACK_REASONS.get(rc, rc))
+            self._connected()
+            for p in first[1:]:
+                self._handle(p)
+            helpers = [asyncio.create_task(self._pinger()), asyncio.create_task(self._flusher(writer))]
+            try:
+                while True:
+                    got = await self._read_packets(reader, packets, None)
+                    if not got:
+                        raise MqttError("the broker closed the connection")
+                    for p in got:
+                        self._handle(p)
+            finally:
+                for t in helpers:
+                    t.cancel()
+        finally:
+            self._writer = None
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _read_packets(self, reader, packets, timeout_ms):
+        while True:
+            if timeout_ms is None:
+                data = await reader.read(1024)
+            else:
+                data = await _wait_ms(reader.read(1024), timeout_ms)
+            if not data:
+                return []
+            self._heard_ms = ticks_ms()
+            got = packets.feed(data)
+            if got:
+                return got
+
+    def _connected(self):
+        self.state = CONNECTED
+        self.connects += 1
+        self.last_error = None
+        if self.subs:
+            self._write(encode_subscribe(self._next_pid(), list(self.subs.items())))
+        # QoS 1 messages the broker never acknowledged go again, marked DUP (§4.4)
+        for msg in list(self.inflight.values()):
+            self._write(encode_publish(msg.topic, msg.payload, 1, msg.retain, msg.pid, dup=True))
+        if self.on_connect:
+            self.on_connect()
+        self._send_queued()
+
+    def _send_queued(self):
+        while self.queue and self.state == CONNECTED and len(self.inflight) < self.queue_size:
+            self._send_publish(self.queue.pop(0))
+
+    def _lost(self, reason):
+        was = self.state
+        self.state = DISCONNECTED
+        if was == CONNECTED and self.on_disconnect:
+            self.on_disconnect(reason)
+
+    def _handle(self, packet):
+        kind, flags, body = packet
+        if kind == PUBLISH:
+            topic, payload, qos, retain, dup, pid = parse_publish(flags, body)
+            if qos:
+                self._write(encode_puback(pid))
+            if self.on_message:
+                self.on_message(topic, payload)
+        elif kind == PUBACK:
+            msg = self.inflight.pop(parse_pid(body), None)
+            if msg:
+                msg.done()
+                self._send_queued()
+        # SUBACK, UNSUBACK, PINGRESP: hearing from the broker is all they tell us
+
+    def _send_publish(self, msg):
+        if msg.qos:
+            msg.pid = self._next_pid()
+            self.inflight[msg.pid] = msg
+        self._write(encode_publish(msg.topic, msg.payload, msg.qos, msg.retain, msg.pid))
+        if not msg.qos:
+            msg.done()
+
+    def _write(self, data):
+        if self._writer is not None:
+            self._writer.write(data)
+            self._sent_ms = ticks_ms()
+            self._dirty.set()
+
+    async def _flusher(self, writer):
+        # MicroPython's streams send on drain(), so every write is followed by one, from one task
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await writer.drain()
+
+    async def _pinger(self):
+        """PINGREQ when we have been quiet for the keepalive; give up on a broker silent for 1.5×."""
+        if not self.keepalive:
+            return
+        ka = self.keepalive * 1000
+        while True:
+            await sleep_ms_async(min(ka // 4, 1000))
+            now = ticks_ms()
+            if ticks_diff(now, self._heard_ms) > ka * 3 // 2:
+                self.last_error = "no answer from the broker for %d s (keepalive)" % (ka * 3 // 2000)
+                if self._writer is not None:
+                    self._writer.close()
+                return
+            if ticks_diff(now, self._sent_ms) >= ka * 3 // 4:
+                self._write(PINGREQ_PACKET)
+
+    def _next_pid(self):
+        self._pid = self._pid % 65535 + 1
+        while self._pid in self.inflight:
+            self._pid = self._pid % 65535 + 1
+        return self._pid
+
+
+async def _wait_ms(coro, ms):
+    if hasattr(asyncio, "wait_for_ms"):
+        return await asyncio.wait_for_ms(coro, ms)
+    return await asyncio.wait_for(coro, ms / 1000)
+
+
+def _jitter(n):
+    """0..n-1 at random: a fleet that lost its broker together must not come back together."""
+    return int.from_bytes(os.urandom(2), "big") % n if n > 0 else 0

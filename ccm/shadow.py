@@ -1,0 +1,283 @@
+"""The cloud side of the CCM (DESIGN §4): MQTT for the host, the device shadow, RPC over MQTT.
+
+`ShadowBridge` serves `MQTT.Pub`, `MQTT.Sub`, `MQTT.Unsub`, `Shadow.Report` and `Shadow.Get` on the
+router, and turns what arrives from the broker into `MQTT.Message` and `Shadow.Delta` notifications and
+forwarded calls for the host. Where does a `Shadow.Delta` come from? `_on_delta` and `_on_get_accepted`.
+
+`delta(desired, reported)` is the AWS IoT shadow rule, shared with the cloud/ shadow service.
+"""
+
+import json
+
+from ccm import rpc
+from ccm.compat import dumps
+from ccm.mqtt import CONNECTED, topic_matches
+
+
+def delta(desired, reported):
+    """The desired leaves that differ from reported (AWS IoT: objects recurse, arrays compare whole)."""
+    if type(desired) is not dict:
+        return None if desired == reported else desired
+    if type(reported) is not dict:
+        reported = {}
+    out = {}
+    for k, v in desired.items():
+        if type(v) is dict:
+            d = delta(v, reported.get(k))
+            if d:
+                out[k] = d
+        elif k not in reported or reported[k] != v:
+            out[k] = v
+    return out
+
+
+def merge_state(old, new):
+    """AWS shadow update of one section: objects merge, `null` deletes a key, anything else replaces."""
+    if type(new) is not dict or type(old) is not dict:
+        return new
+    out = dict(old)
+    for k, v in new.items():
+        if v is None:
+            out.pop(k, None)
+        elif type(v) is dict:
+            m = merge_state(out.get(k), v)
+            if type(m) is dict:
+                m = {a: b for a, b in m.items() if b is not None}
+            out[k] = m
+        else:
+            out[k] = v
+    return out
+
+
+def _params(params, call):
+    if type(params) is not dict:
+        raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: expected an object")
+    return params
+
+
+class ShadowBridge:
+    """MQTT and the device shadow for the host, on one MqttClient."""
+
+    def __init__(self, config, router, client):
+        self.router = router
+        self.client = client
+        self.device_id = config.get("device.id")
+        self.prefix = (config.get("shadow.topic_prefix") or "$aws/things/{device.id}/shadow").replace(
+            "{device.id}", self.device_id
+        )
+        self.rpc_topic = self.device_id + "/rpc"
+        self.status_topic = self.device_id + "/status"
+        self.state = {"desired": {}, "reported": {}, "delta": {}, "version": 0}
+        self.host_subs = {}  # what the host subscribed to: filter -> qos
+        self._token = 0
+        self._dropped_reported = 0
+        client.will = (self.status_topic, "offline", 1, True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        for t in ("update/accepted", "update/rejected", "update/delta", "get/accepted", "get/rejected"):
+            client.subscribe(self.prefix + "/" + t, 1)
+        client.subscribe(self.rpc_topic, 1)
+        router.add("MQTT.Pub", self._pub)
+        router.add("MQTT.Sub", self._sub)
+        router.add("MQTT.Unsub", self._unsub)
+        router.add("Shadow.Report", self._report)
+        router.add("Shadow.Get", lambda params, call: self.state)
+        router.cloud_status = self.status
+
+    def status(self):
+        c = self.client
+        return {"connected": c.state == CONNECTED, "queued": len(c.queue), "dropped": c.dropped}
+
+    # -- host → cloud ---------------------------------------------------------------------------
+    def _pub(self, params, call):
+        p = _params(params, call)
+        topic = p.get("topic")
+        message = p.get("message", "")
+        qos = p.get("qos", 0)
+        if type(topic) is not str or not topic or "+" in topic or "#" in topic:
+            raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: topic must be a topic name without wildcards")
+        if qos not in (0, 1):
+            raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: qos must be 0 or 1")
+        if type(message) is not str:
+            message = dumps(message)
+
+        def done(error):
+            if error:
+                call.fail(rpc.QUEUE_FULL, error)
+            else:
+                call.reply(True)
+
+        self.client.publish(topic, message, qos, bool(p.get("retain")), done)
+        return rpc.LATER
+
+    def _sub(self, params, call):
+        p = _params(params, call)
+        topic = p.get("topic")
+        qos = p.get("qos", 0)
+        if type(topic) is not str or not topic or qos not in (0, 1):
+            raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: expected {topic, qos: 0|1}")
+        self.host_subs[topic] = qos
+        self.client.subscribe(topic, qos)
+        return True
+
+    def _unsub(self, params, call):
+        topic = _params(params, call).get("topic")
+        self.host_subs.pop(topic, None)
+        self.client.unsubscribe(topic)
+        return True
+
+    def _report(self, params, call):
+        self._token += 1
+        doc = '{"state":{"reported":%s},"clientToken":"%s-%d"}' % (dumps(params), self.device_id, self._token)
+
+        def done(error):
+            if error:
+                call.fail(rpc.QUEUE_FULL, error)
+            else:
+                call.reply(True)
+
+        self.client.publish(self.prefix + "/update", doc, 1, False, done)
+        return rpc.LATER
+
+    # -- cloud → host ---------------------------------------------------------------------------
+    def _on_connect(self):
+        self.client.publish(self.status_topic, "online", 1, True, control=True)
+        self.client.publish(self.prefix + "/get", "{}", 1, control=True)  # resync what changed while away
+        self._cloud_status(True, None)
+
+    def _on_disconnect(self, reason):
+        self._cloud_status(False, reason)
+
+    def _cloud_status(self, connected, reason):
+        st = self.status()
+        params = {"connected": connected}
+        if reason:
+            params["reason"] = reason
+        if st["dropped"] != self._dropped_reported:  # losses are reported, never silent
+            params["dropped"] = st["dropped"] - self._dropped_reported
+            self._dropped_reported = st["dropped"]
+        self._host_notify("Cloud.Status", params)
+
+    def _host_notify(self, method, params):
+        if self.router.host is not None:
+            self.router.host.notify(method, params)
+
+    def _on_message(self, topic, payload):
+        if topic.startswith(self.prefix + "/"):
+            self._on_shadow(topic[len(self.prefix) + 1 :], payload)
+        elif topic == self.rpc_topic:
+            self._on_rpc(payload)
+        for f in self.host_subs:
+            if topic_matches(f, topic):
+                try:
+                    message = payload.decode()
+                except Exception:
+                    message = payload.hex()  # binary payloads reach the host as hex text
+                self._host_notify("MQTT.Message", {"topic": topic, "message": message})
+                return
+
+    def _on_shadow(self, kind, payload):
+        try:
+            doc = json.loads(payload)
+        except Exception:
+            return
+        if type(doc) is not dict:
+            return
+        if kind == "update/delta":
+            self._on_delta(doc)
+        elif kind == "get/accepted":
+            self._on_get_accepted(doc)
+        elif kind == "update/accepted":
+            st = doc.get("state") or {}
+            for section in ("desired", "reported"):
+                if section in st:
+                    self.state[section] = merge_state(self.state[section], st[section])
+            self._set_version(doc)
+            self.state["delta"] = delta(self.state["desired"], self.state["reported"])
+
+    def _on_delta(self, doc):
+        st = doc.get("state")
+        self._set_version(doc)
+        if st:
+            self.state["desired"] = merge_state(self.state["desired"], st)
+            self.state["delta"] = st
+            self._host_notify("Shadow.Delta", st)
+
+    def _on_get_accepted(self, doc):
+        st = doc.get("state") or {}
+        self.state["desired"] = st.get("desired") or {}
+        self.state["reported"] = st.get("reported") or {}
+        self._set_version(doc)
+        d = st.get("delta")
+        if d is None:
+            d = delta(self.state["desired"], self.state["reported"])
+        self.state["delta"] = d or {}
+        if d:
+            self._host_notify("Shadow.Delta", d)
+
+    def _set_version(self, doc):
+        v = doc.get("version")
+        if type(v) is int:
+            self.state["version"] = v
+
+    def _on_rpc(self, payload):
+        """RPC over MQTT: {id, src, method, params} on {device.id}/rpc; the answer goes to {src}/rpc."""
+        try:
+            msg = json.loads(payload)
+        except Exception:
+            return  # no src to answer to
+        if type(msg) is not dict or type(msg.get("src")) is not str or not msg["src"]:
+            return
+        src = msg["src"]
+        device_id = self.device_id
+        client = self.client
+
+        def send(frame):
+            reply = json.loads(frame)
+            reply["src"] = device_id
+            reply["dst"] = src
+            client.publish(src + "/rpc", dumps(reply), 1)
+
+        msg.pop("src")
+        msg.pop("dst", None)
+        self.router.dispatch(msg, send, "mqtt:" + src)
+
+
+def client_from_config(config):
+    """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set)."""
+    from ccm.mqtt import MqttClient
+
+    host, _, port = config.get("mqtt.server").rpartition(":")
+    ssl_ctx = None
+    if config.get("mqtt.ssl_ca_cert") or config.get("mqtt.ssl_cert"):
+        ssl_ctx = _ssl_context(config)
+    return MqttClient(
+        host or "localhost",
+        int(port or (8883 if ssl_ctx else 1883)),
+        client_id=config.get("mqtt.client_id") or config.get("device.id"),
+        keepalive=config.get("mqtt.keep_alive"),
+        user=config.get("mqtt.user") or None,
+        password=config.get("mqtt.pass") or None,
+        ssl=ssl_ctx,
+        queue_size=config.get("mqtt.queue_size"),
+        backoff_min_ms=config.get("mqtt.reconnect_timeout_min_ms"),
+        backoff_max_ms=config.get("mqtt.reconnect_timeout_max_ms"),
+    )
+
+
+def _ssl_context(config):
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca = config.get("mqtt.ssl_ca_cert")
+    if ca:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if hasattr(ctx, "check_hostname"):
+        ctx.check_hostname = bool(ca) and bool(config.get("mqtt.ssl_server_name", True))
+    if config.get("mqtt.ssl_cert"):
+        ctx.load_cert_chain(config.get("mqtt.ssl_cert"), config.get("mqtt.ssl_key"))
+    return ctx

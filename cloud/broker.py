@@ -1,0 +1,187 @@
+"""An MQTT broker on 127.0.0.1 for the local cloud, the virtual product and the tests.
+
+mosquitto when it is on PATH (the real peer), else the embedded amqtt broker, so the local cloud also
+works on a bare machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s") from None
+            time.sleep(0.02)
+
+
+class Mosquitto:
+    """A mosquitto process on a free port; `stop()`/`start()` again keep the same port (outage tests)."""
+
+    kind = "mosquitto"
+
+    def __init__(self, port: int | None = None, tls: dict | None = None, exe: str | None = None):
+        self.exe = exe or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = port or free_port()
+        self.tls = tls  # {"cafile", "certfile", "keyfile", "require_certificate"}
+        self.dir = Path(tempfile.mkdtemp(prefix="ccm-mosquitto-"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _conf(self) -> Path:
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false", "log_dest stderr"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.insert(0, "user root")  # else it drops to `mosquitto`, who cannot read our private files
+        if self.tls:
+            lines += [
+                f"cafile {self.tls['cafile']}",
+                f"certfile {self.tls['certfile']}",
+                f"keyfile {self.tls['keyfile']}",
+            ]
+            if self.tls.get("require_certificate"):
+                lines += ["require_certificate true", "use_identity_as_username true"]
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self) -> Mosquitto:
+        if not Path(self.exe).exists():
+            raise FileNotFoundError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        log = open(self.dir / "mosquitto.log", "ab")
+        self.proc = subprocess.Popen([self.exe, "-c", str(self._conf())], stdout=log, stderr=log)
+        try:
+            wait_listening(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start: {(self.dir / 'mosquitto.log').read_text()[-2000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        """Kill it hard: an outage, not a polite shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _DollarTopic(str):
+    """A topic amqtt does not see as starting with `$`: it closes the connection of any client that
+    publishes to one, and the AWS shadow topics are `$aws/things/…`. (Mosquitto and AWS IoT accept them.)"""
+
+    def startswith(self, prefix, *args):
+        return False if prefix == "$" else str.startswith(self, prefix, *args)
+
+
+def _embedded_broker_class():
+    from amqtt.broker import Broker
+
+    class AwsTopicsBroker(Broker):
+        async def _handle_message_delivery(self, client_session, handler, wait_deliver):
+            msg = wait_deliver.result()
+            topic = getattr(msg, "topic", None)
+            if isinstance(topic, str) and topic.startswith("$aws/"):
+                msg.topic = _DollarTopic(topic)
+            return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
+    return AwsTopicsBroker
+
+
+class EmbeddedBroker:
+    """amqtt's broker in a thread, for machines without mosquitto."""
+
+    kind = "amqtt"
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.broker = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        Broker = _embedded_broker_class()
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            config = {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+            try:
+                self.broker = Broker(config, loop=self.loop)
+                self.loop.run_until_complete(self.broker.start())
+            except BaseException as e:  # reported to the caller of start()
+                errors.append(e)
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="amqtt broker", daemon=True)
+        self.thread.start()
+        ready.wait(20)
+        if errors:
+            raise RuntimeError(f"the embedded MQTT broker did not start: {errors[0]}")
+        wait_listening(self.port)
+        return self
+
+    def close(self) -> None:
+        if self.loop and self.broker:
+            asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    stop = close
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start_broker(port: int | None = None, embedded: bool = False) -> Mosquitto | EmbeddedBroker:
+    """mosquitto when installed (unless `embedded`), else the embedded broker; started, on 127.0.0.1."""
+    if not embedded and (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
+        return Mosquitto(port).start()
+    return EmbeddedBroker(port).start()

@@ -1,0 +1,209 @@
+"""An AWS IoT compatible device shadow service over any MQTT broker (DESIGN §4).
+
+    ccm cloud --broker mqtt://127.0.0.1:1883 --db shadows.sqlite
+
+Topics and documents follow AWS IoT's classic shadow: `$aws/things/{thing}/shadow/{update,get,delete}`
+with answers on `…/accepted`, `…/rejected`, `update/delta` and `update/documents`; versions, `null`
+deletes, 409 on a version mismatch, and AWS's error codes and messages. `Shadows` is the logic (no
+MQTT); `ShadowService` puts it on a broker with paho-mqtt; state persists in SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from urllib.parse import urlparse
+
+from ccm.shadow import delta, merge_state
+
+PREFIX = "$aws/things/"
+
+
+def _metadata(state, ts: int):
+    if isinstance(state, dict):
+        return {k: _metadata(v, ts) for k, v in state.items()}
+    return {"timestamp": ts}
+
+
+def _error(code: int, message: str, token, ts: int) -> dict:
+    e = {"code": code, "message": message, "timestamp": ts}
+    if token is not None:
+        e["clientToken"] = token
+    return e
+
+
+class Shadows:
+    """Shadow documents in SQLite. Each operation returns [(topic suffix, document), …] to publish."""
+
+    def __init__(self, db: str = ":memory:"):
+        self.db = sqlite3.connect(db, check_same_thread=False)
+        self.db.execute("CREATE TABLE IF NOT EXISTS shadow (thing TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        self.db.commit()
+        self.lock = threading.Lock()
+
+    def load(self, thing: str) -> dict | None:
+        row = self.db.execute("SELECT doc FROM shadow WHERE thing = ?", (thing,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _save(self, thing: str, doc: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO shadow VALUES (?, ?)", (thing, json.dumps(doc)))
+        self.db.commit()
+
+    def handle(self, thing: str, op: str, payload: bytes) -> list[tuple[str, dict]]:
+        with self.lock:
+            return getattr(self, "_" + op)(thing, payload)
+
+    def _parse(self, op: str, payload: bytes, ts: int):
+        if not payload.strip() and op != "update":
+            return {}, None
+        try:
+            req = json.loads(payload)
+        except ValueError:
+            return None, [(op + "/rejected", _error(400, "Payload contains invalid json", None, ts))]
+        if not isinstance(req, dict):
+            return None, [(op + "/rejected", _error(400, "Payload contains invalid json", None, ts))]
+        return req, None
+
+    def _update(self, thing: str, payload: bytes):
+        ts = int(time.time())
+        req, err = self._parse("update", payload, ts)
+        if err:
+            return err
+        token = req.get("clientToken")
+        state = req.get("state")
+        if "state" not in req:
+            return [("update/rejected", _error(400, "Missing required node: state", token, ts))]
+        if not isinstance(state, dict):
+            return [("update/rejected", _error(400, "State node must be an object", token, ts))]
+        for k in state:
+            if k not in ("desired", "reported"):
+                return [("update/rejected", _error(400, f"State contains an invalid node: '{k}'", token, ts))]
+        doc = self.load(thing) or {"state": {}, "metadata": {}, "version": 0}
+        if "version" in req and req["version"] != doc["version"]:
+            return [("update/rejected", _error(409, "Version conflict", token, ts))]
+        previous = json.loads(json.dumps(doc))
+        for section in ("desired", "reported"):
+            if section not in state:
+                continue
+            new = state[section]
+            if new is None:
+                doc["state"].pop(section, None)
+                doc["metadata"].pop(section, None)
+                continue
+            merged = merge_state(doc["state"].get(section) or {}, new)
+            doc["state"][section] = merged
+            doc["metadata"][section] = merge_state(doc["metadata"].get(section) or {}, _metadata(new, ts))
+        doc["version"] += 1
+        doc["timestamp"] = ts
+        self._save(thing, doc)
+        accepted = {"state": state, "metadata": _metadata(state, ts), "version": doc["version"], "timestamp": ts}
+        if token is not None:
+            accepted["clientToken"] = token
+        out = [("update/accepted", accepted)]
+        d = delta(doc["state"].get("desired") or {}, doc["state"].get("reported") or {})
+        if d and "desired" in state:
+            out.append(
+                ("update/delta", {"version": doc["version"], "timestamp": ts, "state": d, "metadata": _metadata(d, ts)})
+            )
+        documents = {
+            "previous": {k: previous[k] for k in ("state", "metadata", "version")} if previous["version"] else None,
+            "current": {k: doc[k] for k in ("state", "metadata", "version")},
+            "timestamp": ts,
+        }
+        if token is not None:
+            documents["clientToken"] = token
+        out.append(("update/documents", documents))
+        return out
+
+    def _get(self, thing: str, payload: bytes):
+        ts = int(time.time())
+        req, err = self._parse("get", payload, ts)
+        if err:
+            return err
+        token = req.get("clientToken")
+        doc = self.load(thing)
+        if doc is None:
+            return [("get/rejected", _error(404, f"No shadow exists with name: '{thing}'", token, ts))]
+        state = dict(doc["state"])
+        d = delta(state.get("desired") or {}, state.get("reported") or {})
+        if d:
+            state["delta"] = d
+        answer = {"state": state, "metadata": doc["metadata"], "version": doc["version"], "timestamp": ts}
+        if token is not None:
+            answer["clientToken"] = token
+        return [("get/accepted", answer)]
+
+    def _delete(self, thing: str, payload: bytes):
+        ts = int(time.time())
+        req, err = self._parse("delete", payload, ts)
+        if err:
+            return err
+        token = req.get("clientToken")
+        doc = self.load(thing)
+        if doc is None:
+            return [("delete/rejected", _error(404, f"No shadow exists with name: '{thing}'", token, ts))]
+        self.db.execute("DELETE FROM shadow WHERE thing = ?", (thing,))
+        self.db.commit()
+        answer = {"version": doc["version"], "timestamp": ts}
+        if token is not None:
+            answer["clientToken"] = token
+        return [("delete/accepted", answer)]
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    u = urlparse(url if "://" in url else "mqtt://" + url)
+    return u.hostname or "127.0.0.1", u.port or 1883
+
+
+class ShadowService:
+    """`Shadows` on a broker: subscribes to every thing's update/get/delete and publishes the answers."""
+
+    def __init__(self, broker: str, db: str = ":memory:", client_id: str = "ccm-shadow-service"):
+        import paho.mqtt.client as paho
+
+        self.host, self.port = parse_broker_url(broker)
+        self.shadows = Shadows(db)
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 5)
+        self._subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_disconnect = lambda *a: self._subscribed.clear()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe([(PREFIX + "+/shadow/" + op, 1) for op in ("update", "get", "delete")])
+
+    def _on_message(self, client, userdata, msg):
+        parts = msg.topic.split("/")
+        if len(parts) != 5 or parts[3] != "shadow":
+            return
+        thing, op = parts[2], parts[4]
+        for suffix, doc in self.shadows.handle(thing, op, msg.payload):
+            client.publish(f"{PREFIX}{thing}/shadow/{suffix}", json.dumps(doc, separators=(",", ":")), qos=1)
+
+    @property
+    def ready(self) -> bool:
+        """Connected and subscribed: requests published now will be answered."""
+        return self._subscribed.is_set()
+
+    def start(self, timeout: float = 10.0) -> ShadowService:
+        """Connect and wait until the subscriptions are in place."""
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.client.loop_stop()
+            raise ConnectionError(f"shadow service: no broker answering at {self.host}:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> ShadowService:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,92 @@
+"""`ccm cloud`, `ccm sim ccm --mqtt`, `ccm --port mqtt://… call|shadow` as a user runs them, in processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import unique_device, wait_until
+
+from host_lib import Host
+
+ENV = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONUNBUFFERED="1")
+
+
+def ccm(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "bundle.cli", *args], capture_output=True, text=True, env=ENV, timeout=60)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+class Running:
+    def __init__(self, *args):
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "bundle.cli", *args], stdout=subprocess.PIPE, text=True, env=ENV
+        )
+        self.lines = []
+
+    def line_with(self, text):
+        while True:
+            line = self.p.stdout.readline()
+            assert line, f"exited before printing {text!r}: {self.lines}"
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(20)
+        return self.p.returncode
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["mosquitto", "amqtt"])
+def test_local_cloud_virtual_ccm_and_cli_end_to_end(tmp_path, embedded):
+    device = unique_device()
+    cloud = Running("cloud", "--db", str(tmp_path / "s.sqlite"), *(["--embedded"] if embedded else []))
+    try:
+        broker = cloud.line_with("MQTT broker").split(" on ")[1].strip()
+        assert ("amqtt" in cloud.lines[0]) == embedded
+        cloud.line_with("shadow service up")
+        sim = Running("sim", "ccm", "--device-id", device, "--mqtt", broker.removeprefix("mqtt://"))
+        try:
+            path = sim.line_with("host UART is").rsplit(" ", 1)[1].strip()
+            deltas = []
+            host = Host(path)
+            host.export("Sum", lambda p: p[0] + p[1])
+
+            @host.on("Shadow.Delta")
+            def delta(state):
+                deltas.append(state)
+                host.shadow_report(state)
+
+            with host:
+                wait_until(lambda: host.call("Sys.GetInfo")["cloud"]["connected"], what="the virtual CCM online")
+                port = f"{broker}/{device}"
+                assert json.loads(ccm("--port", port, "call", "Sum", "[2,3]").stdout) == 5
+                out = json.loads(ccm("--port", port, "shadow", "desired", "on=true", "color.r=255").stdout)
+                assert out["state"] == {"desired": {"on": True, "color": {"r": 255}}}
+                wait_until(lambda: deltas, what="Shadow.Delta at the host")
+
+                def reported():
+                    doc = json.loads(ccm("--port", port, "shadow", "get").stdout)
+                    return doc if doc["state"].get("reported") == {"on": True, "color": {"r": 255}} else None
+
+                doc = wait_until(reported, timeout=20, what="the report in the shadow")
+                assert "delta" not in doc["state"]
+                bad = ccm("--port", port, "call", "No.Such", check=False)
+                assert bad.returncode != 0 and "method not found" in bad.stderr
+        finally:
+            assert sim.stop() == 0
+    finally:
+        assert cloud.stop() == 0
+
+
+def test_cli_explains_a_missing_device_and_a_dead_broker():
+    p = ccm("--port", "mqtt://127.0.0.1:1", "call", "Sys.GetInfo", check=False)
+    assert p.returncode != 0 and "say which device" in p.stderr
+    p = ccm("--port", "mqtt://127.0.0.1:1/ccm-x", "call", "Sys.GetInfo", check=False)
+    assert p.returncode != 0 and "no MQTT broker at 127.0.0.1:1" in p.stderr
+    p = ccm("--port", "/dev/ttyUSB9", "shadow", "get", check=False)
+    assert p.returncode != 0 and "mqtt://HOST:PORT/DEVICE_ID" in p.stderr
