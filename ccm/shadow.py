@@ -87,7 +87,10 @@ class ShadowBridge:
 
     def status(self):
         c = self.client
-        return {"connected": c.state == CONNECTED, "queued": len(c.queue), "dropped": c.dropped}
+        st = {"connected": c.state == CONNECTED, "queued": len(c.queue), "dropped": c.dropped}
+        if c.state != CONNECTED and c.last_error:
+            st["reason"] = c.last_error
+        return st
 
     # -- host → cloud ---------------------------------------------------------------------------
     def _pub(self, params, call):

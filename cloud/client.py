@@ -19,7 +19,7 @@ from typing import Any
 
 from ccm.mqtt import topic_matches
 from ccm.rpc import RpcError
-from cloud.shadow_service import PREFIX, parse_broker_url
+from cloud.shadow_service import PREFIX, no_delay, parse_broker_url
 
 
 class ShadowError(Exception):
@@ -43,6 +43,7 @@ class CloudClient:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_socket_open = no_delay
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.reconnect_delay_set(0.1, 2)
         self.keepalive = keepalive

@@ -152,6 +152,16 @@ class Shadows:
         return [("delete/accepted", answer)]
 
 
+def no_delay(client, userdata, sock) -> None:
+    """paho's on_socket_open: small packets go out at once (Nagle + delayed ACK cost ~40 ms each)."""
+    import socket
+
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (websockets, TLS wrapper without it)
+        pass
+
+
 def parse_broker_url(url: str) -> tuple[str, int]:
     u = urlparse(url if "://" in url else "mqtt://" + url)
     return u.hostname or "127.0.0.1", u.port or 1883
@@ -168,6 +178,7 @@ class ShadowService:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_socket_open = no_delay
         self.client.reconnect_delay_set(0.2, 5)
         self._subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self._subscribed.set()

@@ -150,7 +150,8 @@ def test_broker_outage_queues_qos1_reports_loss_and_resyncs_the_shadow(mosquitto
             except RpcError as e:
                 results.append(e.code)
         assert results == [rpc.QUEUE_FULL] * 3  # beyond the bound: refused, not lost silently
-        assert host.call("Sys.GetInfo")["cloud"] == {"connected": False, "queued": 5, "dropped": 3}
+        st = host.call("Sys.GetInfo")["cloud"]
+        assert (st["connected"], st["queued"], st["dropped"]) == (False, 5, 3) and st["reason"]
 
         mosquitto.start()
         wait_until(lambda: shadow_service.ready, what="the shadow service back")
@@ -271,3 +272,17 @@ def test_mutual_tls_against_mosquitto_requiring_client_certificates(certs):
             with VirtualCcm(no_cert) as v:
                 wait_until(lambda: v.ccm.mqtt.last_error, what="a refused handshake")
                 assert v.ccm.mqtt.state != 2
+
+
+def test_broker_user_and_password_are_used_and_a_refusal_is_explained():
+    from cloud.broker import Mosquitto
+
+    with Mosquitto(users={"lamp": "s3cret"}) as broker:
+        with VirtualCcm(cloud_config(broker.port, unique_device(), user="lamp", **{"pass": "s3cret"})) as v:
+            wait_until(lambda: v.ccm.mqtt.state == 2, what="an authenticated connection")
+        with VirtualCcm(cloud_config(broker.port, unique_device(), user="lamp", **{"pass": "wrong"})) as v:
+            err = wait_until(lambda: v.ccm.mqtt.last_error, what="the refusal")
+            assert "not authorized" in err or "bad user name or password" in err
+            with Host(v.path) as h:
+                st = h.call("Sys.GetInfo")["cloud"]
+                assert st["connected"] is False and "broker refused the connection" in st["reason"]

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from sim.ccm import VirtualCcm
 
 
@@ -34,3 +36,21 @@ def test_lamp_host_follows_the_shadow_and_answers_calls():
             p.terminate()
             p.wait(10)
     assert p.returncode == 0
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["mosquitto", "amqtt"])
+def test_ccm_demo_runs_the_whole_virtual_product(embedded):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    args = [sys.executable, "-m", "bundle.cli", "demo", *(["--embedded"] if embedded else [])]
+    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for frame in (
+        '{"id":1,"method":"Sum","params":[2,3]}',
+        '{"id":2,"error":{"code":-32601,"message":"method not found"}}',
+        '{"method":"Shadow.Delta","params":{"on":true}}',
+        '{"method":"Shadow.Report","params":{"on":true}}',
+        '{"method":"MQTT.Pub","params":{"topic":"t1","message":"hello"}}',
+    ):
+        assert frame in p.stdout
+    assert "amqtt" in p.stdout if embedded else "mosquitto" in p.stdout
+    assert '"reported": {"on": true}' in p.stdout
