@@ -265,6 +265,7 @@ class MqttClient:
         self._sent_ms = 0
         self._heard_ms = 0
         self._dirty = asyncio.Event()
+        self._dead = None  # why the pinger gave up on the connection
 
     # -- API --------------------------------------------------------------------------------------
     def publish(self, topic, payload, qos=0, retain=False, on_done=None, control=False):
@@ -325,6 +326,7 @@ class MqttClient:
     # -- the connection -----------------------------------------------------------------------
     async def _session(self):
         self.state = CONNECTING
+        self._dead = None
         if self.ssl is not None:
             reader, writer = await self._open(self.host, self.port, ssl=self.ssl)
         else:
@@ -348,7 +350,7 @@ class MqttClient:
                 while True:
                     got = await self._read_packets(reader, packets, None)
                     if not got:
-                        raise MqttError("the broker closed the connection")
+                        raise MqttError(self._dead or "the broker closed the connection")
                     for p in got:
                         self._handle(p)
             finally:
@@ -442,7 +444,7 @@ class MqttClient:
             await sleep_ms_async(min(ka // 4, 1000))
             now = ticks_ms()
             if ticks_diff(now, self._heard_ms) > ka * 3 // 2:
-                self.last_error = "no answer from the broker for %d s (keepalive)" % (ka * 3 // 2000)
+                self._dead = "no answer from the broker for %g s (keepalive)" % (ka * 3 / 2000)
                 if self._writer is not None:
                     self._writer.close()
                 return
