@@ -20,6 +20,9 @@ Examples:
   ccm sim ccm                                a virtual CCM on a pty; prints its port
   ccm --port /dev/pts/5 call Sys.GetInfo     call a CCM method as the host would
   ccm --port /dev/ttyUSB0 call Config.Get '{"key":"device"}'
+  ccm --port /dev/ttyUSB0 wifi HomeNet secret123   provision WiFi, like mos wifi
+  ccm --port http://192.168.4.1/rpc config-get wifi
+  ccm --port ws://10.0.0.7/rpc --password pw config-set mqtt.server=broker:1883
   ccm cloud                                  broker + AWS-style shadow service on this PC
   ccm --port mqtt://127.0.0.1:1883/ccm-000000 call Sum '[2,3]'
   ccm --port mqtt://127.0.0.1:1883/ccm-000000 shadow desired on=true
@@ -35,10 +38,18 @@ Examples:
 )
 @click.option("--baud", default=115200, show_default=True, help="UART speed (host.rpc.uart.baud_rate).")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--user", default="admin", show_default=True, help="User for HTTP Digest auth (rpc.auth.user).")
+@click.option(
+    "--password", envvar="CCM_PASSWORD", help="Password for HTTP Digest auth (rpc.auth.password; env CCM_PASSWORD)."
+)
 @click.pass_context
-def main(ctx: click.Context, port: str | None, baud: int, timeout: float) -> None:
-    """ccm-bridge: turn an ESP32 into a Cloud Communication Module, and develop without hardware."""
-    ctx.obj = {"port": port, "baud": baud, "timeout": timeout}
+def main(ctx: click.Context, port: str | None, baud: int, timeout: float, user: str, password: str | None) -> None:
+    """ccm-bridge: turn an ESP32 into a Cloud Communication Module, and develop without hardware.
+
+    PORT can be a serial port (the host UART), http://IP/rpc or ws://IP/rpc (the module's network
+    endpoint), or mqtt://HOST:PORT/DEVICE_ID (through the cloud).
+    """
+    ctx.obj = {"port": port, "baud": baud, "timeout": timeout, "user": user, "password": password}
 
 
 def _open_rpc(ctx: click.Context):
@@ -51,9 +62,27 @@ def _open_rpc(ctx: click.Context):
             "or mqtt://HOST:PORT/DEVICE_ID)"
         )
     try:
-        return open_rpc(port, ctx.obj["baud"])
+        return open_rpc(port, ctx.obj["baud"], ctx.obj["password"], ctx.obj["user"])
     except PortError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _run(ctx: click.Context, method: str, params=None):
+    """Call and return the result; every failure becomes a message that says what to do."""
+    from bundle.transport import PortError
+
+    link = _open_rpc(ctx)
+    try:
+        return link.call(method, params, timeout=ctx.obj["timeout"])
+    except TimeoutError as e:
+        why = e.message if isinstance(e, RpcError) else str(e)
+        raise click.ClickException(f"{why}. Is the CCM powered, and is PORT the right one?") from None
+    except RpcError as e:
+        raise click.ClickException(f"{method} failed: {e.message} (code {e.code})") from None
+    except PortError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        link.close()
 
 
 def _print_json(value) -> None:
@@ -77,15 +106,7 @@ def call(ctx: click.Context, method: str, params: str | None) -> None:
         raise click.BadParameter(
             f'not JSON: {e}. Quote it for the shell, e.g. \'{{"key":"device"}}\'', param_hint="PARAMS"
         ) from None
-    link = _open_rpc(ctx)
-    try:
-        _print_json(link.call(method, p, timeout=ctx.obj["timeout"]))
-    except RpcError as e:
-        raise click.ClickException(f"{method} failed: {e.message} (code {e.code})") from None
-    except TimeoutError as e:
-        raise click.ClickException(f"{method}: {e}") from None
-    finally:
-        link.close()
+    _print_json(_run(ctx, method, p))
 
 
 @main.command()
@@ -93,6 +114,69 @@ def call(ctx: click.Context, method: str, params: str | None) -> None:
 def info(ctx: click.Context) -> None:
     """Print the CCM's Sys.GetInfo: firmware, device id, uptime, link counters."""
     ctx.invoke(call, method="Sys.GetInfo")
+
+
+@main.command("config-get")
+@click.argument("key", required=False)
+@click.pass_context
+def config_get(ctx: click.Context, key: str | None) -> None:
+    """Print the configuration, or the sub-tree at KEY (e.g. wifi.sta). Secrets show as ***."""
+    _print_json(_run(ctx, "Config.Get", {"key": key} if key else None))
+
+
+@main.command("config-set")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--no-save", is_flag=True, help="Change the running config only; a reboot undoes it.")
+@click.option("--no-reboot", is_flag=True, help="Save without rebooting (settings the CCM applies live still apply).")
+@click.pass_context
+def config_set(ctx: click.Context, pairs: tuple[str, ...], no_save: bool, no_reboot: bool) -> None:
+    """Set configuration keys, save, and reboot, as `mos config-set` does.
+
+    \b
+    Example:  ccm --port /dev/ttyUSB0 config-set mqtt.enable=true mqtt.server=broker.local:1883
+    Values take the type the key has: mqtt.server=1234 stays a string.
+    """
+    patch: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected key=value, e.g. wifi.sta.ssid=Home", param_hint="KEY=VALUE")
+        current = None
+        try:
+            current = _run(ctx, "Config.Get", {"key": key})
+        except click.ClickException:
+            pass  # unknown key: Config.Set names it below
+        node = patch
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = text if isinstance(current, str) else _value(text)
+    params: dict = {"config": patch}
+    if not no_save:
+        params["save"] = True
+        if not no_reboot:
+            params["reboot"] = True
+    _run(ctx, "Config.Set", params)
+    click.echo("saved, rebooting" if params.get("reboot") else ("saved" if params.get("save") else "set (not saved)"))
+
+
+@main.command()
+@click.argument("ssid")
+@click.argument("password")
+@click.pass_context
+def wifi(ctx: click.Context, ssid: str, password: str) -> None:
+    """Join the CCM to a WiFi network (sets wifi.sta.*, saves, reboots), like `mos wifi`."""
+    sta = {"enable": True, "ssid": ssid, "pass": password}
+    _run(ctx, "Config.Set", {"config": {"wifi": {"sta": sta}}, "save": True, "reboot": True})
+    click.echo(f"WiFi set to {ssid}; the CCM reboots and joins it")
+
+
+@main.command()
+@click.pass_context
+def reboot(ctx: click.Context) -> None:
+    """Reboot the CCM."""
+    _run(ctx, "Sys.Reboot")
+    click.echo("rebooting")
 
 
 @main.group()
@@ -129,6 +213,7 @@ def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool) -> 
     except (OSError, ValueError) as e:
         raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
     click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
+    click.echo(f"its /rpc endpoint (HTTP and WebSocket) is {v.http_url}")
     click.echo("talk to it as the host would:")
     click.echo(f"  ccm --port {v.path} call RPC.List")
     click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')

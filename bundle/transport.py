@@ -19,7 +19,11 @@ class SerialRpc:
         try:
             self.host = Host(port, baud).start()
         except Exception as e:  # pyserial raises SerialException / OSError with the errno text
-            raise PortError(f"cannot open {port}: {e}. Is the path right, and is no other program using it?") from None
+            if "lock" in str(e):
+                raise PortError(
+                    f"port busy: another program has {port} open (a serial monitor? a host program?). Close it and retry."
+                ) from None
+            raise PortError(f"cannot open {port}: {e}. Is the path right?") from None
 
     def call(self, method: str, params: Any = None, timeout: float = 5.0) -> Any:
         return self.host.call(method, params, timeout)
@@ -50,7 +54,162 @@ class MqttRpc:
         self.cloud.stop()
 
 
-def open_rpc(port: str, baud: int = 115200) -> SerialRpc | MqttRpc:
+def digest_header(challenge: str, method: str, uri: str, user: str, password: str) -> str:
+    """An RFC 7616 `Authorization: Digest …` answer (qop=auth) to a `WWW-Authenticate` challenge."""
+    import hashlib
+    import os as _os
+
+    from ccm.http import parse_auth_header
+
+    c = parse_auth_header(challenge)
+    alg = c.get("algorithm", "MD5")
+    h = (
+        (lambda t: hashlib.sha256(t.encode()).hexdigest())
+        if alg == "SHA-256"
+        else (lambda t: hashlib.md5(t.encode()).hexdigest())
+    )
+    cnonce = _os.urandom(8).hex()
+    ha1 = h(f"{user}:{c['realm']}:{password}")
+    ha2 = h(f"{method}:{uri}")
+    response = h(f"{ha1}:{c['nonce']}:00000001:{cnonce}:auth:{ha2}")
+    fields = {
+        "username": user,
+        "realm": c["realm"],
+        "nonce": c["nonce"],
+        "uri": uri,
+        "algorithm": alg,
+        "qop": "auth",
+        "nc": "00000001",
+        "cnonce": cnonce,
+        "response": response,
+    }
+    if "opaque" in c:
+        fields["opaque"] = c["opaque"]
+    return "Digest " + ", ".join(
+        f'{k}="{v}"' if k not in ("nc", "qop", "algorithm") else f"{k}={v}" for k, v in fields.items()
+    )
+
+
+class AuthFailed(PortError):
+    pass
+
+
+class HttpRpc:
+    """Calls as JSON-RPC frames POSTed to http://HOST[:PORT]/rpc, with Digest auth when asked."""
+
+    def __init__(self, url: str, user: str = "admin", password: str | None = None):
+        self.url = url
+        self.user = user
+        self.password = password
+        self.ids = 0
+
+    def call(self, method: str, params: Any = None, timeout: float = 5.0) -> Any:
+        import json
+        import urllib.error
+        import urllib.request
+
+        from ccm.rpc import RpcError
+
+        self.ids += 1
+        frame: dict = {"id": self.ids, "method": method}
+        if params is not None:
+            frame["params"] = params
+        body = json.dumps(frame).encode()
+        headers = {"Content-Type": "application/json"}
+        for attempt in (0, 1):
+            req = urllib.request.Request(self.url, data=body, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    reply = json.loads(r.read())
+                break
+            except urllib.error.HTTPError as e:
+                if e.code != 401:
+                    raise PortError(f"{self.url}: HTTP {e.code} {e.reason}") from None
+                if attempt or self.password is None:
+                    raise AuthFailed(
+                        f"{self.url} wants a password: give --password (user {self.user})"
+                        if self.password is None
+                        else f"{self.url}: authentication failed for user {self.user}: wrong password?"
+                    ) from None
+                path = urllib.parse.urlparse(self.url).path or "/"
+                headers["Authorization"] = digest_header(
+                    e.headers["WWW-Authenticate"], "POST", path, self.user, self.password
+                )
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                    raise TimeoutError(f"no answer from {self.url} within {timeout:g} s") from None
+                raise PortError(f"cannot reach {self.url}: {reason}. Is the CCM on this network?") from None
+        if "error" in reply:
+            e = reply["error"]
+            raise RpcError(e.get("code", -32603), e.get("message"), e.get("data"))
+        return reply.get("result")
+
+    def close(self) -> None:
+        pass
+
+
+class WsRpc:
+    """Calls over a WebSocket to ws://HOST[:PORT]/rpc, in mos's envelope, with Digest auth when asked."""
+
+    def __init__(self, url: str, user: str = "admin", password: str | None = None, timeout: float = 5.0):
+        import websockets.sync.client as wsclient
+        from websockets.exceptions import InvalidStatus
+
+        self.url = url
+        self.ids = 0
+        headers = {}
+        for attempt in (0, 1):
+            try:
+                self.ws = wsclient.connect(url, additional_headers=headers, open_timeout=timeout)
+                break
+            except InvalidStatus as e:
+                if e.response.status_code != 401:
+                    raise PortError(f"{url}: HTTP {e.response.status_code}") from None
+                if attempt or password is None:
+                    raise AuthFailed(
+                        f"{url} wants a password: give --password (user {user})"
+                        if password is None
+                        else f"{url}: authentication failed for user {user}: wrong password?"
+                    ) from None
+                path = urlparse(url).path or "/"
+                challenge = e.response.headers.get_all("WWW-Authenticate")[0]
+                headers = {"Authorization": digest_header(challenge, "GET", path, user, password)}
+            except (OSError, TimeoutError) as e:
+                raise PortError(f"cannot reach {url}: {e}. Is the CCM on this network?") from None
+
+    def call(self, method: str, params: Any = None, timeout: float = 5.0) -> Any:
+        import json
+
+        from ccm.rpc import RpcError
+
+        self.ids += 1
+        frame: dict = {"id": self.ids, "src": "ccm-cli", "method": method}
+        if params is not None:
+            frame["params"] = params
+        self.ws.send(json.dumps(frame))
+        try:
+            while True:
+                reply = json.loads(self.ws.recv(timeout))
+                if reply.get("id") == self.ids:
+                    break
+        except TimeoutError:
+            raise TimeoutError(f"no answer from {self.url} within {timeout:g} s") from None
+        if "error" in reply:
+            e = reply["error"]
+            raise RpcError(e.get("code", -32603), e.get("message"), e.get("data"))
+        return reply.get("result")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def open_rpc(port: str, baud: int = 115200, password: str | None = None, user: str = "admin"):
+    """The right transport for PORT: mqtt://…/DEVICE, http://…/rpc, ws://…/rpc, or a serial port."""
     if port.startswith("mqtt://"):
         return MqttRpc(port)
+    if port.startswith(("http://", "https://")):
+        return HttpRpc(port, user, password)
+    if port.startswith(("ws://", "wss://")):
+        return WsRpc(port, user, password)
     return SerialRpc(port, baud)

@@ -2,6 +2,7 @@
 
 import asyncio
 
+from ccm import config as config_mod
 from ccm.compat import sleep_ms_async
 from ccm.config import Config
 from ccm.link import HostLink
@@ -9,15 +10,19 @@ from ccm.router import Router
 
 
 class Ccm:
-    """One boot of the module: the router and the host link over the board's UART."""
+    """One boot of the module: configuration loaded from the board's filesystem, the router, the host
+    link over the board's UART, provisioning, the /rpc server and (when configured) the cloud."""
 
-    def __init__(self, board, config=None):
+    def __init__(self, board, overrides=None, config=None):
         self.board = board
-        self.config = config or Config()
+        self.config = config or Config(overrides, getattr(board, "config_path", None))
         self.router = Router(self.config, board, self._schedule_reboot)
+        config_mod.serve(self.router, self.config)
         self.link = None
         self.mqtt = None
         self.shadow = None
+        self.provisioner = None
+        self.http = None
         self._stop = asyncio.Event()
         self._reboot_delay = -1
 
@@ -36,8 +41,9 @@ class Ccm:
         stream = await self.board.open_uart(self.config)
         self.link = HostLink(stream, self.router, self.config)
         self.router.host = self.link
-        task = asyncio.create_task(self._serve_link())
-        cloud = self._start_cloud()
+        tasks = [asyncio.create_task(self._serve_link())]
+        tasks += self._start_network()
+        tasks += self._start_cloud()
         try:
             await self._stop.wait()
             if self._reboot_delay >= 0:
@@ -45,27 +51,46 @@ class Ccm:
                 return True
             return False
         finally:
-            task.cancel()
-            if cloud is not None:
+            if self.mqtt is not None:
                 self.mqtt.stop()
-                cloud.cancel()
+            if self.http is not None:
+                self.http.shutdown()
+            for t in tasks:
+                t.cancel()
             self.router.host = None
+
+    def _start_network(self):
+        """WiFi provisioning when the board has a radio; the /rpc server when rpc.http.enable."""
+        tasks = []
+        if hasattr(self.board, "wlan_connect"):
+            from ccm.provision import AP, Provisioner
+
+            self.provisioner = Provisioner(self.config, self.board, self.router)
+            tasks.append(asyncio.create_task(self.provisioner.run()))
+        if self.config.get("rpc.http.enable") and hasattr(self.board, "http_address"):
+            from ccm.http import RpcServer
+
+            p = self.provisioner
+            self.http = RpcServer(self.config, self.router, lambda: p is not None and p.state == AP)
+            host, port = self.board.http_address(self.config)
+            tasks.append(asyncio.create_task(self.http.serve(host, port)))
+        return tasks
 
     def _start_cloud(self):
         """MQTT and the shadow bridge when mqtt.enable is set; the client reconnects by itself."""
         if not self.config.get("mqtt.enable"):
-            return None
+            return []
         from ccm.shadow import ShadowBridge, client_from_config
 
         self.mqtt = client_from_config(self.config)
         self.shadow = ShadowBridge(self.config, self.router, self.mqtt)
-        return asyncio.create_task(self.mqtt.run())
+        return [asyncio.create_task(self.mqtt.run())]
 
 
-async def run_forever(board, config=None):
+async def run_forever(board, overrides=None):
     """Boot, serve, and boot again after every Sys.Reboot: the board decides what a reboot is."""
     while True:
-        rebooting = await Ccm(board, config).run()
+        rebooting = await Ccm(board, overrides).run()
         if not rebooting or not board.reboot():
             return
 

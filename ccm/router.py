@@ -21,7 +21,8 @@ class Router:
         self.local = rpc.Dispatcher(config.get("rpc.jsonrpc_member"))
         self.local.fallback = self._forward
         self.started = ticks_ms()
-        self.cloud_status = lambda: {"connected": False}  # the cloud bridge replaces this
+        self.status = {"cloud": lambda: {"connected": False}}  # name -> fn(): parts of Sys.GetInfo others own
+        self.on_config_changed = []
         self.add("RPC.List", lambda params, call: self.local.names())
         self.add("Sys.GetInfo", self._get_info)
         self.add("Sys.Reboot", self._reboot)
@@ -80,7 +81,7 @@ class Router:
             host = dict(self.host.stats)
             if self.host.info is not None:
                 host["info"] = self.host.info
-        return {
+        info = {
             "fw_version": FW_VERSION,
             "fw_id": b.fw_id if b else None,
             "arch": b.arch if b else None,
@@ -88,9 +89,11 @@ class Router:
             "device_id": self.config.get("device.id"),
             "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
             "heap_free": b.heap_free() if b else None,
-            "cloud": self.cloud_status(),
             "host": host,
         }
+        for name, fn in self.status.items():
+            info[name] = fn()
+        return info
 
     def _reboot(self, params, call):
         delay = 100
@@ -98,7 +101,15 @@ class Router:
             delay = params.get("delay_ms", 100)
             if type(delay) is not int or delay < 0:
                 raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: delay_ms must be a non-negative integer")
+        self.request_reboot(delay)
+        return True
+
+    def request_reboot(self, delay_ms):
         if self.on_reboot is None:
             raise rpc.RpcError(rpc.INTERNAL_ERROR, "internal error: this board cannot reboot")
-        self.on_reboot(delay)
-        return True
+        self.on_reboot(delay_ms)
+
+    def config_changed(self):
+        """Called after Config.Set: whoever applies settings live (WiFi provisioning) listens here."""
+        for fn in self.on_config_changed:
+            fn()

@@ -83,7 +83,7 @@ class ShadowBridge:
         router.add("MQTT.Unsub", self._unsub)
         router.add("Shadow.Report", self._report)
         router.add("Shadow.Get", lambda params, call: self.state)
-        router.cloud_status = self.status
+        router.status["cloud"] = self.status
 
     def status(self):
         c = self.client

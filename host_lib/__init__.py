@@ -36,7 +36,7 @@ from ccm.rpc import RpcError
 __all__ = ["Host", "RpcError", "RpcTimeout", "LinkClosed"]
 
 
-class RpcTimeout(RpcError):
+class RpcTimeout(RpcError, TimeoutError):
     """The CCM did not answer in time."""
 
     def __init__(self, method: str, timeout: float):
@@ -67,6 +67,8 @@ class Host:
     ):
         if isinstance(port, str):
             self.serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05, do_not_open=True)
+            if "://" not in port:
+                self.serial.exclusive = True  # two programs on one UART garble each other's frames
         else:
             self.serial = port
         self.info = {"fw_version": fw_version, "arch": arch, "fw_id": fw_id, "app": app}

@@ -22,17 +22,31 @@ class VirtualCcm:
     """A whole CCM in this process: boots again after Sys.Reboot, on the same pty."""
 
     def __init__(
-        self, config: dict | None = None, trace: Callable[[str, bytes], None] | None = None, uart: str = "pty"
+        self,
+        config: dict | None = None,
+        trace: Callable[[str, bytes], None] | None = None,
+        uart: str = "pty",
+        fs_dir: str | None = None,
+        networks: list | None = None,
     ):
-        self.config = Config(config)
+        self.overrides = config or {}  # the factory configuration; what is saved lives in fs_dir
         self.uart = open_uart(uart, trace)
-        self.board = VirtualBoard(self.uart, self.config.get("device.id"))
+        device_id = Config(self.overrides).get("device.id")
+        self.board = VirtualBoard(self.uart, device_id, fs_dir, networks)
         self.ccm: Ccm | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="virtual CCM", daemon=True)
         self._booted = threading.Event()
         self._setup: list[Callable[[Ccm], None]] = []
         self._error: Exception | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.ccm.config
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.board.http_port}/rpc"
 
     @property
     def path(self) -> str:
@@ -54,11 +68,15 @@ class VirtualCcm:
             self._error = e
             self._booted.set()
         finally:
+            left = asyncio.all_tasks(self.loop)  # servers and helpers still unwinding
+            for t in left:
+                t.cancel()
+            self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             self.loop.close()
 
     async def _serve(self) -> None:
         while True:
-            self.ccm = Ccm(self.board, self.config)
+            self.ccm = Ccm(self.board, self.overrides)  # configuration read afresh at every boot
             for fn in self._setup:
                 fn(self.ccm)
             run = asyncio.ensure_future(self.ccm.run())

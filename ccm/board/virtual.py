@@ -181,16 +181,38 @@ def open_uart(spec, trace=None):
     return SerialUart(spec, trace=trace)
 
 
+DEFAULT_NETWORKS = [
+    {"ssid": "HomeNet", "password": "secret123", "rssi": -48, "auth": 3},
+    {"ssid": "Office", "password": "office-pass", "rssi": -67, "auth": 3},
+    {"ssid": "CoffeeShop", "password": "", "rssi": -80, "auth": 0},
+]
+
+
 class VirtualBoard:
-    """The CCM's hardware on a PC: a pty UART, a MAC derived from the device id, reboot = boot again."""
+    """The CCM's hardware on a PC: a UART (pty, TCP or a real serial port), a filesystem in a directory,
+    a simulated WLAN (joins only with the right password), pins a test can drive (the factory-reset
+    button) and an LED whose every change is recorded. Its network is the PC's loopback: the /rpc
+    server listens on 127.0.0.1, standing for both the module's station address and the AP's 192.168.4.1.
+    """
 
     arch = "virtual"
     fw_id = FW_ID
 
-    def __init__(self, uart=None, device_id="ccm-000000"):
+    def __init__(self, uart=None, device_id="ccm-000000", fs_dir=None, networks=None, http_port=None):
+        import tempfile
+
         self.uart = uart or PtyUart()
         self.mac = ":".join("%02X" % b for b in hashlib.sha256(device_id.encode()).digest()[:6])
         self.boots = 0
+        self.fs_dir = fs_dir or tempfile.mkdtemp(prefix="ccm-fs-")
+        self.config_path = os.path.join(self.fs_dir, "conf.json")
+        self.networks = list(DEFAULT_NETWORKS if networks is None else networks)
+        self.http_port = http_port or _free_port()
+        self.pins = {}  # pin -> level a test drives; unset pins read 1 (pulled up)
+        self.led = []  # (ticks_ms, pin, value), most recent last
+        self.ap = None  # (ssid, ip) while the access point is up
+        self.joined = None  # ssid while joined
+        self._wlan_error = None
 
     async def open_uart(self, config):
         self.boots += 1
@@ -203,4 +225,58 @@ class VirtualBoard:
 
     def reboot(self):
         """A virtual reboot boots again on the same UART: the host keeps its port open."""
+        self.joined = None
+        self.ap = None
         return True
+
+    # -- network ------------------------------------------------------------------------------
+    def http_address(self, config):
+        return "127.0.0.1", self.http_port
+
+    async def wlan_scan(self):
+        await asyncio.sleep(0.05)
+        return [{"ssid": n["ssid"], "rssi": n["rssi"], "auth": n["auth"]} for n in self.networks]
+
+    async def wlan_connect(self, ssid, password, timeout_ms):
+        """The IP address once joined, or None (`wlan_error()` says why)."""
+        await asyncio.sleep(0.05)
+        net = next((n for n in self.networks if n["ssid"] == ssid), None)
+        if net is None:
+            self._wlan_error = "no network named %s in range" % ssid
+            return None
+        if net["password"] != password:
+            self._wlan_error = "wrong password"
+            return None
+        self.joined = ssid
+        self._wlan_error = None
+        return "192.168.1.%d" % (100 + self.networks.index(net))
+
+    def wlan_isconnected(self):
+        return self.joined is not None
+
+    def wlan_error(self):
+        return self._wlan_error
+
+    async def ap_start(self, ssid, password, ip):
+        self.ap = (ssid, ip)
+
+    async def ap_stop(self):
+        self.ap = None
+
+    # -- pins ---------------------------------------------------------------------------------
+    def pin_read(self, pin):
+        return self.pins.get(pin, 1)
+
+    def led_write(self, pin, value):
+        import time
+
+        self.led.append((int(time.monotonic() * 1000), pin, value))
+        del self.led[:-500]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -53,3 +53,13 @@ def uart_pair():
     a = Wire()
     b = Wire()
     return End(a, b), End(b, a)
+
+
+def scratch_path(name):
+    """A writable file path: a temp dir on CPython, the root of MicroPython's filesystem."""
+    try:
+        import tempfile
+
+        return tempfile.mkdtemp() + "/" + name
+    except ImportError:
+        return "/" + name
