@@ -59,7 +59,7 @@ def digest_header(challenge: str, method: str, uri: str, user: str, password: st
     import hashlib
     import os as _os
 
-    from ccm.http import parse_auth_header
+    from ccm.digest import parse_auth_header
 
     c = parse_auth_header(challenge)
     alg = c.get("algorithm", "MD5")

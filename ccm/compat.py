@@ -80,3 +80,14 @@ class Waiter:
     async def wait(self):
         await self._ev.wait()
         return self.value
+
+
+def random_bytes(n):
+    """os.urandom where the port has it (ESP32: the hardware RNG), else random's generator."""
+    import os
+
+    if hasattr(os, "urandom"):
+        return os.urandom(n)
+    import random
+
+    return bytes(random.getrandbits(8) for _ in range(n))

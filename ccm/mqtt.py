@@ -8,10 +8,9 @@ reported.
 """
 
 import asyncio
-import os
 import struct
 
-from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms
+from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms
 
 # MQTT 3.1.1 §2.2.1 control packet types
 CONNECT = 1
@@ -466,4 +465,4 @@ async def _wait_ms(coro, ms):
 
 def _jitter(n):
     """0..n-1 at random: a fleet that lost its broker together must not come back together."""
-    return int.from_bytes(os.urandom(2), "big") % n if n > 0 else 0
+    return int.from_bytes(random_bytes(2), "big") % n if n > 0 else 0

@@ -1,21 +1,32 @@
-"""The CCM's hardware on an ESP32 under MicroPython: the host UART, MAC, heap and reset."""
+"""The CCM's hardware on an ESP32 under MicroPython: the host UART, WiFi, pins, heap and reset."""
 
 import asyncio
 import gc
 import sys
 
 import machine
+import network
+
+from ccm.compat import ticks_diff, ticks_ms
+
+_WLAN_ERRORS = {
+    getattr(network, "STAT_WRONG_PASSWORD", -1): "wrong password",
+    getattr(network, "STAT_NO_AP_FOUND", -2): "network not found",
+    getattr(network, "STAT_CONNECT_FAIL", -3): "connection failed",
+}
 
 
 class Esp32Board:
     arch = "esp32"
+    config_path = "/conf.json"
 
     def __init__(self):
-        import network
-
-        self.mac = ":".join("%02X" % b for b in network.WLAN(network.STA_IF).config("mac"))
+        self.sta = network.WLAN(network.STA_IF)
+        self.mac = ":".join("%02X" % b for b in self.sta.config("mac"))
         self.fw_id = "micropython-%d.%d.%d" % sys.implementation.version[:3]
         self._stream = None
+        self._pins = {}
+        self._error = None
 
     async def open_uart(self, config):
         """The host UART (host.rpc.uart.*) as an asyncio stream; opened once, kept across soft boots."""
@@ -33,3 +44,56 @@ class Esp32Board:
 
     def reboot(self):
         machine.reset()
+
+    # -- network ------------------------------------------------------------------------------
+    def http_address(self, config):
+        return "0.0.0.0", config.get("rpc.http.port")
+
+    async def wlan_scan(self):
+        self.sta.active(True)
+        return [{"ssid": s[0].decode(), "rssi": s[3], "auth": s[4]} for s in self.sta.scan()]
+
+    async def wlan_connect(self, ssid, password, timeout_ms):
+        self.sta.active(True)
+        self.sta.connect(ssid, password)
+        t0 = ticks_ms()
+        status = None
+        while ticks_diff(ticks_ms(), t0) < timeout_ms:
+            if self.sta.isconnected():
+                self._error = None
+                return self.sta.ifconfig()[0]
+            status = self.sta.status()
+            if status in _WLAN_ERRORS:
+                break
+            await asyncio.sleep_ms(100)
+        self._error = _WLAN_ERRORS.get(status, "no answer within %d ms" % timeout_ms)
+        self.sta.disconnect()
+        return None
+
+    def wlan_isconnected(self):
+        return self.sta.isconnected()
+
+    def wlan_error(self):
+        return self._error
+
+    async def ap_start(self, ssid, password, ip):
+        ap = network.WLAN(network.AP_IF)
+        ap.active(True)
+        ap.config(essid=ssid, password=password, authmode=3 if password else 0)
+        ap.ifconfig((ip, "255.255.255.0", ip, ip))
+
+    async def ap_stop(self):
+        network.WLAN(network.AP_IF).active(False)
+
+    # -- pins ---------------------------------------------------------------------------------
+    def pin_read(self, pin):
+        p = self._pins.get(pin)
+        if p is None:
+            p = self._pins[pin] = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+        return p.value()
+
+    def led_write(self, pin, value):
+        p = self._pins.get(pin)
+        if p is None:
+            p = self._pins[pin] = machine.Pin(pin, machine.Pin.OUT)
+        p.value(value)
