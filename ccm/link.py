@@ -29,6 +29,23 @@ class HostLink:
         self._tx_ready = asyncio.Event()
         self.stats = {"rx_frames": 0, "tx_frames": 0, "tx_dropped": 0, "rx_errors": 0, "late_responses": 0}
         self.info = None  # the host's last Sys.Info answer, when something asked for it
+        self._raw = None  # a RawPort while the UART is lent out
+        self.set_parity = None  # the board's uart_parity("E"|"N"), for the bootloader's 8E1
+
+    # -- lending the UART (host flashing) ----------------------------------------------------
+    def borrow(self):
+        """Hand the raw UART to someone else (the STM32 flasher): JSON-RPC pauses until give_back()."""
+        self._raw = RawPort(self)
+        return self._raw
+
+    def give_back(self):
+        self._raw = None
+        self.framer = rpc.Framer(self.framer.max_frame_size)  # bootloader bytes are not a frame
+        self._tx_ready.set()
+
+    @property
+    def busy(self):
+        return self._raw is not None
 
     # -- output --------------------------------------------------------------------------------
     def send(self, frame):
@@ -64,6 +81,9 @@ class HostLink:
     # -- input ---------------------------------------------------------------------------------
     def receive(self, data):
         """Feed bytes read from the UART."""
+        if self._raw is not None:
+            self._raw.feed(data)
+            return
         for item in self.framer.feed(data):
             if type(item) is rpc.FrameError:
                 self.stats["rx_errors"] += 1
@@ -87,7 +107,7 @@ class HostLink:
     # -- tasks ---------------------------------------------------------------------------------
     async def _writer(self):
         while True:
-            while not self._tx:
+            while not self._tx or self._raw is not None:  # frames wait while the UART is lent out
                 self._tx_ready.clear()
                 await self._tx_ready.wait()
             frame = self._tx.pop(0)
@@ -116,3 +136,37 @@ class HostLink:
             for t in tasks:
                 t.cancel()
             self.pending.fail_all(rpc.NOT_CONNECTED, "not connected: the link to the host closed")
+
+
+class RawPort:
+    """The UART as a plain byte stream while it is lent out (bounded: a babbling host cannot fill RAM)."""
+
+    LIMIT = 4096
+
+    def __init__(self, link):
+        self.link = link
+        self.buf = b""
+        self.ev = asyncio.Event()
+
+    def feed(self, data):
+        self.buf = (self.buf + data)[-self.LIMIT :]
+        self.ev.set()
+
+    async def read(self, n):
+        while not self.buf:
+            self.ev.clear()
+            await self.ev.wait()
+        data = self.buf[:n]
+        self.buf = self.buf[n:]
+        return data
+
+    def write(self, data):
+        self.link.stream.write(data)
+
+    async def drain(self):
+        await self.link.stream.drain()
+
+    def set_mode(self, parity):
+        """8E1 ("E") for the bootloader, 8N1 ("N") for JSON-RPC, through the board's UART."""
+        if self.link.set_parity is not None:
+            self.link.set_parity(parity)

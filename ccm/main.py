@@ -23,6 +23,8 @@ class Ccm:
         self.shadow = None
         self.provisioner = None
         self.http = None
+        self.last_host_update = None
+        self._jobs = []  # work that ends with this boot
         self._stop = asyncio.Event()
         self._reboot_delay = -1
 
@@ -40,10 +42,12 @@ class Ccm:
         """Run until a reboot is requested (returns True) or the UART closes (returns False)."""
         stream = await self.board.open_uart(self.config)
         self.link = HostLink(stream, self.router, self.config)
+        self.link.set_parity = getattr(self.board, "uart_parity", None)
         self.router.host = self.link
         tasks = [asyncio.create_task(self._serve_link())]
         tasks += self._start_network()
         tasks += self._start_cloud()
+        tasks += self._resume_host_update()
         try:
             await self._stop.wait()
             if self._reboot_delay >= 0:
@@ -55,7 +59,7 @@ class Ccm:
                 self.mqtt.stop()
             if self.http is not None:
                 self.http.shutdown()
-            for t in tasks:
+            for t in tasks + self._jobs:
                 t.cancel()
             self.router.host = None
 
@@ -75,6 +79,36 @@ class Ccm:
             host, port = self.board.http_address(self.config)
             tasks.append(asyncio.create_task(self.http.serve(host, port)))
         return tasks
+
+    def host_update_marker(self):
+        d = getattr(self.board, "fs_dir", "")
+        return (d + "/" if d else "/") + "host_ota.json"
+
+    async def update_host(self, image, address, size, progress=None):
+        """Re-flash the host from a staged image file (the OTA transports call this). The work belongs
+        to this boot: a reboot cuts it short, and the next boot does it again from the marker."""
+        from ccm.ota.stm32 import update_host
+
+        job = asyncio.create_task(
+            update_host(self.link, self.board, self.config, image, address, size, progress, self.host_update_marker())
+        )
+        self._jobs.append(job)
+        self.last_host_update = await job
+        return self.last_host_update
+
+    def _resume_host_update(self):
+        """A host update cut short by a reboot is done again now."""
+        if not hasattr(self.board, "pin_write"):
+            return []
+        from ccm.ota.stm32 import UpdateMarker, resume
+
+        if UpdateMarker(self.host_update_marker()).get() is None:
+            return []
+
+        async def go():
+            self.last_host_update = await resume(self.link, self.board, self.config, self.host_update_marker())
+
+        return [asyncio.create_task(go())]
 
     def _start_cloud(self):
         """MQTT and the shadow bridge when mqtt.enable is set; the client reconnects by itself."""

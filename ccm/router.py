@@ -41,6 +41,9 @@ class Router:
         if self.host is None:
             call.fail(rpc.NOT_CONNECTED, "not connected: no host on the UART")
             return
+        if self.host.busy:
+            call.fail(rpc.BUSY, "busy: the host is being re-flashed")
+            return
         if call.notification:
             self.host.notify(call.method, call.params)
             return

@@ -31,7 +31,9 @@ def v(tmp_path):
 
 def test_wifi_config_get_config_set_and_reboot_over_the_uart(v):
     assert "joins it" in ccm("--port", v.path, "wifi", "HomeNet", "secret123").stdout
-    wait_until(lambda: v.board.boots == 2 and v.ccm.provisioner and v.ccm.provisioner.state == "connected", what="joined")
+    wait_until(
+        lambda: v.board.boots == 2 and v.ccm.provisioner and v.ccm.provisioner.state == "connected", what="joined"
+    )
     sta = json.loads(ccm("--port", v.path, "config-get", "wifi.sta").stdout)
     assert sta == {"enable": True, "ssid": "HomeNet", "pass": "***"}
     ccm("--port", v.path, "config-set", "mqtt.server=1234", "mqtt.keep_alive=30", "--no-reboot")
@@ -51,7 +53,9 @@ def test_http_and_websocket_ports_with_digest_auth(v):
     for port in (http, ws):
         assert json.loads(ccm("--port", port, "--password", "pw", "info").stdout)["device_id"] == "ccm-cli"
         assert "wants a password: give --password" in ccm("--port", port, "info", ok=False).stderr
-        assert "authentication failed for user admin" in ccm("--port", port, "--password", "no", "info", ok=False).stderr
+        assert (
+            "authentication failed for user admin" in ccm("--port", port, "--password", "no", "info", ok=False).stderr
+        )
     ccm("--port", ws, "--password", "pw", "config-set", "mqtt.server=b:1883", "--no-reboot")
     assert v.config.get("mqtt.server") == "b:1883"
 

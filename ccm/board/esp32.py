@@ -36,8 +36,19 @@ class Esp32Board:
             uart = machine.UART(
                 u["num"], baudrate=u["baud_rate"], tx=u["tx_pin"], rx=u["rx_pin"], rxbuf=2048, timeout=0, flow=flow
             )
+            self._uart = uart
             self._stream = asyncio.StreamReader(uart)  # MicroPython's Stream: read, write and drain
         return self._stream
+
+    def uart_parity(self, parity):
+        """8E1 for the STM32 bootloader ("E"), 8N1 for JSON-RPC ("N")."""
+        self._uart.init(parity=0 if parity == "E" else None)
+
+    def pin_write(self, pin, level):
+        p = self._pins.get(pin)
+        if p is None:
+            p = self._pins[pin] = machine.Pin(pin, machine.Pin.OUT)
+        p.value(level)
 
     def heap_free(self):
         return gc.mem_free()

@@ -210,6 +210,8 @@ class VirtualBoard:
         self.http_port = http_port or _free_port()
         self.pins = {}  # pin -> level a test drives; unset pins read 1 (pulled up)
         self.led = []  # (ticks_ms, pin, value), most recent last
+        self.wires = {}  # pin -> fn(level): what an output pin is connected to
+        self.parity_log = []  # the UART parity changes, in order
         self.ap = None  # (ssid, ip) while the access point is up
         self.joined = None  # ssid while joined
         self._wlan_error = None
@@ -266,6 +268,17 @@ class VirtualBoard:
     # -- pins ---------------------------------------------------------------------------------
     def pin_read(self, pin):
         return self.pins.get(pin, 1)
+
+    def pin_write(self, pin, level):
+        """Drive an output; whatever is wired to it (a virtual STM32's BOOT0 or NRST) follows."""
+        self.pins[pin] = level
+        fn = self.wires.get(pin)
+        if fn:
+            fn(level)
+
+    def uart_parity(self, parity):
+        """A pty carries no parity bits: the mode is recorded, and both ends stay 8N1 on the pty."""
+        self.parity_log.append(parity)
 
     def led_write(self, pin, value):
         import time
