@@ -156,5 +156,5 @@ async def _wait_event_ms(event, ms):
             await asyncio.wait_for_ms(event.wait(), ms)
         else:
             await asyncio.wait_for(event.wait(), ms / 1000)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         pass

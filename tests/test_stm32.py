@@ -225,3 +225,55 @@ def test_calls_for_the_host_get_busy_while_it_is_flashed(product):
 
     err = v.run_coro(both(), 120)
     assert getattr(err, "code", None) == -32004
+
+
+# -- ccm stm32: the same flasher from a PC ---------------------------------------------------------
+
+
+def ccm_stm32(port, *args):
+    import os
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    cmd = [sys.executable, "-m", "bundle.cli", "--port", port, "stm32", *args, "--mode", "8n1", "--lines", "none"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_ccm_stm32_info_flash_read_erase(mcu, tmp_path):
+    image = make_app_image("4.0", 12 * 1024 + 8)
+    (tmp_path / "fw.bin").write_bytes(image)
+    info = ccm_stm32(mcu.path, "info")
+    assert info.returncode == 0 and f"0x{mcu.core.chip.pid:03X} {mcu.core.chip.name}" in info.stdout
+    out = ccm_stm32(mcu.path, "flash", str(tmp_path / "fw.bin"))
+    assert out.returncode == 0, out.stderr
+    assert bytes(mcu.core.flash[: len(image)]) == image
+    verified = "checksum" if mcu.core.p.crc else "read-back"
+    assert f"verified by {verified}" in out.stdout
+    back = ccm_stm32(mcu.path, "read", str(tmp_path / "back.bin"), "--size", str(len(image)))
+    assert back.returncode == 0 and (tmp_path / "back.bin").read_bytes() == image
+    assert ccm_stm32(mcu.path, "erase", "--pages", "0").returncode == 0
+    assert bytes(mcu.core.flash[:16]) == b"\xff" * 16
+
+
+def test_ccm_stm32_explains_a_silent_chip(tmp_path):
+    with VirtualStm32("f103") as m:
+        m.reset(boot0=False)  # running (no) application: the bootloader is not listening
+        out = ccm_stm32(m.path, "info")
+        assert out.returncode != 0
+        assert "no answer to 0x7F" in out.stderr and "BOOT0" in out.stderr
+
+
+def test_rts_dtr_wiring_and_polarity():
+    from bundle.stm32_tool import RtsDtrLines
+
+    class Port:
+        rts = dtr = False
+
+    p = Port()
+    lines = RtsDtrLines(p)
+    lines.boot0(True)
+    lines.reset(False)
+    assert (p.rts, p.dtr) == (False, True)  # pyserial's True drives the pin low
+    swapped = RtsDtrLines(p, reset_line="rts", boot0_line="dtr")
+    swapped.boot0(False)
+    assert p.dtr is True

@@ -293,8 +293,11 @@ async def _read_ms(stream, n, ms):
     import asyncio
 
     try:
+        if hasattr(asyncio, "timeout"):  # CPython 3.11: no task per read (a flash is ~1000 reads)
+            async with asyncio.timeout(ms / 1000):
+                return await stream.read(n)
         if hasattr(asyncio, "wait_for_ms"):
             return await asyncio.wait_for_ms(stream.read(n), ms)
         return await asyncio.wait_for(stream.read(n), ms / 1000)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         return b""

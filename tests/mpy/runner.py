@@ -1,6 +1,7 @@
 # The firmware's portable test runner, for MicroPython (run by run.mjs, top-level await allowed).
 # Runs every test_* function of the modules named in sys.argv; awaits async ones; prints one line per
 # test and a closing "N passed, N failed" line.
+import asyncio
 import sys
 
 sys.path.insert(0, "/fw")
@@ -14,7 +15,9 @@ for modname in sys.argv[1:]:
         try:
             r = getattr(mod, name)()
             if hasattr(r, "send"):
-                await r  # noqa: F704 - run.mjs runs this file with top-level await
+                # in a task of its own: the WebAssembly port's top-level coroutine cannot be cancelled,
+                # which asyncio.wait_for needs
+                await asyncio.create_task(r)  # noqa: F704 - run.mjs runs this file with top-level await
             print("PASS", modname, name)
             passed += 1
         except Exception as e:

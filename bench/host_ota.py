@@ -1,0 +1,127 @@
+"""Host OTA speed: a 64 KiB image onto the timed virtual STM32F103 at 115200 baud, by our flasher,
+stm32flash and stm32loader, next to the physical limit.
+
+    .venv/bin/python bench/host_ota.py
+
+The virtual chip charges every byte its wire time (11 bits: 8E1, though the pty carries 8N1) and every
+erase and program the STM32F103 datasheet time (page erase 20 ms, half-word program 52.5 µs). The
+physical limit is the wire time of the least byte exchange that erases the covered pages, writes the
+image and verifies it (the F103's bootloader has no Get Checksum, so verifying means reading back),
+plus those erase and program times. Each tool does write + verify:
+  ours         ccm stm32 flash (the same flash_image the CCM runs)
+  stm32flash   stm32flash -w -v (erases the covered pages)
+  stm32loader  -e -w -v as its main() does them (its -e is a mass erase of all 128 pages)
+"""
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bundle.stm32_tool import flash, open_port  # noqa: E402
+from sim.stm32 import PROFILES, make_app_image  # noqa: E402
+
+BAUD = 115200
+SIZE = 64 * 1024
+
+
+def physical_limit(size: int, baud: int = BAUD) -> float:
+    p = PROFILES["f103"]
+    pages = size // 1024
+    blocks = size // 256
+    exchange = 2  # 0x7F, ACK
+    exchange += 2 + 1 + (2 + len(bytes(11))) + 1  # Get: cmd, ACK, N, version, 11 commands, ACK
+    exchange += 2 + 1 + 3 + 1 + 2 + 1 + 3 + 1  # Get Version, Get ID
+    exchange += 2 + 1 + (1 + pages + 1) + 1  # Erase of the covered pages
+    exchange += blocks * (2 + 1 + 5 + 1 + 1 + 256 + 1 + 1)  # Write Memory per 256-byte block
+    exchange += blocks * (2 + 1 + 5 + 1 + 2 + 1 + 256)  # Read Memory per block (verify)
+    wire = exchange * 11 / baud
+    busy = pages * p.erase_ms[0] / 1000 + size / p.prog_unit * p.prog_us / 1e6
+    return wire + busy
+
+
+class Chip:
+    """The timed virtual STM32F103 in a process of its own (`ccm sim stm32`), fresh for each tool:
+    in-process, the GIL it shares with a Python flasher would tax that flasher alone."""
+
+    def __enter__(self):
+        cmd = [sys.executable, "-m", "bundle.cli", "sim", "stm32", "--profile", "f103", "--baud", str(BAUD)]
+        root = Path(__file__).resolve().parent.parent
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root, env={"PYTHONPATH": str(root)})
+        self.path = self.p.stdout.readline().split(" on ")[1].split(",")[0]
+        return self
+
+    def __exit__(self, *exc):
+        self.p.terminate()
+        self.p.wait(10)
+
+
+def time_ours(image, path):
+    with Chip() as chip:
+        port, pins = open_port(chip.path, BAUD, "8n1", "none", False, False, False)
+        t0 = time.perf_counter()
+        asyncio.run(flash(port, pins, image, 0x08000000))
+        dt = time.perf_counter() - t0
+        port.close()
+    return dt
+
+
+def time_stm32flash(image, path):
+    with Chip() as chip:
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["stm32flash", "-b", str(BAUD), "-m", "8n1", "-w", path, "-v", chip.path], check=True, capture_output=True
+        )
+        return time.perf_counter() - t0
+
+
+def time_stm32loader(image, path):
+    import serial
+    from stm32loader.bootloader import Stm32Bootloader
+
+    with Chip() as chip:
+        t0 = time.perf_counter()
+        port = serial.Serial(chip.path, BAUD, timeout=5)
+        loader = Stm32Bootloader(port, device_family="F1", verbosity=0)
+        loader.reset_from_system_memory()
+        loader.get()
+        loader.get_version()
+        loader.get_id()
+        loader.erase_memory(None)
+        loader.write_memory_data(0x08000000, image)
+        loader.verify_data(loader.read_memory_data(0x08000000, len(image)), image)
+        dt = time.perf_counter() - t0
+        port.close()
+    return dt
+
+
+def main():
+    image = make_app_image("2.0", SIZE)
+    assert b"\xff" * 256 not in image  # no blank blocks to skip: a fair, full write
+    limit = physical_limit(SIZE)
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(image)
+        f.flush()
+        results = [
+            ("ours (ccm stm32 flash)", time_ours(image, f.name)),
+            ("stm32flash -w -v", time_stm32flash(image, f.name)),
+            ("stm32loader -e -w -v", time_stm32loader(image, f.name)),
+        ]
+    print(f"64 KiB onto the timed virtual STM32F103 at {BAUD} baud (8E1 wire time), write + verify\n")
+    print(f"{'':24} {'seconds':>8} {'x limit':>8} {'x ours':>7}")
+    print(f"{'physical limit':24} {limit:8.2f} {1.0:8.2f}")
+    ours = results[0][1]
+    for name, t in results:
+        print(f"{name:24} {t:8.2f} {t / limit:8.2f} {t / ours:7.2f}")
+    print(
+        f"\ntarget: ours <= 1.10x the limit ({'met' if ours <= 1.1 * limit else 'NOT met'}), faster than both peers "
+        f"({'met' if all(ours < t for _, t in results[1:]) else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
