@@ -277,3 +277,23 @@ def test_rts_dtr_wiring_and_polarity():
     swapped = RtsDtrLines(p, reset_line="rts", boot0_line="dtr")
     swapped.boot0(False)
     assert p.dtr is True
+
+
+def test_only_changed_pages_are_rewritten_when_the_host_runs_what_we_flashed(product, tmp_path):
+    v, mcu, path = product
+    first = update(v, path)
+    assert not first["incremental"]  # nothing recorded yet: the whole image
+    v3 = bytearray(V2)
+    for page in (5, 17, 40):
+        v3[page * 1024 + 100 : page * 1024 + 104] = b"CCM!"
+    (tmp_path / "v3.bin").write_bytes(v3)
+    summary = update(v, str(tmp_path / "v3.bin"))
+    assert summary["incremental"] and summary["pages_erased"] == 3 and summary["blocks_written"] == 12
+    assert bytes(mcu.core.flash[: len(v3)]) == bytes(v3)
+    assert summary["host"]["fw_id"] == __import__("hashlib").sha256(bytes(v3)).hexdigest()
+
+    mcu.core.flash[2048:2052] = b"\x00\x00\x00\x00"  # someone else touched the chip: fw_id no longer ours
+    mcu.reset(boot0=False)
+    again = update(v, path)
+    assert not again["incremental"] and again["pages_erased"] == 64
+    assert bytes(mcu.core.flash[: len(V2)]) == V2

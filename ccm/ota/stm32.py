@@ -75,6 +75,10 @@ class BoardLines:
         self.board.pin_write(self.rst_pin, 1 if level else 0)
 
 
+def _page_of(chip, addr):
+    return chip.pages_covering(addr, addr + 1)[0]
+
+
 def _all_ff(block):
     for b in block:
         if b != 0xFF:
@@ -82,16 +86,17 @@ def _all_ff(block):
     return True
 
 
-async def flash_image(open_image, address, size, port, pins, progress=None, retries=3):
+async def flash_image(open_image, address, size, port, pins, progress=None, retries=3, only_pages=None):
     """One update. `open_image()` gives a fresh stream of the image (`read(n)`) for each attempt.
 
-    `port`: read/write/drain and `set_mode(parity)`; `progress(stage, done, total)`. Returns a summary.
+    `port`: read/write/drain and `set_mode(parity)`; `progress(stage, done, total)`. `only_pages`: erase
+    and write just these pages (the rest of the chip already holds this image). Returns a summary.
     """
     last = None
     for attempt in range(retries):
         try:
             stream = open_image()
-            return await _attempt(stream, address, size, port, pins, progress)
+            return await _attempt(stream, address, size, port, pins, progress, only_pages)
         except ImageDoesNotFit:
             await _leave(port, pins)
             raise
@@ -108,7 +113,36 @@ async def _leave(port, pins):
     await pins.application()
 
 
-async def _attempt(stream, address, size, port, pins, progress):
+def page_digests(stream, chip, address, size):
+    """{page: digest} of the image's bytes in each page it covers: what tells changed pages apart."""
+    import hashlib
+
+    out = {}
+    done = 0
+    for page in chip.pages_covering(address, address + size):
+        start, psize = chip.page_bounds(page)
+        lo = max(start, address)
+        hi = min(start + psize, address + size)
+        h = hashlib.sha256()
+        left = hi - lo
+        while left:
+            chunk = stream.read(min(BLOCK, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+            done += len(chunk)
+        out[str(page)] = _hex(h.digest()[:12])
+    return out
+
+
+def _hex(b):
+    import binascii
+
+    return binascii.hexlify(b).decode()
+
+
+async def _attempt(stream, address, size, port, pins, progress, only_pages=None):
     drv = bl.AsyncDriver(port)
     port.set_mode("E")  # AN3155: 8 data bits, even parity, 1 stop bit
     await pins.bootloader()
@@ -122,6 +156,8 @@ async def _attempt(stream, address, size, port, pins, progress):
             % (size, address, chip.name, 0x08000000, chip.flash_end)
         )
     pages = chip.pages_covering(address, address + size)
+    if only_pages is not None:
+        pages = [p for p in pages if p in only_pages]
     if progress:
         progress("erase", 0, len(pages))
     for i in range(0, len(pages), 64):  # a few pages per command: each ACK comes within its timeout
@@ -140,7 +176,9 @@ async def _attempt(stream, address, size, port, pins, progress):
             block = bytes(block) + b"\xff" * (4 - len(block) % 4)
         if use_crc:
             crc = bl.stm32_crc(block, crc)
-        if _all_ff(block):
+        if only_pages is not None and _page_of(chip, address + done) not in only_pages:
+            pass  # unchanged: the chip already holds these bytes
+        elif _all_ff(block):
             skipped += 1
         else:
             await drv.run(bl.op_write(address + done, block))
@@ -162,6 +200,7 @@ async def _attempt(stream, address, size, port, pins, progress):
     await _leave(port, pins)
     return {
         "pid": info.pid,
+        "incremental": only_pages is not None,
         "chip": chip.name,
         "bootloader": info.version,
         "pages_erased": len(pages),
@@ -179,8 +218,13 @@ class UpdateMarker:
         self.path = path
 
     def set(self, image, address, size):
-        with open(self.path, "w") as f:
-            f.write(json.dumps({"image": image, "address": address, "size": size}))
+        self.set_record({"image": image, "address": address, "size": size})
+
+    def set_record(self, record):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(record))
+        os.rename(tmp, self.path)
 
     def get(self):
         try:
@@ -196,23 +240,76 @@ class UpdateMarker:
             pass
 
 
+class FlashedImage:
+    """What the CCM last flashed onto the host: its SHA-256 and per-page digests. When the host reports
+    running exactly that (`fw_id` in Sys.Info), the next update rewrites only the pages that differ."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def get(self):
+        return UpdateMarker(self.path).get()
+
+    def set(self, record):
+        UpdateMarker(self.path).set_record(record)
+
+
+def _sha256_file(path):
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1024)
+            if not chunk:
+                return _hex(h.digest())
+            h.update(chunk)
+
+
 async def update_host(link, board, config, image, address, size, progress=None, marker_path=None, retries=3):
     """Flash the staged image file onto the host, then wait for the host's Sys.Info (its answer is
     returned). The host link is paused meanwhile: forwarded calls get -32004 busy."""
     cfg = config.get("host.ota.stm32")
     pins = PinSequence(BoardLines(board, cfg["boot0_pin"], cfg["rst_pin"]))
     marker = UpdateMarker(marker_path) if marker_path else None
+    record = FlashedImage(marker_path.replace("host_ota.json", "host_image.json")) if marker_path else None
+    only = None
+    if record and not (marker and marker.get()):  # never incremental when finishing an interrupted update
+        prev = record.get()
+        running = await _host_fw_id(link)
+        if prev and running and prev.get("fw_id") == running and prev.get("address") == address:
+            chip = chip_for(prev["pid"])
+            with open(image, "rb") as f:
+                now = page_digests(f, chip, address, size)
+            only = [int(p) for p, d in now.items() if prev["pages"].get(p) != d]
     if marker:
         marker.set(image, address, size)
     port = link.borrow()
     try:
-        summary = await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, retries)
+        summary = await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, retries, only)
     finally:
         link.give_back()
     if marker:
         marker.clear()
+    if record:
+        chip = chip_for(summary["pid"])
+        with open(image, "rb") as f:
+            pages = page_digests(f, chip, address, size)
+        record.set(
+            {"fw_id": _sha256_file(image), "pid": summary["pid"], "address": address, "size": size, "pages": pages}
+        )
     summary["host"] = await wait_for_host(link)
     return summary
+
+
+async def _host_fw_id(link):
+    from ccm.rpc import RpcError
+
+    try:
+        info = await link.call("Sys.Info", None, 1000)
+    except RpcError:
+        return None
+    return info.get("fw_id") if type(info) is dict else None
 
 
 async def wait_for_host(link, timeout_ms=10000):
