@@ -129,8 +129,20 @@ async def run_forever(board, overrides=None):
             return
 
 
+def factory_config(path="/conf0.json"):
+    """The vendor's configuration that `ccm build --config` wrote next to the firmware."""
+    import json
+
+    try:
+        with open(path) as f:
+            cfg = json.loads(f.read())
+    except (OSError, ValueError):
+        return {}
+    return cfg if type(cfg) is dict else {}
+
+
 def start():
     """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off."""
     from ccm.board.esp32 import Esp32Board
 
-    asyncio.run(run_forever(Esp32Board()))
+    asyncio.run(run_forever(Esp32Board(), factory_config()))

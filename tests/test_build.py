@@ -1,0 +1,173 @@
+"""`ccm build` and `ccm flash` through the real esptool into the virtual ESP32 ROM, and the built .mpy
+firmware loaded on real MicroPython."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_micropython import run_on_micropython
+
+from bundle.build import FS_OFFSET, read_littlefs
+from sim.esp32_rom import VirtualEsp32Rom
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def ccm(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "bundle.cli", *args], capture_output=True, text=True, env=ENV, timeout=600
+    )
+
+
+def fake_micropython(path, size=300_000):
+    """An ESP32 image as MicroPython ships it (header 0xE9, its banner inside); the bytes are filler:
+    the real one cannot be downloaded here, and the flasher only needs to recognise and move it."""
+    header = bytes([0xE9, 3, 2, 0x20]) + struct.pack("<I", 0x40080000) + bytes([0xEE]) + bytes(15)
+    banner = b"MicroPython v1.26.1 on 2025-09-11; Generic ESP32 module with ESP32\x00"
+    body = os.urandom(size - len(header) - len(banner))
+    path.write_bytes(header + banner + body)
+    return path.read_bytes()
+
+
+def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
+    out = ccm(
+        "build",
+        "-o",
+        str(tmp_path / "fs.bin"),
+        "--config",
+        "device.id=lamp-0042",
+        "--config",
+        "mqtt.server=b:1883",
+        "--config",
+        "mqtt.enable=true",
+    )
+    assert out.returncode == 0, out.stderr
+    files = read_littlefs((tmp_path / "fs.bin").read_bytes())
+    modules = {
+        str(p.relative_to(ROOT).with_suffix(".mpy")) for p in (ROOT / "ccm").rglob("*.py") if p.name != "virtual.py"
+    }
+    assert modules <= set(files)
+    assert {"boot.py", "main.py", "lib/microdot/microdot.mpy", "lib/microdot/websocket.mpy"} <= set(files)
+    assert all(files[m][:1] == b"M" for m in modules)  # .mpy magic
+    assert json.loads(files["conf0.json"]) == {
+        "device": {"id": "lamp-0042"},
+        "mqtt": {"server": "b:1883", "enable": True},
+    }
+    bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.keep_alive=soon")
+    assert bad.returncode != 0 and "mqtt.keep_alive must be a number" in bad.stderr
+    bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.nope=1")
+    assert bad.returncode != 0 and "unknown key mqtt.nope" in bad.stderr
+
+
+def test_the_built_firmware_runs_on_micropython(tmp_path):
+    """The .mpy files from the image (not the source tree) load on MicroPython 1.27 and read conf0.json."""
+    assert ccm("build", "-o", str(tmp_path / "fs.bin"), "--config", "device.id=from-flash").returncode == 0
+    root = tmp_path / "flash"
+    for name, data in read_littlefs((tmp_path / "fs.bin").read_bytes()).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (tmp_path / "probe.py").write_text(
+        "import sys\nsys.path[:0] = ['/flash', '/flash/lib']\n"
+        "import ccm.rpc, ccm.config, ccm.main\n"
+        "assert ccm.rpc.__file__.endswith('.mpy'), ccm.rpc.__file__\n"
+        "cfg = ccm.config.Config(ccm.main.factory_config('/flash/conf0.json'))\n"
+        "d = ccm.rpc.Dispatcher()\n"
+        "d.add('Sys.GetInfo', lambda p, c: {'device_id': cfg.get('device.id')})\n"
+        "out = []\n"
+        'for m in ccm.rpc.Framer().feed(b\'{"id":1,"method":"Sys.GetInfo"}\\n\'):\n'
+        "    d.dispatch(m, out.append)\n"
+        "print(out[0].decode())\n"
+    )
+    out = run_on_micropython("--no-ccm", "--dir", f"{root}=/flash", str(tmp_path / "probe.py"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith('{"id":1,"result":{"device_id":"from-flash"}}')
+
+
+@pytest.fixture
+def rom(tmp_path):
+    with VirtualEsp32Rom(str(tmp_path / "flash.bin")) as r:
+        yield r
+
+
+def esptool(port, *args):
+    cmd = [
+        sys.executable,
+        "-m",
+        "esptool",
+        "--port",
+        port,
+        "--before",
+        "no-reset",
+        "--after",
+        "no-reset",
+        "--no-stub",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_ccm_flash_writes_micropython_and_the_filesystem_and_esptool_agrees(rom, tmp_path):
+    fw = fake_micropython(tmp_path / "micropython.bin")
+    out = ccm(
+        "--port",
+        rom.path,
+        "flash",
+        "--no-reset",
+        "--no-stub",
+        "--firmware",
+        str(tmp_path / "micropython.bin"),
+        "--config",
+        "device.id=lamp-7",
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "written and verified" in out.stdout
+    assert bytes(rom.flash[0x1000 : 0x1000 + len(fw)]) == fw
+    fs = bytes(rom.flash[FS_OFFSET:])
+    (tmp_path / "fs.bin").write_bytes(fs)
+    v = esptool(
+        rom.path, "verify-flash", "0x1000", str(tmp_path / "micropython.bin"), hex(FS_OFFSET), str(tmp_path / "fs.bin")
+    )
+    assert v.returncode == 0 and v.stdout.count("Verification successful") == 2, v.stdout[-1500:]
+    r = esptool(rom.path, "read-flash", hex(FS_OFFSET), "8192", str(tmp_path / "head.bin"))
+    assert r.returncode == 0 and (tmp_path / "head.bin").read_bytes() == fs[:8192]
+    files = read_littlefs(fs)
+    assert json.loads(files["conf0.json"]) == {"device": {"id": "lamp-7"}} and "ccm/main.mpy" in files
+
+
+def test_ccm_flash_reports_bad_input_clearly(rom, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "notes.txt"))
+    assert out.returncode != 0 and "not an ESP32 firmware image" in out.stderr
+    out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "missing.bin"))
+    assert out.returncode != 0 and "no such file" in out.stderr
+    big = fake_micropython(tmp_path / "huge.bin", size=0x200000)
+    out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "huge.bin"))
+    assert out.returncode != 0 and "runs into the filesystem" in out.stderr
+    assert bytes(rom.flash[0x1000:0x1010]) != big[:16]  # refused before writing anything
+    out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--fs-only", "--erase")
+    assert out.returncode != 0 and "needs esptool's flasher stub" in out.stderr
+
+
+def test_a_rom_that_nacks_and_an_oversize_filesystem_are_reported(tmp_path):
+    from bundle.build import BuildError, build_fs, flash
+
+    with VirtualEsp32Rom(str(tmp_path / "flash.bin")) as rom:
+        with pytest.raises(BuildError, match="larger than the 4 MiB flash"):
+            flash(rom.path, None, build_fs(fs_size=0x300000), reset=False, stub=False)
+    with VirtualEsp32Rom(str(tmp_path / "flash2.bin"), nack=True) as rom:
+        out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--fs-only", "--connect-attempts", "1")
+        assert out.returncode != 0 and "no ESP32 answers on" in out.stderr
+
+
+def test_build_merge_writes_one_full_image(tmp_path):
+    fw = fake_micropython(tmp_path / "micropython.bin")
+    out = ccm("build", "-o", str(tmp_path / "lamp.bin"), "--merge", str(tmp_path / "micropython.bin"))
+    assert out.returncode == 0, out.stderr
+    merged = (tmp_path / "lamp.merged.bin").read_bytes()
+    assert merged[0x1000 : 0x1000 + len(fw)] == fw
+    assert merged[FS_OFFSET:] == (tmp_path / "lamp.bin").read_bytes()
