@@ -512,12 +512,34 @@ def sim() -> None:
     "--mqtt", "mqtt_server", metavar="HOST:PORT", help="Connect to this MQTT broker (e.g. the one `ccm cloud` prints)."
 )
 @click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
-def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool) -> None:
+@click.option(
+    "--flash",
+    "flash_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Boot the firmware `ccm flash` wrote into this virtual ESP32 flash file, on MicroPython (WebAssembly).",
+)
+def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool, flash_path: str | None) -> None:
     """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
 
     Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm.
+    With --flash it runs the .mpy firmware from a virtual ESP32's flash on real MicroPython instead of
+    the source tree on CPython.
     """
     from sim.ccm import VirtualCcm
+
+    if flash_path:
+        from sim.mpy_ccm import FlashBootedCcm
+
+        try:
+            fb = FlashBootedCcm(flash_path).start()
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"CCM firmware from {flash_path} on MicroPython; its host UART is {fb.path}")
+        click.echo(f"  ccm --port {fb.path} call RPC.List")
+        click.echo("Ctrl-C stops it.")
+        _wait_for_ctrl_c()
+        fb.stop()
+        return
 
     tracer = WireTrace() if trace else None
     try:

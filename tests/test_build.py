@@ -171,3 +171,46 @@ def test_build_merge_writes_one_full_image(tmp_path):
     merged = (tmp_path / "lamp.merged.bin").read_bytes()
     assert merged[0x1000 : 0x1000 + len(fw)] == fw
     assert merged[FS_OFFSET:] == (tmp_path / "lamp.bin").read_bytes()
+
+
+def test_two_commands_from_firmware_file_to_a_ccm_answering_on_its_uart(rom, tmp_path):
+    """`ccm flash` into the virtual ESP32, then the module boots from that flash: the .mpy firmware on
+    MicroPython, its UART on a pty, its identity from the factory config."""
+    from host_lib import Host
+    from sim.mpy_ccm import FlashBootedCcm
+
+    fake_micropython(tmp_path / "micropython.bin")
+    out = ccm(
+        "--port",
+        rom.path,
+        "flash",
+        "--no-reset",
+        "--no-stub",
+        "--firmware",
+        str(tmp_path / "micropython.bin"),
+        "--config",
+        "device.id=lamp-0042",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rom.save()
+    inits = []
+    with FlashBootedCcm(rom.flash_path) as module, Host(module.path) as host:
+        host.on("Sys.Init")(inits.append)
+        assert "Sys.GetInfo" in host.call("RPC.List")
+        info = host.call("Sys.GetInfo")
+        assert (info["device_id"], info["arch"], info["mac"]) == ("lamp-0042", "wasm", "24:0A:C4:12:34:56")
+        assert host.call("Sys.Reboot", {"delay_ms": 0}) is True
+        import time
+
+        deadline = time.monotonic() + 10
+        while not inits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert inits and inits[0]["device_id"] == "lamp-0042"  # booted again, from the same flash
+
+
+def test_booting_a_flash_without_the_firmware_is_explained(tmp_path):
+    from sim.mpy_ccm import FlashBootedCcm
+
+    (tmp_path / "blank.bin").write_bytes(b"\xff" * 0x400000)
+    with pytest.raises(RuntimeError, match="no LittleFS at 0x200000"):
+        FlashBootedCcm(str(tmp_path / "blank.bin"))

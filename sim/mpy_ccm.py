@@ -1,0 +1,82 @@
+"""The virtual CCM booted from a virtual ESP32's flash: the LittleFS region is mounted (littlefs-python),
+its files — the `.mpy` firmware `ccm build` made, and conf0.json — run on real MicroPython (the
+WebAssembly port under Node, sim/mpy_ccm.mjs), and the UART is a pty whose path a host opens.
+
+    with FlashBootedCcm("esp32-flash.bin") as ccm:
+        Host(ccm.path).start().call("RPC.List")
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import shutil
+import subprocess
+import tempfile
+import termios
+import tty
+from pathlib import Path
+
+from bundle.build import FS_OFFSET, read_littlefs
+
+HERE = Path(__file__).resolve().parent
+
+
+class FlashBootedCcm:
+    def __init__(self, flash_path: str, fs_offset: int = FS_OFFSET, mac: str = "24:0A:C4:12:34:56"):
+        with open(flash_path, "rb") as f:
+            image = f.read()
+        try:
+            files = read_littlefs(image[fs_offset:])
+        except Exception as e:  # littlefs raises its own errors for a region that is not a filesystem
+            raise RuntimeError(
+                f"no LittleFS at {fs_offset:#x} in {flash_path}: {e}. Flash it with `ccm flash` first"
+            ) from None
+        if "ccm/main.mpy" not in files:
+            raise RuntimeError(f"the filesystem in {flash_path} holds no CCM firmware (ccm/main.mpy)")
+        self.files = files
+        self.dir = Path(tempfile.mkdtemp(prefix="ccm-flash-"))
+        for name, data in files.items():
+            (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.dir / name).write_bytes(data)
+        self.master, self._slave = pty.openpty()
+        tty.setraw(self._slave, termios.TCSANOW)
+        self.path = os.ttyname(self._slave)
+        self.proc: subprocess.Popen | None = None
+        self.mac = mac  # the virtual ESP32's eFuse MAC (sim/esp32_rom.py)
+
+    def start(self) -> FlashBootedCcm:
+        node = shutil.which("node")
+        if not node:
+            raise RuntimeError(
+                "node not found: the flash-booted CCM runs on MicroPython's WebAssembly port under Node.js"
+            )
+        cmd = [node, str(HERE / "mpy_ccm.mjs"), "--fd", str(self.master), "--flash", str(self.dir), "--mac", self.mac]
+        self.proc = subprocess.Popen(
+            cmd, pass_fds=(self.master,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        line = self.proc.stdout.readline()
+        if "booting" not in line:
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            raise RuntimeError(f"the MicroPython CCM did not boot: {line}{err}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> FlashBootedCcm:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
