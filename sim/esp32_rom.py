@@ -80,8 +80,9 @@ class SlipDecoder:
 
 
 class RomCore:
-    def __init__(self, flash: bytearray, mac: bytes = b"\x24\x0a\xc4\x12\x34\x56"):
+    def __init__(self, flash: bytearray, mac: bytes = b"\x24\x0a\xc4\x12\x34\x56", magic: int = ESP32_MAGIC):
         self.flash = flash
+        self.magic = magic  # another chip's magic makes esptool see that chip (wrong-chip tests)
         self.mac = mac
         self.regs: dict[int, int] = {}
         self.slip = SlipDecoder()
@@ -141,7 +142,7 @@ class RomCore:
     def _read_reg(self, data, chk):
         (addr,) = struct.unpack("<I", data[:4])
         if addr == CHIP_MAGIC_ADDR:
-            return ESP32_MAGIC
+            return self.magic
         if addr == EFUSE_BASE + 4:  # MAC low 4 bytes
             return struct.unpack(">I", self.mac[2:6])[0]
         if addr == EFUSE_BASE + 8:  # CRC byte, MAC high 2 bytes
@@ -233,14 +234,14 @@ class RomError(Exception):
 class VirtualEsp32Rom:
     """The ROM loader on a pty, over a flash file (created 4 MiB of 0xFF when missing)."""
 
-    def __init__(self, flash_path: str, size: int = 4 * 1024 * 1024, nack: bool = False):
+    def __init__(self, flash_path: str, size: int = 4 * 1024 * 1024, nack: bool = False, magic: int = ESP32_MAGIC):
         self.flash_path = flash_path
         if not os.path.exists(flash_path):
             with open(flash_path, "wb") as f:
                 f.write(b"\xff" * size)
         with open(flash_path, "rb") as f:
             self.flash = bytearray(f.read())
-        self.core = RomCore(self.flash)
+        self.core = RomCore(self.flash, magic=magic)
         self.nack = nack  # a broken ROM: every command fails "failed to act"
         self.master, self._slave = pty.openpty()
         tty.setraw(self._slave, termios.TCSANOW)

@@ -214,3 +214,12 @@ def test_booting_a_flash_without_the_firmware_is_explained(tmp_path):
     (tmp_path / "blank.bin").write_bytes(b"\xff" * 0x400000)
     with pytest.raises(RuntimeError, match="no LittleFS at 0x200000"):
         FlashBootedCcm(str(tmp_path / "blank.bin"))
+
+
+def test_wrong_chip_and_no_port_are_refused(tmp_path):
+    with VirtualEsp32Rom(str(tmp_path / "s2.bin"), magic=0x000007C6) as rom:  # an ESP32-S2's chip magic
+        out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--fs-only", "--connect-attempts", "1")
+        assert out.returncode != 0 and "has an ESP32-S2; the CCM firmware is built for the ESP32" in out.stderr
+        assert bytes(rom.flash[FS_OFFSET : FS_OFFSET + 16]) == b"\xff" * 16
+    out = ccm("flash", "--fs-only")
+    assert out.returncode != 0 and "no port" in out.stderr
