@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pty
-import selectors
 import struct
-import termios
-import threading
-import time
-import tty
 import zlib
+
+from sim.ptydevice import PtyDevice
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 
@@ -231,10 +227,13 @@ class RomError(Exception):
         self.code = code
 
 
-class VirtualEsp32Rom:
+class VirtualEsp32Rom(PtyDevice):
     """The ROM loader on a pty, over a flash file (created 4 MiB of 0xFF when missing)."""
 
+    name = "virtual ESP32 ROM"
+
     def __init__(self, flash_path: str, size: int = 4 * 1024 * 1024, nack: bool = False, magic: int = ESP32_MAGIC):
+        super().__init__()
         self.flash_path = flash_path
         if not os.path.exists(flash_path):
             with open(flash_path, "wb") as f:
@@ -243,59 +242,22 @@ class VirtualEsp32Rom:
             self.flash = bytearray(f.read())
         self.core = RomCore(self.flash, magic=magic)
         self.nack = nack  # a broken ROM: every command fails "failed to act"
-        self.master, self._slave = pty.openpty()
-        tty.setraw(self._slave, termios.TCSANOW)
-        self.path = os.ttyname(self._slave)
-        os.set_blocking(self.master, False)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="virtual ESP32 ROM", daemon=True)
 
-    def _serve(self):
-        sel = selectors.DefaultSelector()
-        sel.register(self.master, selectors.EVENT_READ)
-        while not self._stop.is_set():
-            if not sel.select(0.05):
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except (BlockingIOError, OSError):
-                time.sleep(0.01)
-                continue
-            if self.nack:
-                out = b""
-                for pkt in self.core.slip.feed(data):
-                    if len(pkt) >= 8:
-                        out += slip_encode(self.core._reply(pkt[1], error=ERR_FAILED))
-            else:
-                out = self.core.feed(data)
-            view = memoryview(out)
-            while view:
-                try:
-                    view = view[os.write(self.master, view) :]
-                except BlockingIOError:
-                    time.sleep(0.0005)
+    def on_bytes(self, data: bytes) -> None:
+        if self.nack:
+            out = b""
+            for pkt in self.core.slip.feed(data):
+                if len(pkt) >= 8:
+                    out += slip_encode(self.core._reply(pkt[1], error=ERR_FAILED))
+        else:
+            out = self.core.feed(data)
+        self.send(out)
 
-    def save(self):
+    def save(self) -> None:
         with open(self.flash_path + ".tmp", "wb") as f:
             f.write(self.flash)
         os.replace(self.flash_path + ".tmp", self.flash_path)
 
-    def start(self) -> VirtualEsp32Rom:
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5)
+    def stop(self) -> None:
+        super().stop()
         self.save()
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __enter__(self) -> VirtualEsp32Rom:
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()

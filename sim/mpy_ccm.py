@@ -9,15 +9,13 @@ WebAssembly port under Node, sim/mpy_ccm.mjs), and the UART is a pty whose path 
 from __future__ import annotations
 
 import os
-import pty
 import shutil
 import subprocess
 import tempfile
-import termios
-import tty
 from pathlib import Path
 
 from bundle.build import FS_OFFSET, read_littlefs
+from ccm.board.virtual import open_raw_pty
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,9 +37,7 @@ class FlashBootedCcm:
         for name, data in files.items():
             (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
             (self.dir / name).write_bytes(data)
-        self.master, self._slave = pty.openpty()
-        tty.setraw(self._slave, termios.TCSANOW)
-        self.path = os.ttyname(self._slave)
+        self.master, self._slave, self.path = open_raw_pty()
         self.proc: subprocess.Popen | None = None
         self.mac = mac  # the virtual ESP32's eFuse MAC (sim/esp32_rom.py)
 

@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pty
 import queue
-import selectors
 import struct
-import termios
 import threading
 import time
-import tty
 
 from ccm.ota import an3155 as bl
 from ccm.ota.stm32_chips import CHIPS, FLASH_BASE
+from sim.ptydevice import PtyDevice
 
 MARKER = b"CCMAPP1:"
 
@@ -407,18 +403,16 @@ class AppPort:
         pass
 
 
-class VirtualStm32:
+class VirtualStm32(PtyDevice):
     """A virtual STM32 on a pty: bootloader or application, chosen by BOOT0 at reset."""
 
+    name = "virtual STM32"
+
     def __init__(self, profile: str | Profile = "f103", baud: int | None = None, readout_protected: bool = False):
+        super().__init__()
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
         self.core = Stm32Core(self.profile, readout_protected)
         self.baud = baud  # timing model on when set: 11 bits a byte (8E1) and datasheet busy times
-        self.master, slave = pty.openpty()
-        tty.setraw(slave, termios.TCSANOW)
-        self.path = os.ttyname(slave)
-        self._slave = slave
-        os.set_blocking(self.master, False)
         self.mode = "off"
         self.boot0 = True
         self.in_reset = False
@@ -428,8 +422,6 @@ class VirtualStm32:
         self.bytes_in = 0
         self.bytes_out = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="virtual STM32", daemon=True)
         self._wire_free = 0.0
 
     # -- pins -----------------------------------------------------------------------------------
@@ -489,13 +481,7 @@ class VirtualStm32:
         with self._lock:
             if self.baud:
                 self._wire_wait(len(data))
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(self.master, view)
-                    view = view[n:]
-                except BlockingIOError:
-                    time.sleep(0.0005)
+            self.send(data)
             self.bytes_out += len(data)
 
     def _wire_wait(self, n: int):
@@ -506,56 +492,28 @@ class VirtualStm32:
         if delay > 0:
             time.sleep(delay)
 
-    def _serve(self):
-        sel = selectors.DefaultSelector()
-        sel.register(self.master, selectors.EVENT_READ)
-        while not self._stop.is_set():
-            if not sel.select(0.05):
-                continue
-            try:
-                data = os.read(self.master, 4096)
-            except (BlockingIOError, OSError):
-                time.sleep(0.01)
-                continue
-            if not data:
-                continue
-            self.bytes_in += len(data)
-            if self.mode == "bootloader":
-                if self.baud:
-                    with self._lock:
-                        self._wire_wait(len(data))
-                out, busy = self.core.feed(data)
-                if busy and self.baud:
-                    time.sleep(busy / 1e6)
-                if out:
-                    self._write(out)
-                if self.core.reset_requested:
-                    self.core.reset_requested = False
-                    self._boot()  # the bootloader resets the chip itself (RDP changes)
-                if self.core.go_address is not None:
-                    self.core.go_address = None
-                    self._stop_app()
-                    self._start_app()
-            elif self.mode == "app" and self.app_port is not None:
-                self.app_port.feed(data)
-            # off or silent: the bytes fall on the floor
-
-    def start(self) -> VirtualStm32:
-        self._thread.start()
-        return self
+    def on_bytes(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.mode == "bootloader":
+            if self.baud:
+                with self._lock:
+                    self._wire_wait(len(data))
+            out, busy = self.core.feed(data)
+            if busy and self.baud:
+                time.sleep(busy / 1e6)
+            if out:
+                self._write(out)
+            if self.core.reset_requested:
+                self.core.reset_requested = False
+                self._boot()  # the bootloader resets the chip itself (RDP changes)
+            if self.core.go_address is not None:
+                self.core.go_address = None
+                self._stop_app()
+                self._start_app()
+        elif self.mode == "app" and self.app_port is not None:
+            self.app_port.feed(data)
+        # off or silent: the bytes fall on the floor
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        super().stop()
         self._stop_app()
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __enter__(self) -> VirtualStm32:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -76,13 +76,19 @@ class FdUart:
             pass
 
 
+def open_raw_pty():
+    """(master fd, slave fd, slave path) of a new pty in raw mode: no echo, no CR/LF translation, a clean
+    8-bit wire. Keeping the slave open lets the master side run before and between hosts."""
+    master, slave = pty.openpty()
+    tty.setraw(slave, termios.TCSANOW)
+    return master, slave, os.ttyname(slave)
+
+
 class PtyUart(FdUart):
     """The UART on a new pseudo-terminal: the host opens `path` as it would open /dev/ttyUSB0."""
 
     def __init__(self, trace=None):
-        master, self._slave = pty.openpty()
-        tty.setraw(self._slave, termios.TCSANOW)  # no echo, no CR/LF translation: a clean 8-bit wire
-        self.path = os.ttyname(self._slave)
+        master, self._slave, self.path = open_raw_pty()
         FdUart.__init__(self, master, trace)
 
     def close(self):
