@@ -214,6 +214,15 @@ def op_connect(info):
     yield from op_get_id(info)
 
 
+def advance(op, value=None, error=None):
+    """Move an operation on by one step: (True, its next request) or (False, its result).
+    `value` answers its last READ; `error` (a Timeout) is raised inside it instead."""
+    try:
+        return True, (op.throw(error) if error else op.send(value))
+    except StopIteration as e:
+        return False, e.value
+
+
 class SyncDriver:
     """Runs operations over a pyserial-style port (PC side: `ccm stm32`)."""
 
@@ -221,13 +230,11 @@ class SyncDriver:
         self.port = port
 
     def run(self, op):
-        value = None
-        error = None
+        value = error = None
         while True:
-            try:
-                step = op.throw(error) if error else op.send(value)
-            except StopIteration as e:
-                return e.value
+            more, step = advance(op, value, error)
+            if not more:
+                return step
             value = error = None
             if step[0] == WRITE:
                 self.port.write(step[1])
@@ -253,13 +260,11 @@ class AsyncDriver:
         self.buf = b""
 
     async def run(self, op):
-        value = None
-        error = None
+        value = error = None
         while True:
-            try:
-                step = op.throw(error) if error else op.send(value)
-            except StopIteration as e:
-                return e.value
+            more, step = advance(op, value, error)
+            if not more:
+                return step
             value = error = None
             if step[0] == WRITE:
                 self.stream.write(step[1])

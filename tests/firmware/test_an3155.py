@@ -9,23 +9,18 @@ from ccm.ota.stm32_chips import FLASH_BASE, chip
 def drive(op, replies):
     """Run an operation against canned replies; returns (bytes it wrote, its result)."""
     wrote = b""
-    value = None
-    error = None
+    value = error = None
     while True:
-        try:
-            step = op.throw(error) if error else op.send(value)
-        except StopIteration as e:
-            return wrote, e.value
+        more, step = bl.advance(op, value, error)
+        if not more:
+            return wrote, step
         value = error = None
         if step[0] == bl.WRITE:
             wrote += step[1]
+        elif len(replies) < step[1]:
+            error = bl.Timeout("silence")
         else:
-            n = step[1]
-            if len(replies) < n:
-                error = bl.Timeout("silence")
-                continue
-            value = replies[:n]
-            replies = replies[n:]
+            value, replies = replies[: step[1]], replies[step[1] :]
 
 
 A = bytes([bl.ACK])
