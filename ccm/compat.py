@@ -65,6 +65,13 @@ async def sleep_ms_async(ms):
         await asyncio.sleep(ms / 1000)
 
 
+async def wait_ms(coro, ms):
+    """Await `coro` for at most `ms` milliseconds (asyncio.TimeoutError after): wait_for_ms on MicroPython."""
+    if hasattr(asyncio, "wait_for_ms"):
+        return await asyncio.wait_for_ms(coro, ms)
+    return await asyncio.wait_for(coro, ms / 1000)
+
+
 class Waiter:
     """A one-shot value to await: what asyncio.Future is on CPython (MicroPython has no Future)."""
 

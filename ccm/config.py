@@ -57,6 +57,14 @@ DEFAULTS = {
         "reconnect_timeout_max_ms": 30000,
     },
     "shadow": {"enable": True, "topic_prefix": "$aws/things/{device.id}/shadow"},
+    "ota": {
+        "require_signature": False,  # refuse bundles without a valid signature by ota.pubkey
+        "pubkey": "",  # PEM file of the ECDSA P-256 key bundles are signed with
+        "poll_url": "",  # a URL giving {version, url}: a version not installed yet is pulled and applied
+        "poll_interval_s": 3600,
+        "fetch_stall_s": 10,  # a download with no data for this long fails
+        "ssl_ca_cert": "",  # CA file to verify https:// bundle servers (without it: not verified)
+    },
 }
 
 REDACTED = "***"

@@ -3,6 +3,7 @@
 import asyncio
 
 from ccm import config as config_mod
+from ccm import rpc
 from ccm.compat import sleep_ms_async
 from ccm.config import Config
 from ccm.link import HostLink
@@ -23,6 +24,7 @@ class Ccm:
         self.shadow = None
         self.provisioner = None
         self.http = None
+        self.ota = None
         self.last_host_update = None
         self._jobs = []  # work that ends with this boot
         self._stop = asyncio.Event()
@@ -45,6 +47,7 @@ class Ccm:
         self.link.set_parity = getattr(self.board, "uart_parity", None)
         self.router.host = self.link
         tasks = [asyncio.create_task(self._serve_link())]
+        self._start_ota()
         tasks += self._start_network()
         tasks += self._start_cloud()
         tasks += self._resume_host_update()
@@ -96,10 +99,62 @@ class Ccm:
         self.last_host_update = await job
         return self.last_host_update
 
+    def spawn(self, coro):
+        """Run background work that belongs to this boot (a reboot cancels it)."""
+        t = asyncio.create_task(coro)
+        self._jobs.append(t)
+        return t
+
+    def fs_root(self):
+        return getattr(self.board, "fs_dir", "")
+
+    def _start_ota(self):
+        """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured."""
+        from ccm.ota.apply import host_applier, self_applier
+        from ccm.ota.receiver import OtaReceiver
+        from ccm.ota.selfupdate import TRIAL, SelfUpdate
+
+        appliers = {"ccm_host": host_applier(self), "esp32": self_applier(self)}
+        self.ota = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, getattr(self.board, "fs_free", None))
+        self.ota.serve(self.router)
+        su = SelfUpdate(self.fs_root(), self.board)
+
+        def commit(params, call):
+            if not su.commit():
+                raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
+            return True
+
+        def revert(params, call):
+            if not su.revert():
+                raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
+            self.router.request_reboot(300)
+            return True
+
+        self.router.add("OTA.Commit", commit)
+        self.router.add("OTA.Revert", revert)
+        rec = su.record()
+        if rec.get("state") == TRIAL:
+            timeout = rec.get("commit_timeout") or 0
+            if not timeout:
+                su.commit()  # no explicit commit asked for: booting this far is enough
+            else:
+
+                async def deadline():
+                    await sleep_ms_async(timeout * 1000)
+                    if su.revert("no OTA.Commit within %d s" % timeout):
+                        self.router.request_reboot(100)
+
+                self.spawn(deadline())
+        url = self.config.get("ota.poll_url")
+        if url:
+            self.spawn(self.ota.poll(url, self.config.get("ota.poll_interval_s")))
+
     def _resume_host_update(self):
         """A host update cut short by a reboot is done again now."""
         if not hasattr(self.board, "pin_write"):
             return []
+        if self.ota is not None and self.ota.resume():
+            return []  # the OTA receiver finishes its own job (and reports it)
         from ccm.ota.stm32 import UpdateMarker, resume
 
         if UpdateMarker(self.host_update_marker()).get() is None:
@@ -118,12 +173,19 @@ class Ccm:
 
         self.mqtt = client_from_config(self.config)
         self.shadow = ShadowBridge(self.config, self.router, self.mqtt)
+        if self.ota is not None:
+            self.shadow.attach_ota(self.ota)
         return [asyncio.create_task(self.mqtt.run())]
 
 
-async def run_forever(board, overrides=None):
-    """Boot, serve, and boot again after every Sys.Reboot: the board decides what a reboot is."""
+async def run_forever(board, overrides=None, switch=True):
+    """Boot, serve, and boot again after every Sys.Reboot: the board decides what a reboot is.
+    `switch`: swap in a staged self-update at each boot (main.py does it itself on the module)."""
     while True:
+        if switch:
+            from ccm.ota.selfupdate import SelfUpdate
+
+            SelfUpdate(getattr(board, "fs_dir", ""), board).at_boot()
         rebooting = await Ccm(board, overrides).run()
         if not rebooting or not board.reboot():
             return
@@ -145,4 +207,4 @@ def start():
     """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off."""
     from ccm.board.esp32 import Esp32Board
 
-    asyncio.run(run_forever(Esp32Board(), factory_config()))
+    asyncio.run(run_forever(Esp32Board(), factory_config(), switch=False))

@@ -10,7 +10,7 @@ reported.
 import asyncio
 import struct
 
-from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms
+from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms, wait_ms
 
 # MQTT 3.1.1 §2.2.1 control packet types
 CONNECT = 1
@@ -367,7 +367,7 @@ class MqttClient:
             if timeout_ms is None:
                 data = await reader.read(1024)
             else:
-                data = await _wait_ms(reader.read(1024), timeout_ms)
+                data = await wait_ms(reader.read(1024), timeout_ms)
             if not data:
                 return []
             self._heard_ms = ticks_ms()
@@ -455,12 +455,6 @@ class MqttClient:
         while self._pid in self.inflight:
             self._pid = self._pid % 65535 + 1
         return self._pid
-
-
-async def _wait_ms(coro, ms):
-    if hasattr(asyncio, "wait_for_ms"):
-        return await asyncio.wait_for_ms(coro, ms)
-    return await asyncio.wait_for(coro, ms / 1000)
 
 
 def _jitter(n):

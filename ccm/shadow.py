@@ -71,6 +71,7 @@ class ShadowBridge:
         self.host_subs = {}  # what the host subscribed to: filter -> qos
         self._token = 0
         self._dropped_reported = 0
+        self.ota = None  # the OTA receiver: desired.ota triggers it, reported.ota follows it
         client.will = (self.status_topic, "offline", 1, True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -143,6 +144,46 @@ class ShadowBridge:
         self.client.publish(self.prefix + "/update", doc, 1, False, done)
         return rpc.LATER
 
+    # -- OTA through the shadow ------------------------------------------------------------------
+    def attach_ota(self, receiver):
+        self.ota = receiver
+        receiver.listeners.append(self._report_ota)
+
+    def _report_ota(self, st):
+        """reported.ota follows the receiver: version is what is installed, so the delta on desired.ota
+        stays until the update has succeeded."""
+        r = {"state": st["state"], "progress": st["progress"], "message": st["message"]}
+        if self.ota.current is not None:
+            r["version"] = self.ota.current
+        if st.get("version") is not None:
+            r["target"] = st["version"]
+        if self.ota.current_url:
+            r["url"] = self.ota.current_url
+        self._token += 1
+        doc = '{"state":{"reported":{"ota":%s}},"clientToken":"%s-ota-%d"}' % (dumps(r), self.device_id, self._token)
+        self.client.publish(self.prefix + "/update", doc, 1)
+
+    def _take_ota(self, d):
+        """Strip `ota` from a delta (it is the CCM's, not the host's) and act on it."""
+        if type(d) is not dict or "ota" not in d:
+            return d
+        d = dict(d)
+        want = d.pop("ota")
+        r = self.ota
+        if r is None or type(want) is not dict:
+            return d
+        url = want.get("url")
+        version = want.get("version")
+        if type(url) is not str or r.state == 1:
+            return d
+        if not r.wanted(version):
+            r.current = version
+            r.current_url = url
+            self._report_ota(r.status())  # already installed: say so, do not apply again
+            return d
+        r.spawn(r.update(url, want.get("commit_timeout", 0) or 0, version, url))
+        return d
+
     # -- cloud → host ---------------------------------------------------------------------------
     def _on_connect(self):
         self.client.publish(self.status_topic, "online", 1, True, control=True)
@@ -205,7 +246,9 @@ class ShadowBridge:
         if st:
             self.state["desired"] = merge_state(self.state["desired"], st)
             self.state["delta"] = st
-            self._host_notify("Shadow.Delta", st)
+            st = self._take_ota(st)
+            if st:
+                self._host_notify("Shadow.Delta", st)
 
     def _on_get_accepted(self, doc):
         st = doc.get("state") or {}
@@ -216,6 +259,7 @@ class ShadowBridge:
         if d is None:
             d = delta(self.state["desired"], self.state["reported"])
         self.state["delta"] = d or {}
+        d = self._take_ota(d)
         if d:
             self._host_notify("Shadow.Delta", d)
 

@@ -75,7 +75,10 @@ class VirtualCcm:
             self.loop.close()
 
     async def _serve(self) -> None:
+        from ccm.ota.selfupdate import SelfUpdate
+
         while True:
+            SelfUpdate(self.board.fs_dir, self.board).at_boot()  # as main.py does on the module
             self.ccm = Ccm(self.board, self.overrides)  # configuration read afresh at every boot
             for fn in self._setup:
                 fn(self.ccm)

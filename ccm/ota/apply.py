@@ -1,0 +1,70 @@
+"""What a checked bundle does, by platform (DESIGN §6). Each applier is
+`async fn(bundle, progress(stage, done, total), receiver) -> message` and raises OtaError with a reason.
+
+- `ccm_host`: each part of type STM32 is unpacked to ota/host.bin and flashed through the host-update
+  step (AN3155); success only once the host answers Sys.Info again.
+- `esp32`: `fs` parts are staged beside the running files, an `app` part goes to the next OTA
+  partition; the CCM reboots into them on trial (ccm/ota/selfupdate.py).
+"""
+
+from ccm.ota.receiver import OtaError
+
+
+def host_applier(ccm):
+    async def apply(bundle, progress, receiver):
+        parts = [(n, p) for n, p in bundle.parts.items() if str(p.get("type", "")).upper() == "STM32"]
+        if not parts:
+            raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
+        if not hasattr(ccm.board, "pin_write") or ccm.link is None:
+            raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
+        info = None
+        for name, p in parts:
+            addr = p.get("addr")
+            if type(addr) is not int:
+                raise OtaError("bad bundle: part %s has no numeric addr" % name)
+            path = receiver.dir + "/host.bin"
+            try:
+                with open(path, "wb") as out:
+                    bundle.copy_part(name, out, lambda d, t: progress("unpacking", d, t))
+            except OSError as e:
+                raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
+            summary = await ccm.update_host(path, addr, p["size"], progress)
+            info = summary.get("host")
+            if info is None:
+                raise OtaError(
+                    "the host was flashed and verified but does not answer Sys.Info: the image does not boot "
+                    "(flash a working one; the bootloader is in ROM, so the host stays recoverable)"
+                )
+        return "host updated: it runs %s" % info.get("fw_version")
+
+    return apply
+
+
+def self_applier(ccm):
+    async def apply(bundle, progress, receiver):
+        from ccm.ota.selfupdate import SelfUpdate
+
+        su = SelfUpdate(receiver.dir[: -len("/ota")], ccm.board)
+        files = []
+        app = False
+        for name, p in bundle.parts.items():
+            kind = p.get("type")
+            if kind == "fs":
+                r = bundle.reader(name)
+                files += su.stage_fs(r.read)
+            elif kind == "app":
+                if not hasattr(ccm.board, "ota_partition"):
+                    raise OtaError("this board has no OTA partition for an app part")
+                su.stage_app(bundle.reader(name).read, p["size"], progress)
+                app = True
+            else:
+                raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
+        su.staged(files, app, bundle.manifest.get("version"), receiver.commit_timeout)
+        ccm.router.request_reboot(500)
+        return "staged %d files%s; rebooting into them (commit within %s)" % (
+            len(files),
+            " and an app image" if app else "",
+            ("%d s" % receiver.commit_timeout) if receiver.commit_timeout else "the first boot",
+        )
+
+    return apply

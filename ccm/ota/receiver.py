@@ -1,0 +1,473 @@
+"""The OTA receiver (DESIGN §6): `OTA.*` on the router, the bundle staged on the filesystem, checked,
+then handed to the applier for its platform.
+
+    OTA.Status            {state: 0 idle | 1 in progress | 2 error | 3 success, progress, message, stage, …}
+    OTA.Begin             {size, timeout = 600, commit_timeout = 0}   → true; -32004 while another runs
+    OTA.Write             {offset, data: base64} → true; the same chunk again is accepted (mos retries),
+                          a gap or an overlap is refused
+    OTA.End               the bundle is checked (manifest, platform, sizes, SHA-256, signature); the
+                          answer comes once it is; applying goes on in the background (poll Status)
+    OTA.Update            {url, commit_timeout?, version?}: the same from an HTTP(S) pull
+    OTA.Commit, Revert    for a CCM self-update on trial (see ccm/ota/selfupdate.py)
+
+mos's client refuses to start unless Status says 0 or 2, so a success (3) is reported once, then Status
+is back to 0 with the outcome under `last`. What a reboot interrupts is known at the next boot from
+ota/state.json: an upload is dropped (its space freed, state 2 saying why); a host flash is done again
+from the staged image.
+"""
+
+import binascii
+import json
+import os
+
+from ccm import rpc
+from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms
+
+IDLE = 0
+PROGRESS = 1
+ERROR = 2
+SUCCESS = 3
+
+
+class OtaError(Exception):
+    pass
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def _invalid(msg):
+    return rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: " + msg)
+
+
+class OtaReceiver:
+    """One CCM's OTA state. `appliers[platform](bundle, progress) -> result` does the platform's work
+    (async); `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left."""
+
+    def __init__(self, config, root, appliers, spawn, fs_free=None):
+        self.config = config
+        self.dir = (root.rstrip("/") if root else "") + "/ota"
+        _mkdir(self.dir)
+        self.bundle_path = self.dir + "/bundle.zip"
+        self.state_path = self.dir + "/state.json"
+        self.appliers = appliers
+        self.spawn = spawn
+        self.fs_free = fs_free
+        self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
+        self.state = IDLE
+        self.stage = ""
+        self.progress = 0
+        self.message = ""
+        self.version = None  # of the bundle in flight
+        self.last = None
+        self.size = 0
+        self.received = 0
+        self._file = None
+        self._chunk = None  # (offset, length, crc) of the last write: a retry of it is accepted
+        self._deadline = None
+        self._reported = None
+        self.commit_timeout = 0
+        saved = self._load()
+        self.installed = saved.get("installed") or {}
+        self.current = saved.get("current")  # the version last installed (any platform)
+        self.current_url = saved.get("current_url")
+        self._url = None
+        job = saved.get("job")
+        if job:
+            self._after_reboot(job)
+
+    # -- persistence ----------------------------------------------------------------------------
+    def _load(self):
+        try:
+            with open(self.state_path) as f:
+                d = json.loads(f.read())
+            return d if type(d) is dict else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, job=None):
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(
+                json.dumps(
+                    {"installed": self.installed, "current": self.current, "current_url": self.current_url, "job": job}
+                )
+            )
+        os.rename(tmp, self.state_path)
+
+    def _after_reboot(self, job):
+        if job.get("stage") == "applying" and job.get("resume"):
+            self.state = PROGRESS
+            self.stage = "applying"
+            self.version = job.get("version")
+            self.message = "resuming after a reboot"
+            self._resume_job = job
+            return
+        _remove(self.bundle_path)
+        self._set(
+            ERROR, "interrupted: the CCM rebooted during %s; nothing was applied" % job.get("stage", "the update")
+        )
+        self._save()
+
+    _resume_job = None
+
+    def resume(self):
+        """At boot, after the link is up: finish an apply a reboot cut short (the host flash)."""
+        job = self._resume_job
+        if job is None:
+            return False
+        self._resume_job = None
+        self.spawn(self._apply_staged(job.get("platform"), job.get("version")))
+        return True
+
+    # -- status ---------------------------------------------------------------------------------
+    def status(self):
+        st = {"state": self.state, "progress": self.progress, "message": self.message, "stage": self.stage}
+        if self.version is not None:
+            st["version"] = self.version
+        if self.state == PROGRESS and self.stage == "receiving":
+            st["size"] = self.size
+            st["received"] = self.received
+        if self.last is not None:
+            st["last"] = self.last
+        if self.installed:
+            st["installed"] = self.installed
+        return st
+
+    def _status_rpc(self, params, call):
+        st = self.status()
+        if self.state == SUCCESS:  # reported once; then idle, so `mos ota` can run again
+            self.last = {"state": SUCCESS, "message": self.message, "version": self.version}
+            self.state = IDLE
+            self.stage = ""
+        return st
+
+    def _set(self, state, message, progress=None):
+        self.state = state
+        self.message = message
+        if progress is not None:
+            self.progress = progress
+        if state in (ERROR, SUCCESS):
+            self.last = {"state": state, "message": message, "version": self.version}
+        self._notify(True)
+
+    def _notify(self, force=False):
+        key = (self.state, self.stage, self.progress // 10)
+        if not force and key == self._reported:
+            return
+        self._reported = key
+        st = self.status()
+        for fn in self.listeners:
+            try:
+                fn(st)
+            except Exception:  # a listener must not break an update
+                pass
+
+    def _stage(self, stage, progress=0, message=""):
+        self.stage = stage
+        self.progress = progress
+        self.message = message
+        self._notify(True)
+
+    # -- receiving ------------------------------------------------------------------------------
+    def _check_idle(self):
+        if self.state == PROGRESS:
+            raise rpc.RpcError(rpc.BUSY, "busy: an update is in progress (%s)" % (self.stage or "starting"))
+
+    def _free(self):
+        return self.fs_free() if self.fs_free else None
+
+    def begin(self, size, timeout_s=600, commit_timeout_s=0, version=None):
+        self._check_idle()
+        self._cleanup()
+        free = self._free()
+        if free is not None and size > free:
+            raise rpc.RpcError(
+                rpc.INVALID_PARAMS,
+                "no room: the bundle is %d bytes and the CCM's filesystem has %d bytes free" % (size, free),
+            )
+        self._file = open(self.bundle_path, "wb")
+        self.size = size
+        self.received = 0
+        self._chunk = None
+        self.version = version
+        self._url = None
+        self.commit_timeout = commit_timeout_s
+        self._deadline = ticks_ms() + timeout_s * 1000 if timeout_s else None
+        self.state = PROGRESS
+        self._stage("receiving", 0, "receiving %d bytes" % size)
+        self._save({"stage": "receiving"})
+        if self._deadline is not None:
+            self.spawn(self._watchdog(ticks_ms(), timeout_s * 1000))
+
+    async def _watchdog(self, started, limit_ms):
+        while self.state == PROGRESS and self.stage == "receiving":
+            if ticks_diff(ticks_ms(), started) >= limit_ms:
+                self._fail(
+                    "timed out: no OTA.End within %d s of OTA.Begin; the upload was dropped" % (limit_ms // 1000)
+                )
+                return
+            await sleep_ms_async(200)
+
+    def write(self, offset, data):
+        if self.state != PROGRESS or self.stage != "receiving":
+            raise rpc.RpcError(rpc.INVALID_REQUEST, "no upload in progress: call OTA.Begin first")
+        crc = binascii.crc32(data)
+        c = self._chunk
+        if c is not None and offset == c[0] and len(data) == c[1]:
+            if crc == c[2]:
+                return  # mos resends a chunk whose answer it lost: already written
+            raise _invalid("offset %d was already written with other data" % offset)
+        if offset != self.received:
+            what = "overlap" if offset < self.received else "gap"
+            raise _invalid("%s: offset %d, the next byte expected is %d" % (what, offset, self.received))
+        if self.received + len(data) > self.size:
+            raise _invalid(
+                "%d bytes beyond the size given to OTA.Begin (%d)" % (self.received + len(data) - self.size, self.size)
+            )
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self._fail("cannot write the bundle to the filesystem: %s" % e)
+            raise rpc.RpcError(rpc.INTERNAL_ERROR, self.message) from None
+        self.received += len(data)
+        self._chunk = (offset, len(data), crc)
+        self.progress = self.received * 100 // self.size
+        self._notify()
+
+    async def end(self):
+        """Close the upload, check the bundle; applying continues in the background."""
+        if self.state != PROGRESS or self.stage != "receiving":
+            raise rpc.RpcError(rpc.INVALID_REQUEST, "no upload in progress: call OTA.Begin first")
+        self._file.close()
+        self._file = None
+        if self.received < self.size:
+            self._fail("truncated: OTA.End after %d of %d bytes; nothing was applied" % (self.received, self.size))
+            raise rpc.RpcError(rpc.INVALID_PARAMS, self.message)
+        return await self._check_and_apply()
+
+    async def update(self, url, commit_timeout_s=0, version=None, source_url=None):
+        """Pull a bundle from `url` (OTA.Update, the shadow, the poll), then check and apply it."""
+        from ccm.ota.fetch import FetchError, fetch
+
+        self._check_idle()
+        self._cleanup()
+        self.version = version
+        self._url = source_url or url
+        self.commit_timeout = commit_timeout_s
+        self.state = PROGRESS
+        self._stage("downloading", 0, url)
+        self._save({"stage": "downloading"})
+
+        def progress(done, total):
+            self.received = done
+            if total:
+                self.progress = done * 100 // total
+                self._notify()
+
+        try:
+            with open(self.bundle_path, "wb") as f:
+                self.size = await fetch(
+                    url,
+                    f,
+                    progress,
+                    self.config.get("ota.fetch_stall_s", 10) * 1000,
+                    self._free(),
+                    self.config.get("ota.ssl_ca_cert") or None,
+                )
+        except FetchError as e:
+            self._fail("download failed: %s" % e)
+            return
+        except OSError as e:
+            self._fail("download failed: cannot write the bundle: %s" % e)
+            return
+        try:
+            await self._check_and_apply()
+        except rpc.RpcError:
+            pass  # the state says why
+
+    async def _check_and_apply(self):
+        from ccm.ota.bundle import Bundle, BundleError
+
+        self._stage("verifying", 0, "checking the bundle")
+        self._save({"stage": "verifying"})
+        await sleep_ms_async(0)
+        try:
+            with open(self.bundle_path, "rb") as f:
+                b = Bundle(f, os.stat(self.bundle_path)[6])
+                b.check(list(self.appliers), self._pubkey(), self.config.get("ota.require_signature", False))
+                platform = b.manifest["platform"]
+                version = b.manifest.get("version")
+        except (BundleError, OtaError, OSError, ValueError) as e:
+            self._fail("bad bundle: %s; nothing was applied" % e)
+            raise rpc.RpcError(rpc.INVALID_PARAMS, self.message) from None
+        if self.version is None:
+            self.version = version
+        self.spawn(self._apply_staged(platform, version))
+        return {"state": PROGRESS, "version": version, "platform": platform}
+
+    def _pubkey(self):
+        path = self.config.get("ota.pubkey")
+        if not path:
+            return None
+        from ccm.ota import p256
+
+        try:
+            with open(path) as f:
+                return p256.public_key_from_pem(f.read())
+        except OSError:
+            raise OtaError("cannot read the public key %s (ota.pubkey)" % path) from None
+        except p256.SignatureError as e:
+            raise OtaError("%s (ota.pubkey %s)" % (e, path)) from None
+
+    async def _apply_staged(self, platform, version):
+        from ccm.ota.bundle import Bundle, BundleError
+
+        self.state = PROGRESS
+        self._stage("applying", 0, "applying %s %s" % (platform, version))
+        self._save({"stage": "applying", "platform": platform, "version": version, "resume": platform == "ccm_host"})
+
+        def progress(stage, done, total):
+            if stage != self.stage:
+                self._stage(stage, 0, "")
+            self.progress = done * 100 // total if total else 100
+            self._notify()
+
+        try:
+            with open(self.bundle_path, "rb") as f:
+                b = Bundle(f, os.stat(self.bundle_path)[6])
+                message = await self.appliers[platform](b, progress, self)
+        except (BundleError, OtaError, OSError) as e:
+            self._fail("%s" % e)
+            return
+        except Exception as e:  # noqa: BLE001 - the flasher's own errors carry their reason
+            self._fail("%s: %s" % (type(e).__name__, e))
+            return
+        self.installed[platform] = version
+        self.current = version
+        self.current_url = self._url
+        self._url = None
+        _remove(self.bundle_path)
+        self._save()
+        self.stage = "done"
+        self._set(SUCCESS, message or "updated to %s" % version, 100)
+
+    def _fail(self, message):
+        self._cleanup()
+        self.stage = "error"
+        self._save()
+        self._set(ERROR, message)
+
+    def _cleanup(self):
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        _remove(self.bundle_path)
+
+    # -- RPC ----------------------------------------------------------------------------------------
+    def serve(self, router):
+        router.add("OTA.Status", self._status_rpc)
+        router.add("OTA.Begin", self._begin_rpc)
+        router.add("OTA.Write", self._write_rpc)
+        router.add("OTA.End", self._end_rpc)
+        router.add("OTA.Update", self._update_rpc)
+
+    def _begin_rpc(self, params, call):
+        if type(params) is not dict:
+            raise _invalid("expected {size, timeout?, commit_timeout?}")
+        size = params.get("size")
+        if type(size) is not int or size <= 0:
+            raise _invalid("size must be the bundle's size in bytes")
+        timeout = params.get("timeout", 600)
+        commit = params.get("commit_timeout", 0)
+        if type(timeout) is not int or timeout < 0 or type(commit) is not int or commit < 0:
+            raise _invalid("timeout and commit_timeout are whole seconds")
+        self.begin(size, timeout, commit, params.get("version"))
+        return True
+
+    def _write_rpc(self, params, call):
+        if type(params) is not dict or type(params.get("offset")) is not int or type(params.get("data")) is not str:
+            raise _invalid("expected {offset: int, data: base64}")
+        try:
+            data = binascii.a2b_base64(params["data"])
+        except ValueError:
+            raise _invalid("data is not base64") from None
+        self.write(params["offset"], data)
+        return True
+
+    def _end_rpc(self, params, call):
+        async def go():
+            try:
+                call.reply(await self.end())
+            except rpc.RpcError as e:
+                call.fail(e.code, e.message)
+
+        self.spawn(go())
+        return rpc.LATER
+
+    def _update_rpc(self, params, call):
+        if type(params) is not dict or type(params.get("url")) is not str:
+            raise _invalid("expected {url, commit_timeout?}")
+        commit = params.get("commit_timeout", 0)
+        if type(commit) is not int or commit < 0:
+            raise _invalid("commit_timeout is whole seconds")
+        from ccm.ota.fetch import FetchError, split_url
+
+        try:
+            split_url(params["url"])
+        except FetchError as e:
+            raise _invalid(str(e)) from None
+        self._check_idle()
+        self.spawn(self.update(params["url"], commit, params.get("version")))
+        return True
+
+    # -- triggers -----------------------------------------------------------------------------------
+    def wanted(self, version):
+        """False when `version` is already installed (a trigger must not apply it again)."""
+        return version is None or version not in self.installed.values()
+
+    async def poll(self, url, interval_s):
+        """The manual's "periodically poll a given URL": the URL gives {version, url}; a version not
+        installed yet is pulled and applied."""
+        from ccm.ota.fetch import FetchError, fetch
+
+        while True:
+            if self.state != PROGRESS:
+                buf = _Buffer(4096)
+                try:
+                    await fetch(url, buf, None, 10000, 4096)
+                    doc = json.loads(buf.data)
+                    v = doc.get("version")
+                    target = doc.get("url")
+                    if type(target) is str and self.wanted(v):
+                        if "://" not in target:
+                            target = url.rsplit("/", 1)[0] + "/" + target
+                        await self.update(target, doc.get("commit_timeout", 0), v)
+                except (FetchError, ValueError, AttributeError, rpc.RpcError) as e:
+                    self.poll_error = str(e)
+            await sleep_ms_async(interval_s * 1000)
+
+    poll_error = None
+
+
+class _Buffer:
+    def __init__(self, limit):
+        self.data = b""
+        self.limit = limit
+
+    def write(self, b):
+        self.data += b

@@ -1,0 +1,208 @@
+"""The CCM updating itself (DESIGN §6, mos's semantics): staged, switched at the next boot, kept only
+when committed.
+
+- `fs` part: the new firmware files are unpacked beside the running ones (ota/fs.new/). At the next
+  boot, before any other firmware module is imported (main.py calls `at_boot` first), each file is
+  swapped in and the one it replaces kept in ota/fs.old/. That boot is a *trial*.
+- `app` part: a MicroPython image written to the next OTA partition (`esp32.Partition`) and set to
+  boot; ESP-IDF's bootloader rolls it back unless it is marked valid.
+- A trial ends with `OTA.Commit` (old files dropped, the app marked valid), or `OTA.Revert`, or the
+  `commit_timeout` running out, or any reboot before a commit: the old files come back (and the old
+  app: the bootloader's rollback). commit_timeout 0 commits as soon as the trial boot is up.
+
+Everything is recorded in ota/self.json, written atomically, so a power cut at any point leaves a
+state this module can finish or undo.
+"""
+
+import json
+import os
+
+STAGED = "staged"
+TRIAL = "trial"
+COMMITTED = "committed"
+REVERTED = "reverted"
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _makedirs(path):
+    cur = "/" if path.startswith("/") else ""
+    for part in path.split("/"):
+        if not part:
+            continue
+        cur = cur + part if (not cur or cur == "/") else cur + "/" + part
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+
+
+def _rmtree(path):
+    try:
+        items = os.listdir(path)
+    except OSError:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return
+    for name in items:
+        _rmtree(path + "/" + name)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _move(src, dst):
+    d = dst.rsplit("/", 1)[0]
+    if d:
+        _makedirs(d)
+    try:
+        os.remove(dst)
+    except OSError:
+        pass
+    os.rename(src, dst)
+
+
+class SelfUpdate:
+    def __init__(self, root, board=None):
+        self.root = root.rstrip("/") if root else ""
+        self.dir = self.root + "/ota"
+        self.path = self.dir + "/self.json"
+        self.new = self.dir + "/fs.new"
+        self.old = self.dir + "/fs.old"
+        self.board = board
+
+    def _file(self, name):
+        return (self.root + "/" if self.root else "/") + name
+
+    def record(self):
+        try:
+            with open(self.path) as f:
+                r = json.loads(f.read())
+            return r if type(r) is dict else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, rec):
+        _makedirs(self.dir)
+        with open(self.path + ".tmp", "w") as f:
+            f.write(json.dumps(rec))
+        os.rename(self.path + ".tmp", self.path)
+
+    # -- staging (from the OTA applier) -----------------------------------------------------------
+    def stage_fs(self, read):
+        """Unpack an fs archive (read(n) gives its bytes) into ota/fs.new; returns the file names."""
+        from ccm.ota.fsarchive import unpack
+
+        _rmtree(self.new)
+        _makedirs(self.new)
+
+        def open_out(name):
+            p = self.new + "/" + name
+            _makedirs(p.rsplit("/", 1)[0])
+            return open(p, "wb")
+
+        return unpack(read, open_out)
+
+    def stage_app(self, read, size, progress=None):
+        """Write a MicroPython image into the next OTA partition, 4 KiB erase blocks at a time."""
+        part = self.board.ota_partition()
+        block = 0
+        done = 0
+        while done < size:
+            buf = bytearray(b"\xff" * 4096)
+            n = 0
+            while n < 4096 and done + n < size:
+                data = read(min(512, 4096 - n, size - done - n))
+                if not data:
+                    raise OSError("the app image ends early")
+                buf[n : n + len(data)] = data
+                n += len(data)
+            part.writeblocks(block, buf)
+            block += 1
+            done += n
+            if progress:
+                progress("writing app", done, size)
+        return part
+
+    def staged(self, files, app, version, commit_timeout):
+        """Everything is in place: switch at the next boot."""
+        if app:
+            self.board.ota_partition().set_boot()
+        self._save(
+            {"state": STAGED, "files": files, "app": bool(app), "version": version, "commit_timeout": commit_timeout}
+        )
+
+    # -- boot ---------------------------------------------------------------------------------------
+    def at_boot(self):
+        """Call once per boot, before the firmware is imported. Returns the state this boot runs in."""
+        rec = self.record()
+        state = rec.get("state")
+        if state == STAGED:
+            _rmtree(self.old)
+            existed = []
+            for name in rec.get("files", []):
+                cur = self._file(name)
+                if _exists(cur):
+                    _move(cur, self.old + "/" + name)
+                    existed.append(name)
+                _move(self.new + "/" + name, cur)
+            rec["state"] = TRIAL
+            rec["existed"] = existed
+            self._save(rec)
+            _rmtree(self.new)
+            return TRIAL
+        if state == TRIAL:  # rebooted without a commit: undo
+            self._restore(rec, "not committed before the reboot")
+            return REVERTED
+        return state
+
+    def _restore(self, rec, why):
+        existed = rec.get("existed", [])
+        for name in rec.get("files", []):
+            cur = self._file(name)
+            if name in existed:
+                _move(self.old + "/" + name, cur)
+            else:
+                try:
+                    os.remove(cur)
+                except OSError:
+                    pass
+        _rmtree(self.old)
+        rec["state"] = REVERTED
+        rec["why"] = why
+        self._save(rec)
+
+    def commit(self):
+        rec = self.record()
+        if rec.get("state") != TRIAL:
+            return False
+        if rec.get("app") and self.board is not None:
+            self.board.app_mark_valid()
+        _rmtree(self.old)
+        rec["state"] = COMMITTED
+        self._save(rec)
+        return True
+
+    def revert(self, why="reverted by OTA.Revert"):
+        """Undo a trial now (the caller reboots into the old firmware)."""
+        rec = self.record()
+        if rec.get("state") != TRIAL:
+            return False
+        self._restore(rec, why)
+        if rec.get("app") and self.board is not None:
+            self.board.app_rollback()
+        return True
+
+
+def at_boot(root=""):
+    """main.py's first call on the module."""
+    return SelfUpdate(root).at_boot()
