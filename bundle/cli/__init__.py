@@ -1,0 +1,186 @@
+"""The `ccm` command: run the virtual product, talk to a CCM, build, flash, bundle and OTA.
+
+Run `ccm --help`, or `ccm COMMAND --help` for any command. Each command group lives in its own module
+of this package, a thin layer over a library call:
+
+    rpc_cmds     call, info, config-get, config-set, wifi, reboot
+    stm32_cmds   stm32 info|flash|read|erase (an STM32 on this PC's USB-UART)
+    build_cmds   build, flash (ESP32 module)
+    ota_cmds     create-fw-bundle, bundle info|verify, ota
+    sim_cmds     sim ccm|esp32|stm32
+    cloud_cmds   cloud, shadow get|desired
+    demo         demo
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+import click
+
+from ccm.rpc import RpcError
+
+EPILOG = """\b
+Examples:
+  ccm demo                                   the virtual product, end to end, no hardware
+  ccm sim ccm                                a virtual CCM on a pty; prints its port
+  ccm --port /dev/pts/5 call Sys.GetInfo     call a CCM method as the host would
+  ccm --port /dev/ttyUSB0 call Config.Get '{"key":"device"}'
+  ccm --port /dev/ttyUSB0 wifi HomeNet secret123   provision WiFi, like mos wifi
+  ccm --port http://192.168.4.1/rpc config-get wifi
+  ccm --port ws://10.0.0.7/rpc --password pw config-set mqtt.server=broker:1883
+  ccm cloud                                  broker + AWS-style shadow service on this PC
+  ccm --port mqtt://127.0.0.1:1883/ccm-000000 call Sum '[2,3]'
+  ccm --port mqtt://127.0.0.1:1883/ccm-000000 shadow desired on=true
+  ccm --port /dev/ttyUSB0 stm32 flash host.bin     flash an STM32 host from this PC
+  ccm sim stm32                              a virtual STM32 that stm32flash accepts
+"""
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--port",
+    envvar="CCM_PORT",
+    metavar="PORT",
+    help="Serial port or pyserial URL of the CCM's host UART (env CCM_PORT).",
+)
+@click.option("--baud", default=115200, show_default=True, help="UART speed (host.rpc.uart.baud_rate).")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--user", default="admin", show_default=True, help="User for HTTP Digest auth (rpc.auth.user).")
+@click.option(
+    "--password", envvar="CCM_PASSWORD", help="Password for HTTP Digest auth (rpc.auth.password; env CCM_PASSWORD)."
+)
+@click.pass_context
+def main(ctx: click.Context, port: str | None, baud: int, timeout: float, user: str, password: str | None) -> None:
+    """ccm-bridge: turn an ESP32 into a Cloud Communication Module, and develop without hardware.
+
+    PORT can be a serial port (the host UART), http://IP/rpc or ws://IP/rpc (the module's network
+    endpoint), or mqtt://HOST:PORT/DEVICE_ID (through the cloud).
+    """
+    ctx.obj = {"port": port, "baud": baud, "timeout": timeout, "user": user, "password": password}
+
+
+def _open_rpc(ctx: click.Context):
+    from bundle.transport import PortError, open_rpc
+
+    port = ctx.obj["port"]
+    if not port:
+        raise click.UsageError(
+            "no port: give --port PORT (a serial port such as /dev/ttyUSB0, the path `ccm sim ccm` prints, "
+            "or mqtt://HOST:PORT/DEVICE_ID)"
+        )
+    try:
+        return open_rpc(port, ctx.obj["baud"], ctx.obj["password"], ctx.obj["user"])
+    except PortError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _run(ctx: click.Context, method: str, params=None):
+    """Call and return the result; every failure becomes a message that says what to do."""
+    from bundle.transport import PortError
+
+    link = _open_rpc(ctx)
+    try:
+        return link.call(method, params, timeout=ctx.obj["timeout"])
+    except TimeoutError as e:
+        why = e.message if isinstance(e, RpcError) else str(e)
+        raise click.ClickException(f"{why}. Is the CCM powered, and is PORT the right one?") from None
+    except RpcError as e:
+        raise click.ClickException(f"{method} failed: {e.message} (code {e.code})") from None
+    except PortError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        link.close()
+
+
+def _print_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+class _Bar:
+    """A click progress bar fed by the flasher's progress(stage, done, total) callback."""
+
+    def __init__(self):
+        self.bar = None
+        self.stage = None
+        self.last = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage == "retry":
+            click.echo(f"\n  retrying ({done}/{total})", err=True)
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            label = {"erase": "Erasing ", "write": "Writing ", "verify": "Verified", "read": "Reading "}.get(
+                stage, stage
+            )
+            self.bar = click.progressbar(length=total, label=label, show_pos=True, width=36, file=sys.stderr)
+            self.bar.__enter__()
+            self.last = 0
+        self.bar.update(done - self.last)
+        self.last = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+class WireTrace:
+    """Prints UART traffic a frame per line, the way the manual shows it."""
+
+    def __init__(self, out=None):
+        self.out = out or (lambda s: click.echo(s))
+        self.partial = {"rx": b"", "tx": b""}
+
+    def __call__(self, direction: str, data: bytes) -> None:
+        buf = self.partial[direction] + data
+        *lines, self.partial[direction] = buf.split(b"\n")
+        arrow = "CCM -> Host" if direction == "tx" else "Host -> CCM"
+        for line in lines:
+            if line.strip():
+                self.out(f"  {line.decode(errors='replace'):<72} // {arrow}")
+
+
+def _wait_for_ctrl_c() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def _value(text: str):
+    """k=v values: JSON when they parse (true, 42, [1,2], {"a":1}), else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _dotted(pairs: tuple[str, ...]) -> dict:
+    out: dict = {}
+    for pair in pairs:
+        key, sep, val = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected key=value, e.g. on=true or color.r=255")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _value(val)
+    return out
+
+
+# the command groups register themselves on `main`
+from bundle.cli import build_cmds, cloud_cmds, demo, ota_cmds, rpc_cmds, sim_cmds, stm32_cmds  # noqa: E402, F401

@@ -1,0 +1,3 @@
+from bundle.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""`ccm sim`: virtual hardware."""
+
+from __future__ import annotations
+
+import click
+
+from bundle.cli import WireTrace, _wait_for_ctrl_c, main
+
+
+@main.group()
+def sim() -> None:
+    """Run virtual hardware (no board needed)."""
+
+
+@sim.command("ccm")
+@click.option("--device-id", default="ccm-000000", show_default=True, help="device.id of the virtual module.")
+@click.option(
+    "--uart",
+    default="pty",
+    show_default=True,
+    metavar="pty|tcp:PORT|DEVICE",
+    help="Where the host UART is: a new pty, a TCP port (hosts use socket://127.0.0.1:PORT), or a serial device wired to a real host.",
+)
+@click.option(
+    "--mqtt", "mqtt_server", metavar="HOST:PORT", help="Connect to this MQTT broker (e.g. the one `ccm cloud` prints)."
+)
+@click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
+@click.option(
+    "--flash",
+    "flash_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Boot the firmware `ccm flash` wrote into this virtual ESP32 flash file, on MicroPython (WebAssembly).",
+)
+def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool, flash_path: str | None) -> None:
+    """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
+
+    Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm.
+    With --flash it runs the .mpy firmware from a virtual ESP32's flash on real MicroPython instead of
+    the source tree on CPython.
+    """
+    from sim.ccm import VirtualCcm
+
+    if flash_path:
+        from sim.mpy_ccm import FlashBootedCcm
+
+        try:
+            fb = FlashBootedCcm(flash_path).start()
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"CCM firmware from {flash_path} on MicroPython; its host UART is {fb.path}")
+        click.echo(f"  ccm --port {fb.path} call RPC.List")
+        click.echo("Ctrl-C stops it.")
+        _wait_for_ctrl_c()
+        fb.stop()
+        return
+
+    tracer = WireTrace() if trace else None
+    try:
+        config: dict = {"device": {"id": device_id}}
+        if mqtt_server:
+            config["mqtt"] = {"enable": True, "server": mqtt_server.removeprefix("mqtt://")}
+        v = VirtualCcm(config, trace=tracer, uart=uart).start()
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
+    click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
+    click.echo(f"its /rpc endpoint (HTTP and WebSocket) is {v.http_url}")
+    click.echo("talk to it as the host would:")
+    click.echo(f"  ccm --port {v.path} call RPC.List")
+    click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')
+    click.echo("Ctrl-C stops it.")
+    _wait_for_ctrl_c()
+    v.stop()
+
+
+@sim.command("esp32")
+@click.option(
+    "--flash", "flash_path", default="esp32-flash.bin", show_default=True, help="The 4 MiB flash file (created blank)."
+)
+def sim_esp32(flash_path: str) -> None:
+    """A virtual ESP32 in its ROM download mode on a pty, for esptool (--before no-reset --no-stub)."""
+    from sim.esp32_rom import VirtualEsp32Rom
+
+    rom = VirtualEsp32Rom(flash_path).start()
+    click.echo(f"virtual ESP32 ROM loader on {rom.path}, flash in {flash_path}")
+    click.echo(f"  ccm --port {rom.path} flash --no-reset --no-stub --firmware MICROPYTHON.BIN")
+    click.echo("Ctrl-C stops it (the flash file is saved).")
+    _wait_for_ctrl_c()
+    rom.stop()
+
+
+@sim.command("stm32")
+@click.option("--profile", type=click.Choice(["f103", "f411", "g071"]), default="f103", show_default=True)
+@click.option(
+    "--baud",
+    type=int,
+    default=0,
+    help="Timing model at this baud (11 bits a byte) with datasheet erase/program times; 0: as fast as possible.",
+)
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Pre-flash this image and boot it.")
+def sim_stm32(profile: str, baud: int, image: str | None) -> None:
+    """A virtual STM32 on a pty, in its bootloader (or running --image), until Ctrl-C.
+
+    \b
+    Flash it with any tool:   stm32flash -m 8n1 -w fw.bin PTY
+                              ccm --port PTY stm32 flash --mode 8n1 --lines none fw.bin
+    """
+    from sim.stm32 import VirtualStm32
+
+    mcu = VirtualStm32(profile, baud or None).start()
+    if image:
+        data = open(image, "rb").read()
+        mcu.core.flash[: len(data)] = data
+        mcu.reset(boot0=False)
+    else:
+        mcu.reset(boot0=True)
+    click.echo(f"virtual {mcu.core.chip.name} (0x{mcu.core.chip.pid:03X}) on {mcu.path}, {mcu.mode}")
+    click.echo(f"  stm32flash -m 8n1 -w fw.bin {mcu.path}")
+    click.echo("Ctrl-C stops it.")
+    _wait_for_ctrl_c()
+    mcu.stop()
