@@ -143,6 +143,21 @@ def build_fs(
         return pack_littlefs(Path(d), fs_size)
 
 
+def fs_bundle(output: str, version: str | None = None, mpy_cross: str | None = None, march: str | None = None) -> dict:
+    """An `esp32` bundle of the firmware files (part `fs`, type fs) for `ccm ota`: the CCM stages them
+    and switches at its next boot. conf0.json stays out: a module keeps its factory configuration."""
+    from bundle import fwbundle
+    from ccm.ota import fsarchive
+
+    with tempfile.TemporaryDirectory(prefix="ccm-build-") as d:
+        names = stage(Path(d), {}, mpy_cross, march)
+        files = {n: (Path(d) / n).read_bytes() for n in names if n != "conf0.json"}
+    part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack(files))
+    from ccm import FW_VERSION
+
+    return fwbundle.create(output, "ccm", "esp32", [], version or FW_VERSION, parts=[part])
+
+
 def check_firmware(path: str, fs_offset: int = FS_OFFSET) -> bytes:
     """The MicroPython image's bytes, or a BuildError that says what is wrong with it."""
     if not os.path.exists(path):

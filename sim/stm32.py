@@ -13,7 +13,8 @@ Application images: the app the virtual chip boots is described by a marker in t
 `CCMAPP1:` + a JSON object + NUL, anywhere in its first 16 KiB, e.g.
 `CCMAPP1:{"version":"2.0","app":"lamp","size":65536}\\0`. Booted with BOOT0 low, such an image answers
 JSON-RPC at 8N1 on the same UART (host_lib: `Sys.Info` gives `fw_version` = version and
-`fw_id` = SHA-256 of the first `size` bytes of flash; `RPC.List`; `Sum`). An image without a marker
+`fw_id` = SHA-256 of the first `size` bytes of flash; `RPC.List`; `Sum`; a `Shadow.Delta` is applied
+to a lamp state and reported back with `Shadow.Report`). An image without a marker
 boots to silence, as a crashed firmware would; the bootloader still recovers it.
 """
 
@@ -466,6 +467,14 @@ class VirtualStm32(PtyDevice):
         )
         host.export("Sum", lambda p: p[0] + p[1])
         host.export("Sys.Uptime", lambda p: time.monotonic())
+        lamp: dict = {}
+
+        def delta(state):  # the manual's lamp: apply the desired state, report it back
+            if isinstance(state, dict):
+                lamp.update(state)
+                host.shadow_report(lamp)
+
+        host.on("Shadow.Delta")(delta)
         self.app = host.start()
         self.mode = "app"
 

@@ -54,3 +54,8 @@ def test_ccm_demo_runs_the_whole_virtual_product(embedded):
         assert frame in p.stdout
     assert "amqtt" in p.stdout if embedded else "mosquitto" in p.stdout
     assert '"reported": {"on": true}' in p.stdout
+    # the manual's host OTA: bundled with its command, pushed over WebSocket, the host reports v2
+    assert "--platform ccm_host host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000" in p.stdout
+    assert "Uploading" in p.stdout + p.stderr and "host updated: it runs 2.0" in p.stdout
+    assert '"fw_version": "2.0"' in p.stdout.split("through the cloud")[-1]
+    assert "No data from" not in p.stdout + p.stderr

@@ -140,8 +140,12 @@ class WireTrace:
     def __init__(self, out=None):
         self.out = out or (lambda s: click.echo(s))
         self.partial = {"rx": b"", "tx": b""}
+        self.paused = False  # while the UART carries the STM32 bootloader's binary protocol
 
     def __call__(self, direction: str, data: bytes) -> None:
+        if self.paused:
+            self.partial[direction] = b""
+            return
         buf = self.partial[direction] + data
         *lines, self.partial[direction] = buf.split(b"\n")
         arrow = "CCM -> Host" if direction == "tx" else "Host -> CCM"

@@ -38,12 +38,20 @@ from bundle.cli import _int, main
     metavar="MICROPYTHON.BIN",
     help="Also write OUTPUT.merged.bin: MicroPython at 0x1000 and the filesystem, one image (esptool merge-bin).",
 )
-def build_cmd(output, configs, fs_size, mpy_cross, march, firmware) -> None:
+@click.option(
+    "--bundle",
+    "bundle_out",
+    metavar="FILE.zip",
+    help="Also write an esp32 firmware bundle of these files (part type fs), for `ccm ota` to a running CCM.",
+)
+@click.option("--version", "version", help="The bundle's version (default: the firmware's).")
+def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, version) -> None:
     """Compile the firmware with mpy-cross and pack it, with its factory config, into a LittleFS image.
 
     \b
     Example:  ccm build --config device.id=lamp-0042 --config mqtt.server=broker.local:1883
               ccm build --merge ESP32_GENERIC-v1.26.1.bin -o lamp.bin
+              ccm build --bundle ccm-fw.zip && ccm --port ws://10.0.0.7/rpc ota ccm-fw.zip
     """
     from bundle import build
 
@@ -59,6 +67,9 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware) -> None:
             merged = output.removesuffix(".bin") + ".merged.bin"
             build.merge(firmware, image, merged)
             click.echo(f"{merged}: MicroPython at 0x1000 + filesystem at 0x200000, one image for any flasher")
+        if bundle_out:
+            m = build.fs_bundle(bundle_out, version, mpy_cross, march)
+            click.echo(f"{bundle_out}: esp32 bundle {m['version']}, {m['parts']['fs']['size']} bytes of firmware files")
     except build.BuildError as e:
         raise click.ClickException(str(e)) from None
 

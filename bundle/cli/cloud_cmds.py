@@ -12,10 +12,23 @@ from bundle.cli import _dotted, _print_json, _wait_for_ctrl_c, main
 @click.option("--port", "broker_port", type=int, default=0, help="Port for the broker started here (0: any free one).")
 @click.option("--db", default="ccm-shadows.sqlite", show_default=True, help="SQLite file the shadows persist in.")
 @click.option("--embedded", is_flag=True, help="Start the embedded amqtt broker even when mosquitto is installed.")
-def cloud_cmd(broker: str | None, broker_port: int, db: str, embedded: bool) -> None:
+@click.option(
+    "--serve-dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Serve the bundles in this directory over HTTP (NAME.zip, and NAME.json / latest.json for ota.poll_url).",
+)
+@click.option("--http-port", type=int, default=0, help="Port for --serve-dir (0: any free one).")
+def cloud_cmd(
+    broker: str | None, broker_port: int, db: str, embedded: bool, serve_dir: str | None, http_port: int
+) -> None:
     """A local cloud for private brokers: an AWS IoT compatible shadow service, until Ctrl-C.
 
-    Without --broker it starts mosquitto (when installed) or an embedded broker.
+    Without --broker it starts mosquitto (when installed) or an embedded broker. With --serve-dir it
+    also serves firmware bundles for the CCMs' pulls (OTA.Update, desired.ota, ota.poll_url).
+
+    \b
+    Example:  ccm cloud --serve-dir ./bundles
+              ccm --port mqtt://127.0.0.1:PORT/ccm-000000 shadow desired ota.url=http://127.0.0.1:HTTP/fw.zip ota.version=2.0
     """
     from cloud.broker import start_broker
     from cloud.shadow_service import ShadowService
@@ -32,11 +45,21 @@ def cloud_cmd(broker: str | None, broker_port: int, db: str, embedded: bool) -> 
             started.close()
         raise click.ClickException(f"cannot reach the broker {broker}: {e}") from None
     click.echo(f"shadow service up; shadows persist in {db}")
+    bundles = None
+    if serve_dir:
+        from cloud.bundle_server import BundleServer
+
+        bundles = BundleServer(serve_dir, port=http_port).start()
+        click.echo(
+            f"bundles in {serve_dir} served on {bundles.url}/NAME.zip (poll documents: {bundles.url}/latest.json)"
+        )
     click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}")
     click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
     click.echo("Ctrl-C stops it.")
     _wait_for_ctrl_c()
     service.stop()
+    if bundles:
+        bundles.stop()
     if started:
         started.close()
 

@@ -1,8 +1,11 @@
-"""`ccm demo`: the virtual product end to end."""
+"""`ccm demo`: the virtual product end to end, including the manual's host OTA (§4–§5)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import tempfile
 import time
 
 import click
@@ -11,55 +14,71 @@ from bundle.cli import WireTrace, main
 from ccm.rpc import RpcError
 
 
+def _wait(cond, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the demo stopped: {what} did not happen within {timeout:g} s")
+        time.sleep(0.05)
+
+
 @main.command()
 @click.option("--embedded", is_flag=True, help="Use the embedded amqtt broker even when mosquitto is installed.")
 def demo(embedded: bool) -> None:
     """The virtual product end to end: cloud, CCM and host MCU, no hardware.
 
-    Starts an MQTT broker with the shadow service, boots a virtual CCM whose host UART is a pty,
-    attaches a host program to it, and replays the CCM manual's examples, printing every frame on
-    the UART.
+    Starts an MQTT broker with the shadow service, boots a virtual STM32 running host firmware v1 and a
+    virtual CCM wired to it (UART, BOOT0, NRST), replays the CCM manual's examples printing every frame
+    on the UART, then builds host firmware v2, bundles it with the manual's command and pushes it with
+    `ccm ota` over WebSocket: the CCM re-flashes the STM32 and the cloud sees v2.
     """
+    from bundle import fwbundle
+    from bundle.cli.ota_cmds import StageBar
+    from bundle.ota_client import OtaFailed, push
+    from bundle.transport import WsRpc
     from cloud.broker import start_broker
     from cloud.client import CloudClient
     from cloud.shadow_service import ShadowService
-    from host_lib import Host
     from sim.ccm import VirtualCcm
+    from sim.stm32 import VirtualStm32, make_app_image
 
     say = click.echo
     device = "ccm-demo01"
+    work = tempfile.mkdtemp(prefix="ccm-demo-")
     say("Starting the local cloud: MQTT broker + AWS-style shadow service")
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # its per-client chatter is not the story
     broker = start_broker(embedded=embedded)
     service = ShadowService(broker.url).start()
     say(f"  broker: {broker.kind} on {broker.url}")
+    mcu = VirtualStm32("f103").start()
+    v1 = make_app_image("1.0", 32 * 1024, app="demo_lamp", seed=1)
+    mcu.core.flash[: len(v1)] = v1
+    mcu.reset(boot0=False)
+    say(f"A virtual STM32F103 host runs its firmware v1; its USART1 is {mcu.path}")
+    trace = WireTrace()
     v = VirtualCcm(
-        {"device": {"id": device}, "mqtt": {"enable": True, "server": f"127.0.0.1:{broker.port}"}}, trace=WireTrace()
+        {
+            "device": {"id": device},
+            "mqtt": {"enable": True, "server": f"127.0.0.1:{broker.port}"},
+            "wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}},
+        },
+        trace=trace,
+        uart=mcu.path,
+        fs_dir=os.path.join(work, "ccm-fs"),
     )
-    say("Booting a virtual CCM; its host UART is a pty, every frame on it is printed:")
+    os.makedirs(os.path.join(work, "ccm-fs"), exist_ok=True)
+    v.board.wires[14] = mcu.set_boot0  # IO14 -> BOOT0
+    v.board.wires[27] = lambda level: mcu.set_reset(not level)  # IO27 -> NRST (active low)
+    say("Booting a virtual CCM wired to it (TX/RX, IO14 -> BOOT0, IO27 -> NRST); every frame on the UART is printed:")
     v.start()
-    say(f"  host UART: {v.path}")
-    host = Host(v.path, fw_version="1.0", arch="python", fw_id=time.strftime("%b %d %Y %H:%M:%S"), app="demo_lamp")
     cloud = CloudClient(broker.url, client_id="demo-app")
-    lamp: dict = {}
-
-    @host.method("Sum")
-    def _sum(params):
-        return params[0] + params[1]
-
-    @host.on("Shadow.Delta")
-    def _delta(state):
-        lamp.update(state)
-        host.shadow_report(lamp)
-
     ok = False
     try:
-        host.start()
         cloud.start()
-        deadline = time.monotonic() + 10
-        while not host.call("Sys.GetInfo")["cloud"]["connected"]:
-            if time.monotonic() > deadline:
-                raise click.ClickException("the virtual CCM did not reach the broker")
-            time.sleep(0.05)
+        _wait(lambda: v.call("Sys.GetInfo")["cloud"]["connected"], "the CCM's connection to the broker")
         say("\n1. The cloud calls the host's Sum through the CCM (manual §6), over MQTT and the UART:")
         say(f"   result: {cloud.call(device, 'Sum', [2, 3])}")
         say("\n2. ...and a function the host does not have:")
@@ -72,25 +91,55 @@ def demo(embedded: bool) -> None:
         say(f"   Sys.Info: {v.host_call('Sys.Info')}")
         say("\n4. The cloud switches the lamp on through the device shadow (manual §9):")
         cloud.shadow_update(device, {"desired": {"on": True}})
-        deadline = time.monotonic() + 10
-        doc = cloud.shadow_get(device)
-        while doc["state"].get("reported") != {"on": True} and time.monotonic() < deadline:
-            time.sleep(0.05)
-            doc = cloud.shadow_get(device)
+        doc = _wait(
+            lambda: (d := cloud.shadow_get(device))["state"].get("reported", {}).get("on") is True and d,
+            "the host's shadow report",
+        )
         say(f"   shadow now: {json.dumps(doc['state'])} (version {doc['version']})")
         say("\n5. The host publishes to the cloud (manual §6):")
         cloud.subscribe("t1")
         mark = cloud.mark()
-        host.mqtt_pub("t1", "hello")
+        mcu.app.mqtt_pub("t1", "hello")
         _, topic, payload = cloud.wait_message("t1", after=mark)
         say(f"   the cloud got {payload.decode()!r} on {topic}")
-        ok = doc["state"].get("reported") == {"on": True}
+
+        say("\n6. Host firmware v2 over the air (manual §4-§5). Built, then bundled with the manual's command:")
+        fw = os.path.join(work, "FIRMWARE.BIN")
+        with open(fw, "wb") as f:
+            f.write(make_app_image("2.0", 32 * 1024, app="demo_lamp", seed=2))
+        bundle_path = os.path.join(work, "fw.zip")
+        say(
+            "   ccm create-fw-bundle -o fw.zip --name fw --platform ccm_host host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"
+        )
+        m = fwbundle.create(
+            bundle_path, "fw", "ccm_host", ["host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"], src_dir=work
+        )
+        say(f"   -> fw.zip: version {m['version']}, host_fw {m['parts']['host_fw']['size']} bytes")
+        ws = v.http_url.replace("http://", "ws://")
+        say(f"   ccm --port {ws} ota fw.zip")
+        trace.paused = True  # the UART now carries the bootloader's binary protocol
+        link = WsRpc(ws)
+        bar = StageBar()
+        try:
+            st = push(link, open(bundle_path, "rb").read(), progress=bar)
+        except OtaFailed as e:
+            raise click.ClickException(f"the demo's OTA failed: {e}") from None
+        finally:
+            bar.close()
+            link.close()
+            trace.paused = False
+        say(f"   {st.get('message')}")
+        info = cloud.call(device, "Sys.Info")
+        say(f"   through the cloud, the host's Sys.Info: {json.dumps(info)}")
+        ok = info.get("fw_version") == "2.0" and doc["state"].get("reported", {}).get("on") is True
     finally:
-        host.close()
         cloud.stop()
         v.stop()
+        mcu.stop()
         service.stop()
         broker.close()
     if not ok:
-        raise click.ClickException("the shadow round trip did not complete")
-    say("\nDone. Next: `ccm cloud` and `ccm sim ccm --mqtt HOST:PORT` keep them running for your own host.")
+        raise click.ClickException("the demo did not end with the host on v2")
+    say(
+        "\nDone: the host runs v2. Next: `ccm cloud` and `ccm sim ccm --mqtt HOST:PORT` keep them running for your own host."
+    )

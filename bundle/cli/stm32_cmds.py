@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import termios
+
 import click
 import serial
 
@@ -41,6 +44,12 @@ def stm32_options(f):
     return f
 
 
+_NO_LINES = (
+    "{port} has no RTS/DTR lines to drive BOOT0/NRST: add --lines none and put the chip in its bootloader "
+    "by hand (BOOT0 high, reset)"
+)
+
+
 def _stm32_port(ctx: click.Context, kw: dict):
     from bundle.stm32_tool import open_port
 
@@ -57,7 +66,11 @@ def _stm32_port(ctx: click.Context, kw: dict):
             kw["boot0_active_low"],
             kw["swap_rts_dtr"],
         )
+    except termios.error:
+        raise click.ClickException(f"{port} cannot carry parity (a pty or a simple adapter): add --mode 8n1") from None
     except (serial.SerialException, OSError) as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOTTY or "Inappropriate ioctl" in str(e):
+            raise click.ClickException(_NO_LINES.format(port=port)) from None
         raise click.ClickException(f"cannot open {port}: {e}") from None
 
 
@@ -68,6 +81,10 @@ def _stm32_run(coro_fn, port):
 
     try:
         return stm32_tool.run(coro_fn())
+    except OSError as e:
+        if e.errno == errno.ENOTTY:
+            raise click.ClickException(_NO_LINES.format(port=getattr(port, "serial", port).port)) from None
+        raise click.ClickException(f"the port failed: {e}") from None
     except (an3155.BootloaderError, FlashError, KeyError) as e:
         raise click.ClickException(
             f"{e}. Check the wiring (TX/RX crossed, GND), BOOT0/NRST, and --baud/--mode."
