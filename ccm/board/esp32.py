@@ -53,6 +53,29 @@ class Esp32Board:
     def heap_free(self):
         return gc.mem_free()
 
+    def fs_free(self):
+        import os
+
+        st = os.statvfs("/")
+        return st[1] * st[4]  # f_frsize * f_bavail
+
+    # -- the app partition: MicroPython's esp32.Partition OTA API (ESP-IDF rolls back a trial image
+    # that is never marked valid when the build enables app rollback, as ESP32_GENERIC-OTA does)
+    def ota_partition(self):
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+
+    def app_mark_valid(self):
+        import esp32
+
+        esp32.Partition.mark_app_valid_cancel_rollback()
+
+    def app_rollback(self):
+        import esp32
+
+        esp32.Partition.mark_app_invalid_rollback_and_reboot()
+
     def reboot(self):
         machine.reset()
 

@@ -221,6 +221,8 @@ class VirtualBoard:
         self.ap = None  # (ssid, ip) while the access point is up
         self.joined = None  # ssid while joined
         self._wlan_error = None
+        self.fs_quota = None  # bytes: a module's small flash filesystem (None: the PC's disk)
+        self.partition = VirtualPartition(os.path.join(self.fs_dir, ".ota_app.bin"))
 
     async def open_uart(self, config):
         self.boots += 1
@@ -231,11 +233,30 @@ class VirtualBoard:
     def heap_free(self):
         return None  # CPython has no fixed heap to report
 
+    def fs_free(self):
+        """Bytes free on the filesystem: the quota less what fs_dir holds, else the disk's free space."""
+        if self.fs_quota is None:
+            st = os.statvfs(self.fs_dir)
+            return st.f_bavail * st.f_frsize
+        used = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.fs_dir) for f in fs)
+        return max(0, self.fs_quota - used)
+
     def reboot(self):
         """A virtual reboot boots again on the same UART: the host keeps its port open."""
         self.joined = None
         self.ap = None
+        self.partition.boot()
         return True
+
+    # -- the app partition (esp32.Partition's OTA API, and the bootloader's rollback) -----------
+    def ota_partition(self):
+        return self.partition
+
+    def app_mark_valid(self):
+        self.partition.mark_valid()
+
+    def app_rollback(self):
+        self.partition.rollback()
 
     # -- network ------------------------------------------------------------------------------
     def http_address(self, config):
@@ -291,6 +312,51 @@ class VirtualBoard:
 
         self.led.append((int(time.monotonic() * 1000), pin, value))
         del self.led[:-500]
+
+
+class VirtualPartition:
+    """The next OTA app partition, in a file, and ESP-IDF's boot choice: `set_boot()` makes the next
+    boot run it on trial (`pending`); a boot while still on trial (not marked valid) rolls back."""
+
+    BLOCK = 4096
+
+    def __init__(self, path):
+        self.path = path
+        self.running = "factory"  # what the last boot runs: "factory" or "ota"
+        self.pending = False  # set_boot() called: the next boot runs the new image
+        self.trial = False  # running the new image, not yet marked valid
+        self.history = []
+
+    def writeblocks(self, block, buf):
+        if len(buf) % self.BLOCK:
+            raise OSError("writeblocks needs whole %d-byte blocks" % self.BLOCK)
+        mode = "r+b" if os.path.exists(self.path) else "w+b"
+        with open(self.path, mode) as f:
+            f.seek(block * self.BLOCK)
+            f.write(bytes(buf))
+
+    def read(self, n):
+        with open(self.path, "rb") as f:
+            return f.read(n)
+
+    def set_boot(self):
+        self.pending = True
+
+    def boot(self):
+        if self.pending:
+            self.pending = False
+            self.running = "ota"
+            self.trial = True
+        elif self.trial:  # rebooted on trial without being marked valid: the bootloader rolls back
+            self.rollback()
+        self.history.append(self.running)
+
+    def mark_valid(self):
+        self.trial = False
+
+    def rollback(self):
+        self.trial = False
+        self.running = "factory"
 
 
 def _free_port():

@@ -109,7 +109,7 @@ class Bundle:
         digest = hashlib.sha256(self.manifest_bytes).digest()
         for s in sigs:
             try:
-                if p256.verify(pubkey, digest, binascii.a2b_base64(s)):
+                if p256.verify(pubkey, digest, binascii.a2b_base64(s.encode())):
                     return None
             except (p256.SignatureError, ValueError):
                 continue

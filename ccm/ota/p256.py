@@ -82,7 +82,7 @@ def public_key_from_pem(text):
         text = text.decode()
     body = "".join(line.strip() for line in text.split("\n") if line.strip() and not line.startswith("-----"))
     try:
-        der = binascii.a2b_base64(body)
+        der = binascii.a2b_base64(body.encode())
     except Exception:
         raise SignatureError("public key: not PEM") from None
     if len(der) != len(_SPKI) + 65 or der[: len(_SPKI)] != _SPKI or der[len(_SPKI)] != 4:

@@ -403,7 +403,7 @@ class OtaReceiver:
         if type(params) is not dict or type(params.get("offset")) is not int or type(params.get("data")) is not str:
             raise _invalid("expected {offset: int, data: base64}")
         try:
-            data = binascii.a2b_base64(params["data"])
+            data = binascii.a2b_base64(params["data"].encode())
         except ValueError:
             raise _invalid("data is not base64") from None
         self.write(params["offset"], data)
