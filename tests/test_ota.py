@@ -1,0 +1,455 @@
+"""Bundles and OTA end to end (DESIGN §6): `ccm create-fw-bundle` with the manual's arguments, `ccm ota`
+over WebSocket and MQTT into a virtual CCM wired to a virtual STM32, the shadow and poll triggers, the
+CCM's own update with commit and rollback, and every fault of the issue refused cleanly."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from datetime import datetime
+
+import pytest
+from conftest import cloud_config, unique_device, wait_until
+
+from bundle import fwbundle
+from ccm.ota import fsarchive
+from ccm.rpc import RpcError
+from cloud.bundle_server import BundleServer
+from sim.ccm import VirtualCcm
+from sim.stm32 import VirtualStm32, make_app_image
+
+ENV = dict(os.environ, PYTHONPATH=os.getcwd())
+MANUAL = [
+    "-o",
+    "fw.zip",
+    "--name",
+    "fw",
+    "--platform",
+    "ccm_host",
+    "host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000",
+]
+PROVISIONED = {"wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}}}
+
+
+def ccm(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "bundle.cli", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout
+    )
+
+
+def make_bundle(tmp_path, version="2.0", name="fw.zip", extra_args=(), size=32 * 1024, seed=2):
+    (tmp_path / "FIRMWARE.BIN").write_bytes(make_app_image(version, size, seed=seed))
+    args = [a if a != "fw.zip" else name for a in MANUAL]
+    out = ccm("create-fw-bundle", *args, "--version", version, *extra_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return tmp_path / name
+
+
+class Product:
+    """A virtual STM32 running v1, wired to a virtual CCM (UART, IO14 → BOOT0, IO27 → NRST)."""
+
+    def __init__(self, tmp_path, config=None):
+        self.mcu = VirtualStm32("f103").start()
+        v1 = make_app_image("1.0", 32 * 1024, seed=1)
+        self.mcu.core.flash[: len(v1)] = v1
+        self.mcu.reset(boot0=False)
+        fs = tmp_path / "ccm-fs"
+        fs.mkdir(exist_ok=True)
+        cfg = {"device": {"id": "ccm-ota"}, **PROVISIONED, **(config or {})}
+        self.v = VirtualCcm(cfg, uart=self.mcu.path, fs_dir=str(fs))
+        self.v.board.wires[14] = self.mcu.set_boot0
+        self.v.board.wires[27] = lambda level: self.mcu.set_reset(not level)
+        self.v.start()
+
+    @property
+    def ws(self):
+        return self.v.http_url.replace("http://", "ws://")
+
+    def host_version(self):
+        return self.v.host_call("Sys.Info")["fw_version"]
+
+    def status(self):
+        return self.v.call("OTA.Status")
+
+    def stop(self):
+        self.v.stop()
+        self.mcu.stop()
+
+
+@pytest.fixture
+def product(tmp_path):
+    p = Product(tmp_path)
+    yield p
+    p.stop()
+
+
+def upload(p, data, chunk=2048, end=True):
+    p.v.call("OTA.Begin", {"size": len(data)})
+    for off in range(0, len(data), chunk):
+        p.v.call("OTA.Write", {"offset": off, "data": base64.b64encode(data[off : off + chunk]).decode()})
+    if end:
+        return p.v.call("OTA.End", timeout=60)
+
+
+def settle(p, timeout=60):
+    return wait_until(lambda: (st := p.status())["state"] != 1 and st, timeout, "the update to end")
+
+
+# -- the bundle format ---------------------------------------------------------------------------
+
+
+def test_manual_command_makes_a_bundle_mos_reads(tmp_path):
+    path = make_bundle(tmp_path)
+    z = zipfile.ZipFile(path)
+    first = z.infolist()[0]
+    assert first.filename == "manifest.json" and first.compress_type == zipfile.ZIP_STORED
+    assert z.testzip() is None
+    m = json.loads(z.read("manifest.json"))
+    # what mos's Go reader unmarshals: addr and size uint32 numbers, build_timestamp RFC 3339, parts by src basename
+    assert {"name", "platform", "version", "build_id", "build_timestamp", "parts"} <= set(m)
+    assert m["name"] == "fw" and m["platform"] == "ccm_host" and m["version"] == "2.0"
+    datetime.strptime(m["build_timestamp"], "%Y-%m-%dT%H:%M:%SZ")
+    part = m["parts"]["host_fw"]
+    assert part["addr"] == 0x08000000 and isinstance(part["addr"], int)
+    assert part["type"] == "STM32" and part["src"] == "FIRMWARE.BIN"
+    data = z.read("FIRMWARE.BIN")
+    assert part["size"] == len(data) == 32 * 1024
+    import hashlib
+
+    assert part["cs_sha1"] == hashlib.sha1(data).hexdigest()
+    assert part["cs_sha256"] == hashlib.sha256(data).hexdigest()
+    info = ccm("bundle", "info", str(path))
+    assert info.returncode == 0 and "0x08000000" in info.stdout and "ccm_host" in info.stdout
+
+
+def test_extra_attributes_compress_and_intel_hex(tmp_path):
+    from intelhex import IntelHex
+
+    ih = IntelHex()
+    ih.frombytes(b"A" * 1000, offset=0x08000000)
+    ih.frombytes(b"B" * 100, offset=0x08000000 + 1100)  # a 100-byte gap: filled
+    ih.frombytes(b"C" * 64, offset=0x08010000)  # far away: a part of its own
+    ih.write_hex_file(str(tmp_path / "app.hex"))
+    out = ccm(
+        "create-fw-bundle", "-o", "hex.zip", "--platform", "ccm_host", "--compress",
+        "host_fw:type=STM32,src=app.hex,board=0x2A,label='lamp v2'", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    z = zipfile.ZipFile(tmp_path / "hex.zip")
+    m = json.loads(z.read("manifest.json"))
+    parts = m["parts"]
+    assert sorted(parts) == ["host_fw.0", "host_fw.1"]
+    assert parts["host_fw.0"]["addr"] == 0x08000000 and parts["host_fw.0"]["size"] == 1200
+    assert z.read("app.0.bin")[1000:1100] == b"\xff" * 100
+    assert parts["host_fw.1"]["addr"] == 0x08010000 and parts["host_fw.1"]["board"] == 42
+    assert parts["host_fw.1"]["label"] == "lamp v2"
+    assert z.getinfo("app.0.bin").compress_type == zipfile.ZIP_DEFLATED
+    assert ccm("bundle", "verify", "hex.zip", cwd=tmp_path).returncode == 0
+
+
+def test_signed_bundle_verifies_with_its_key_only(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    for name in ("key", "other"):
+        k = ec.generate_private_key(ec.SECP256R1())
+        pem = k.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+        (tmp_path / f"{name}.pem").write_bytes(pem)
+        pub = k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        (tmp_path / f"{name}-pub.pem").write_bytes(pub)
+    make_bundle(tmp_path, extra_args=("--sign-key", "key.pem"))
+    ok = ccm("bundle", "verify", "fw.zip", "--pubkey", "key-pub.pem", cwd=tmp_path)
+    assert ok.returncode == 0 and "signature verifies" in ok.stdout
+    bad = ccm("bundle", "verify", "fw.zip", "--pubkey", "other-pub.pem", cwd=tmp_path)
+    assert bad.returncode == 1 and "bad signature" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _after_manifest(d, fn):
+    i = d.index(b"PK\x03\x04", 4)  # the entry after manifest.json: its name, not the manifest's text
+    return d[:i] + fn(d[i:])
+
+
+@pytest.mark.parametrize(
+    "mangle, reason",
+    [
+        (lambda d: d[:200] + bytes([d[200] ^ 1]) + d[201:], "corrupt"),  # a flipped byte in the manifest
+        (lambda d: _after_manifest(d, lambda rest: rest.replace(b"FIRMWARE.BIN", b"FIRMWARE.BIX")), "missing"),
+        (lambda d: d[:-100], "not a firmware bundle"),
+    ],
+    ids=["flipped-byte", "missing-part", "truncated"],
+)
+def test_bundle_verify_says_what_is_wrong(tmp_path, mangle, reason):
+    path = make_bundle(tmp_path)
+    path.write_bytes(mangle(path.read_bytes()))
+    out = ccm("bundle", "verify", str(path))
+    assert out.returncode == 1 and reason in out.stderr.lower() and "Traceback" not in out.stderr
+
+
+def test_manifest_must_come_first(tmp_path):
+    with zipfile.ZipFile(tmp_path / "late.zip", "w") as z:
+        z.writestr("FIRMWARE.BIN", b"x" * 100)
+        z.writestr("manifest.json", json.dumps({"platform": "ccm_host", "parts": {}}))
+    out = ccm("bundle", "verify", str(tmp_path / "late.zip"))
+    assert out.returncode == 1 and "not the first entry" in out.stderr
+    with zipfile.ZipFile(tmp_path / "none.zip", "w") as z:
+        z.writestr("FIRMWARE.BIN", b"x" * 100)
+    assert "no manifest.json" in ccm("bundle", "verify", str(tmp_path / "none.zip")).stderr
+
+
+# -- ccm ota: the manual's §5 ---------------------------------------------------------------------
+
+
+def test_ccm_ota_over_websocket_reflashes_the_host(product, tmp_path):
+    path = make_bundle(tmp_path)
+    assert product.host_version() == "1.0"
+    out = ccm("--port", product.ws, "ota", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Uploading" in out.stderr and "100.0%" in out.stderr
+    assert "host updated: it runs 2.0" in out.stdout.strip().splitlines()[-1]
+    assert product.host_version() == "2.0"
+    assert bytes(product.mcu.core.flash[:16]) == (tmp_path / "FIRMWARE.BIN").read_bytes()[:16]
+    st = product.status()
+    assert st["state"] == 0 and st["last"]["state"] == 3 and st["installed"]["ccm_host"] == "2.0"
+    again = ccm("--port", product.ws, "ota", str(path))  # mos ota twice in a row must work
+    assert again.returncode == 0, again.stderr
+
+
+def test_ccm_ota_through_the_cloud_over_mqtt(mosquitto, tmp_path):
+    device = unique_device()
+    p = Product(tmp_path, cloud_config(mosquitto.port, device))
+    try:
+        wait_until(lambda: p.v.call("Sys.GetInfo")["cloud"]["connected"], what="the broker")
+        path = make_bundle(tmp_path, "3.0")
+        out = ccm("--port", f"{mosquitto.url}/{device}", "ota", str(path), "--chunk-size", "1024")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert p.host_version() == "3.0"
+    finally:
+        p.stop()
+
+
+def test_a_bundle_for_another_platform_is_refused_and_nothing_flashed(product, tmp_path):
+    (tmp_path / "fs.bin").write_bytes(fsarchive.pack({"x.txt": b"x"}))
+    assert (
+        ccm(
+            "create-fw-bundle", "-o", "esp.zip", "--platform", "esp32", "fs:type=fs,src=fs.bin", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    # an esp32 bundle is fine for the CCM itself; a wrong platform name is refused where the bundle is made
+    bad = ccm("create-fw-bundle", "-o", "x.zip", "--platform", "esp8266", "fs:type=fs,src=fs.bin", cwd=tmp_path)
+    assert bad.returncode == 2 and "the CCM takes ccm_host or esp32" in bad.stderr
+    m = fwbundle.manifest_for("fw", "cc3200", [fwbundle.Part("p", {"type": "STM32", "src": "a.bin"}, b"abcd")])
+    data = fwbundle.build_bundle(m, [fwbundle.Part("p", {"type": "STM32", "src": "a.bin"}, b"abcd")])
+    with pytest.raises(RpcError, match="platform 'cc3200'"):
+        upload(product, data)
+    assert product.status()["state"] == 2 and product.mcu.boots == ["app"]
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+def test_second_begin_mid_update_is_busy_and_abandoned_upload_times_out(product, tmp_path):
+    data = make_bundle(tmp_path).read_bytes()
+    product.v.call("OTA.Begin", {"size": len(data), "timeout": 1})
+    product.v.call("OTA.Write", {"offset": 0, "data": base64.b64encode(data[:512]).decode()})
+    with pytest.raises(RpcError) as e:
+        product.v.call("OTA.Begin", {"size": len(data)})
+    assert e.value.code == -32004
+    st = wait_until(lambda: (s := product.status())["state"] == 2 and s, what="the timeout")
+    assert "timed out" in st["message"]
+    assert not os.path.exists(product.v.board.fs_dir + "/ota/bundle.zip")
+
+
+def test_websocket_cut_mid_upload_then_a_new_upload_succeeds(product, tmp_path):
+    from bundle.transport import WsRpc
+
+    data = make_bundle(tmp_path).read_bytes()
+    link = WsRpc(product.ws)
+    link.call("OTA.Begin", {"size": len(data), "timeout": 2})
+    link.call("OTA.Write", {"offset": 0, "data": base64.b64encode(data[:1000]).decode()})
+    link.ws.socket.close()  # the connection dies mid-upload
+    wait_until(lambda: product.status()["state"] == 2, what="the abandoned upload to time out")
+    out = ccm("--port", product.ws, "ota", str(tmp_path / "fw.zip"))
+    assert out.returncode == 0, out.stderr
+    assert product.host_version() == "2.0"
+
+
+def test_bundle_larger_than_free_space_is_refused_at_begin(product, tmp_path):
+    product.v.board.fs_quota = 20 * 1024
+    out = ccm("--port", product.ws, "ota", str(make_bundle(tmp_path)))
+    assert out.returncode == 1 and "no room" in out.stderr and "bytes free" in out.stderr
+
+
+def test_ccm_reboot_mid_upload_drops_it_with_a_reason(product, tmp_path):
+    data = make_bundle(tmp_path).read_bytes()
+    upload(product, data[:4096] + b"\0" * (len(data) - 4096), end=False)
+    boots = product.v.board.boots
+    product.v.call("Sys.Reboot", {"delay_ms": 0})
+    wait_until(lambda: product.v.board.boots > boots and product.v.ccm.ota is not None, what="the reboot")
+    st = product.status()
+    assert st["state"] == 2 and "rebooted during receiving" in st["message"]
+    assert not os.path.exists(product.v.board.fs_dir + "/ota/bundle.zip")
+
+
+def test_ccm_reboot_mid_apply_finishes_the_host_flash_at_the_next_boot(product, tmp_path):
+    data = make_bundle(tmp_path, size=64 * 1024).read_bytes()
+    fired = threading.Event()
+
+    def on_change(st):
+        if st["stage"] == "write" and st["progress"] >= 30 and not fired.is_set():
+            fired.set()
+            product.v.ccm._schedule_reboot(0)  # power cut halfway through the host flash
+
+    product.v.ccm.ota.listeners.append(on_change)
+    upload(product, data)
+    wait_until(fired.is_set, what="the reboot mid-flash")
+    wait_until(lambda: product.v.ccm.ota is not None and product.status()["state"] in (0, 3), 60, "the resumed flash")
+    assert product.host_version() == "2.0"
+
+
+def test_host_reset_mid_flash_is_retried(product, tmp_path):
+    data = make_bundle(tmp_path).read_bytes()
+    hit = []
+
+    def on_change(st):
+        if st["stage"] == "write" and st["progress"] >= 40 and not hit:
+            hit.append(1)
+            product.mcu.set_reset(True)
+            product.mcu.set_reset(False)
+
+    product.v.ccm.ota.listeners.append(on_change)
+    upload(product, data)
+    st = settle(product)
+    assert hit and st["state"] == 3 and product.host_version() == "2.0"
+
+
+def test_required_signature_missing_is_refused(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "pub.pem").write_bytes(
+        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    p = Product(tmp_path, {"ota": {"require_signature": True, "pubkey": str(tmp_path / "pub.pem")}})
+    try:
+        out = ccm("--port", p.ws, "ota", str(make_bundle(tmp_path)))
+        assert out.returncode == 1 and "not signed" in out.stderr
+        assert p.host_version() == "1.0" and p.mcu.boots == ["app"]
+    finally:
+        p.stop()
+
+
+def test_update_url_that_404s_or_stalls_fails_with_the_reason(product, tmp_path):
+    import socket
+
+    with BundleServer(str(tmp_path)) as srv:
+        product.v.call("OTA.Update", {"url": f"{srv.url}/nope.zip"})
+        st = settle(product)
+        assert st["state"] == 2 and "HTTP 404" in st["message"]
+    product.v.config.set({"ota": {"fetch_stall_s": 1}})
+    with socket.socket() as s:  # accepts, never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        product.v.call("OTA.Update", {"url": f"http://127.0.0.1:{s.getsockname()[1]}/fw.zip"})
+        st = settle(product)
+    assert st["state"] == 2 and "stalled" in st["message"]
+
+
+# -- the production triggers ------------------------------------------------------------------------
+
+
+def test_shadow_desired_ota_updates_once_and_reports(mosquitto, shadow_service, cloud, tmp_path):
+    device = unique_device()
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    make_bundle(bundles, "2.0")
+    p = Product(tmp_path, cloud_config(mosquitto.port, device))
+    try:
+        with BundleServer(str(bundles)) as srv:
+            wait_until(lambda: p.v.call("Sys.GetInfo")["cloud"]["connected"], what="the broker")
+            want = {"url": f"{srv.url}/fw.zip", "version": "2.0"}
+            cloud.shadow_update(device, {"desired": {"ota": want}})
+
+            def reported():
+                return cloud.shadow_get(device)["state"].get("reported", {}).get("ota", {})
+
+            r = wait_until(lambda: (o := reported()).get("version") == "2.0" and o, 60, "reported.ota")
+            assert r["state"] in (0, 3) and r["url"] == want["url"]
+            assert p.host_version() == "2.0"
+            assert "delta" not in cloud.shadow_get(device)["state"]
+            boots = list(p.mcu.boots)
+            p.v.call("Sys.Reboot", {"delay_ms": 0})  # a reconnect replays get/accepted: not applied again
+            wait_until(lambda: p.v.ccm.shadow is not None and p.v.call("Sys.GetInfo")["cloud"]["connected"])
+            wait_until(lambda: p.v.ccm.ota.current == "2.0", what="the resync")
+            assert p.mcu.boots == boots
+    finally:
+        p.stop()
+
+
+def test_poll_url_pulls_a_new_version(tmp_path):
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    make_bundle(bundles, "4.0")
+    with BundleServer(str(bundles)) as srv:
+        doc = json.loads(__import__("urllib.request").request.urlopen(f"{srv.url}/latest.json").read())
+        assert doc == {"version": "4.0", "url": "fw.zip", "platform": "ccm_host"}
+        p = Product(tmp_path, {"ota": {"poll_url": f"{srv.url}/latest.json", "poll_interval_s": 1}})
+        try:
+            wait_until(lambda: p.v.ccm.ota.installed.get("ccm_host") == "4.0", 60, "the polled update")
+            assert p.host_version() == "4.0"
+        finally:
+            p.stop()
+
+
+# -- the CCM updating itself -------------------------------------------------------------------------
+
+
+def esp32_bundle(tmp_path, files, version, app=None):
+    (tmp_path / "fs.bin").write_bytes(fsarchive.pack(files))
+    specs = ["fs:type=fs,src=fs.bin"]
+    if app is not None:
+        (tmp_path / "app.bin").write_bytes(app)
+        specs.append("app:type=app,src=app.bin")
+    out = ccm(
+        "create-fw-bundle",
+        "-o",
+        f"ccm-{version}.zip",
+        "--platform",
+        "esp32",
+        "--version",
+        version,
+        *specs,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    return tmp_path / f"ccm-{version}.zip"
+
+
+def test_self_update_is_switched_at_boot_committed_or_rolled_back(product, tmp_path):
+    fs = product.v.board.fs_dir
+    with open(fs + "/lib.txt", "w") as f:
+        f.write("old")
+    b1 = esp32_bundle(tmp_path, {"lib.txt": b"new", "extra/x.txt": b"x"}, "9.1", app=b"\xe9" + b"M" * 5000)
+    out = ccm("--port", product.ws, "ota", str(b1), "--commit-timeout", "60")
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_until(lambda: open(fs + "/lib.txt").read() == "new", what="the switch at the next boot")
+    assert product.v.board.partition.running == "ota" and product.v.board.partition.trial
+    assert product.v.board.partition.read(5001)[1:] == b"M" * 5000
+    wait_until(lambda: product.v.ccm.link is not None)
+    assert product.v.call("OTA.Commit") is True
+    assert not product.v.board.partition.trial and os.path.exists(fs + "/extra/x.txt")
+
+    b2 = esp32_bundle(tmp_path, {"lib.txt": b"newer"}, "9.2")
+    assert ccm("--port", product.ws, "ota", str(b2), "--commit-timeout", "60").returncode == 0
+    wait_until(lambda: open(fs + "/lib.txt").read() == "newer", what="the second switch")
+    wait_until(lambda: product.v.ccm.link is not None and product.v.ccm.ota is not None)
+    product.v.call("Sys.GetInfo")  # the trial boot is up
+    boots = product.v.board.boots
+    product.v.call("Sys.Reboot", {"delay_ms": 0})  # rebooted on trial, no commit: rolled back
+    wait_until(lambda: product.v.board.boots > boots and open(fs + "/lib.txt").read() == "new", what="the rollback")
