@@ -264,26 +264,23 @@ def serve(router, config):
             config.check(patch, extra)
 
     def get(params, call):
-        key = params.get("key") if type(params) is dict else None
-        if key is not None and type(key) is not str:
-            raise _invalid("key must be a string")
-        return config.redacted(key)
+        return config.redacted(rpc.take(params, key=((str, None), None))["key"])
 
     def set_(params, call):
-        if type(params) is not dict or "config" not in params:
-            raise _invalid("expected {config: {...}, save?: bool, reboot?: bool}")
-        acl_check(call, params["config"])
-        config.set(params["config"])
-        if params.get("save") or params.get("reboot"):
+        p = rpc.take(params, config=(dict, rpc.REQUIRED), save=(bool, False), reboot=(bool, False))
+        acl_check(call, p["config"])
+        config.set(p["config"])
+        if p["save"] or p["reboot"]:
             config.save()
-        if params.get("reboot"):
+        if p["reboot"]:
             router.request_reboot(100)
         router.config_changed()
         return True
 
     def save(params, call):
+        p = rpc.take(params, reboot=(bool, False))
         config.save()
-        if type(params) is dict and params.get("reboot"):
+        if p["reboot"]:
             router.request_reboot(100)
         return True
 

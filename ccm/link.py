@@ -27,7 +27,15 @@ class HostLink:
         self.tx_limit = config.get("rpc.tx_queue")
         self._tx = []
         self._tx_ready = asyncio.Event()
-        self.stats = {"rx_frames": 0, "tx_frames": 0, "tx_dropped": 0, "rx_errors": 0, "late_responses": 0}
+        self._tx_space = asyncio.Event()  # set by the writer when the queue drops below tx_limit
+        self.stats = {
+            "rx_frames": 0,
+            "tx_frames": 0,
+            "tx_dropped": 0,  # notifications that found the queue full (replies are never dropped)
+            "rx_errors": 0,
+            "rx_paused": 0,  # times reading stopped until the host had taken its answers
+            "late_responses": 0,
+        }
         self.info = None  # the host's last Sys.Info answer, when something asked for it
         self._raw = None  # a RawPort while the UART is lent out
         self.set_parity = None  # the board's uart_parity("E"|"N"), for the bootloader's 8E1
@@ -42,6 +50,7 @@ class HostLink:
         self._raw = None
         self.framer = rpc.Framer(self.framer.max_frame_size)  # bootloader bytes are not a frame
         self._tx_ready.set()
+        self._tx_space.set()
 
     @property
     def busy(self):
@@ -49,13 +58,18 @@ class HostLink:
 
     # -- output --------------------------------------------------------------------------------
     def send(self, frame):
-        """Queue one encoded frame. Bounded: when full the frame is dropped, counted, and False returned."""
+        """Queue a frame the CCM starts (notification, forwarded request): False, counted, when full."""
         if len(self._tx) >= self.tx_limit:
             self.stats["tx_dropped"] += 1
             return False
+        self._reply(frame)
+        return True
+
+    def _reply(self, frame):
+        """Queue an answer to the host: always taken. The queue stays bounded because the reader stops
+        reading while it is full (backpressure), so the host cannot ask faster than it takes answers."""
         self._tx.append(frame)
         self._tx_ready.set()
-        return True
 
     def notify(self, method, params=None):
         return self.send(rpc.encode_notification(method, params, self.jsonrpc))
@@ -87,17 +101,24 @@ class HostLink:
         for item in self.framer.feed(data):
             if type(item) is rpc.FrameError:
                 self.stats["rx_errors"] += 1
-                self.send(rpc.encode_error(None, item.code, item.message, None, self.jsonrpc))
+                self._reply(rpc.encode_error(None, item.code, item.message, None, self.jsonrpc))
                 continue
             self.stats["rx_frames"] += 1
-            if type(item) is list:
-                rest = [m for m in item if rpc.kind(m) != rpc.RESPONSE or not self._response(m)]
-                if rest:
-                    self.router.dispatch(rest, self.send, self)
-            elif rpc.kind(item) == rpc.RESPONSE:
-                self._response(item)
-            else:
-                self.router.dispatch(item, self.send, self)
+            try:
+                self._item(item)
+            except Exception as e:  # no frame may end the link (the dispatcher answers; this is the last net)
+                self.stats["rx_errors"] += 1
+                print("ccm: link: frame dropped after an internal error:", repr(e))
+
+    def _item(self, item):
+        if type(item) is list:
+            rest = [m for m in item if rpc.kind(m) != rpc.RESPONSE or not self._response(m)]
+            if rest or not item:  # [] is answered: one -32600
+                self.router.dispatch(rest, self._reply, self)
+        elif rpc.kind(item) == rpc.RESPONSE:
+            self._response(item)
+        else:
+            self.router.dispatch(item, self._reply, self)
 
     def _response(self, msg):
         if not self.pending.resolve(msg):
@@ -111,6 +132,8 @@ class HostLink:
                 self._tx_ready.clear()
                 await self._tx_ready.wait()
             frame = self._tx.pop(0)
+            if len(self._tx) < self.tx_limit:
+                self._tx_space.set()
             self.stream.write(frame)  # one write per frame: frames never interleave
             await self.stream.drain()
             self.stats["tx_frames"] += 1
@@ -128,6 +151,10 @@ class HostLink:
             self.notify("Sys.Init", hello)
         try:
             while True:
+                while len(self._tx) >= self.tx_limit and self._raw is None:  # backpressure, not loss
+                    self.stats["rx_paused"] += 1
+                    self._tx_space.clear()
+                    await self._tx_space.wait()
                 data = await self.stream.read(READ_CHUNK)
                 if not data:
                     break

@@ -120,11 +120,13 @@ class Ccm:
         su = SelfUpdate(self.fs_root(), self.board)
 
         def commit(params, call):
+            rpc.take(params)
             if not su.commit():
                 raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
             return True
 
         def revert(params, call):
+            rpc.take(params)
             if not su.revert():
                 raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
             self.router.request_reboot(300)

@@ -52,6 +52,8 @@ class Provisioner:
         return st
 
     def _scan(self, params, call):
+        rpc.take(params)
+
         async def scan():
             try:
                 call.reply(await self.board.wlan_scan())

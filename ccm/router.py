@@ -23,7 +23,7 @@ class Router:
         self.started = ticks_ms()
         self.status = {"cloud": lambda: {"connected": False}}  # name -> fn(): parts of Sys.GetInfo others own
         self.on_config_changed = []
-        self.add("RPC.List", lambda params, call: self.local.names())
+        self.add("RPC.List", self._list)
         self.add("Sys.GetInfo", self._get_info)
         self.add("Sys.Reboot", self._reboot)
 
@@ -77,7 +77,12 @@ class Router:
         """Sys.Init params: what the host learns when the link comes up."""
         return {"fw_version": FW_VERSION, "device_id": self.config.get("device.id")}
 
+    def _list(self, params, call):
+        rpc.take(params)
+        return self.local.names()
+
     def _get_info(self, params, call):
+        rpc.take(params)
         b = self.board
         host = {}
         if self.host is not None:
@@ -99,11 +104,9 @@ class Router:
         return info
 
     def _reboot(self, params, call):
-        delay = 100
-        if type(params) is dict:
-            delay = params.get("delay_ms", 100)
-            if type(delay) is not int or delay < 0:
-                raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: delay_ms must be a non-negative integer")
+        delay = rpc.take(params, delay_ms=(int, 100))["delay_ms"]
+        if delay < 0:
+            raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: delay_ms must be a non-negative integer")
         self.request_reboot(delay)
         return True
 

@@ -108,17 +108,16 @@ class Framer:
             self.buf = b""
         start = 0
         end = len(data)
-        loads = json.loads
         limit = self.max_frame_size
         while start < end:
             nl = data.find(b"\n", start)
             if nl > start and data[start] in _OPEN and nl - start <= limit and not self._discarding:
                 try:  # fast path: the whole line is one frame (json.loads skips a trailing \r itself)
-                    out.append(loads(data[start:nl]))
+                    out.append(parse(data[start:nl]))
                     start = nl + 1
                     continue
                 except Exception:
-                    pass
+                    pass  # not one sound value: the slow path splits the line and names what is wrong
             stop = end if nl < 0 else nl
             if self._discarding:
                 start = self._discard(data, start, stop)
@@ -159,7 +158,7 @@ class Framer:
                 self.buf = data[o:end]
                 return
             try:
-                out.append(json.loads(data[o:e]))
+                out.append(parse(data[o:e]))
                 return
             except Exception:
                 pass
@@ -199,10 +198,7 @@ class Framer:
             if k - j > self.max_frame_size:
                 out.append(self._oversize(k - j))
             else:
-                try:
-                    out.append(json.loads(data[j:k]))
-                except Exception:
-                    out.append(FrameError(PARSE_ERROR, "parse error"))
+                out.append(parse_or_error(data[j:k]))
             i = k
         return end
 
@@ -246,6 +242,105 @@ def _scan_close(data, i, end, depth, in_str, esc):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Parsing: one frame's bytes to a value, with the same verdict on CPython and MicroPython (DESIGN §2-3).
+#
+# Both json modules accept text that is not JSON, or that cannot be sent on again: CPython takes encoded
+# and escaped lone surrogates (its bytes decoder uses surrogatepass), NaN and Infinity; MicroPython takes
+# overlong and surrogate UTF-8, keeps escaped surrogate pairs as two code points (re-encoded as CESU-8),
+# and turns 1e999 into inf. CPython recurses per nesting level when it loads and dumps, MicroPython when
+# it dumps. `parse` refuses all of these, so whatever it returns can be encoded again.
+
+MAX_DEPTH = 32  # nesting levels of a frame, the frame itself included
+
+# UTF-8 lead bytes that MicroPython's decoder lets through when what follows makes them invalid:
+# overlong (C0 C1, E0 80-9F, F0 80-8F), surrogates (ED A0-BF), beyond U+10FFFF (F4 90-BF, F5-F7).
+_LAX = ((0xC0, 0x80, 0xC0), (0xC1, 0x80, 0xC0), (0xE0, 0x80, 0xA0), (0xED, 0xA0, 0xC0), (0xF0, 0x80, 0x90),
+        (0xF4, 0x90, 0xC0), (0xF5, 0x80, 0xC0), (0xF6, 0x80, 0xC0), (0xF7, 0x80, 0xC0))
+
+
+class ParseError(ValueError):
+    pass
+
+
+def parse(frame):
+    """The value of one frame (bytes), or ParseError naming why it is not acceptable JSON."""
+    try:
+        text = frame.decode()
+    except Exception:
+        raise ParseError("parse error: invalid UTF-8")
+    if len(text) != len(frame):  # multi-byte sequences: refuse what MicroPython's decoder lets pass
+        for lead, lo, hi in _LAX:
+            i = frame.find(bytes((lead,)))
+            while i >= 0:
+                nxt = frame[i + 1] if i + 1 < len(frame) else 0
+                if lo <= nxt < hi:
+                    raise ParseError("parse error: invalid UTF-8")
+                i = frame.find(bytes((lead,)), i + 1)
+    if "\\ud" in text or "\\uD" in text:
+        text = _join_surrogates(text)
+    try:
+        value = json.loads(text)
+    except Exception as e:  # CPython recurses per level: RecursionError (MicroPython has no such name)
+        raise ParseError("parse error: nesting deeper than %d" % MAX_DEPTH if "recursion" in str(e) else "parse error")
+    _check(value, 1)
+    return value
+
+
+def parse_or_error(frame):
+    try:
+        return parse(frame)
+    except ParseError as e:
+        return FrameError(PARSE_ERROR, str(e))
+
+
+def _check(v, depth):
+    """ParseError unless v nests at most MAX_DEPTH deep and every number in it is finite."""
+    t = type(v)
+    if t is float:
+        if v - v != 0:  # inf - inf and nan - nan are nan
+            raise ParseError("parse error: %s is not a JSON number" % v)
+        return
+    if t is dict:
+        v = v.values()
+    elif t is not list:
+        return
+    if depth >= MAX_DEPTH:
+        raise ParseError("parse error: nesting deeper than %d" % MAX_DEPTH)
+    for x in v:
+        _check(x, depth + 1)
+
+
+def _join_surrogates(text):
+    """Escaped surrogate pairs as the one character they stand for; ParseError for a lone surrogate."""
+    out = []
+    last = 0
+    i = text.find("\\u")
+    while i >= 0:
+        j = i
+        while j > 0 and text[j - 1] == "\\":
+            j -= 1
+        cp = _hex4(text, i + 2) if (i - j) % 2 == 0 else -1  # an odd run of backslashes starts an escape
+        if 0xD800 <= cp < 0xDC00 and text[i + 6 : i + 8] == "\\u" and 0xDC00 <= _hex4(text, i + 8) < 0xE000:
+            out.append(text[last:i])
+            out.append(chr(0x10000 + ((cp - 0xD800) << 10) + (_hex4(text, i + 8) - 0xDC00)))
+            last = i + 12
+            i = text.find("\\u", last)
+            continue
+        if 0xD800 <= cp < 0xE000:
+            raise ParseError("parse error: lone surrogate \\u%04x" % cp)
+        i = text.find("\\u", i + 2)
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _hex4(text, i):
+    try:
+        return int(text[i : i + 4], 16) if len(text) >= i + 4 else -1
+    except ValueError:
+        return -1
+
+
+# ---------------------------------------------------------------------------------------------------
 # Encoding: compact, one line, members in the manual's order ({"id":…,"method":…,"params":…}).
 
 
@@ -281,6 +376,8 @@ def kind(msg):
     """REQUEST, NOTIFICATION, RESPONSE or INVALID (JSON-RPC 2.0 §4, §5)."""
     if type(msg) is not dict:
         return INVALID
+    if "id" in msg and not _id_ok(msg["id"]):
+        return INVALID
     if "method" in msg:
         if type(msg["method"]) is not str:
             return INVALID
@@ -290,10 +387,15 @@ def kind(msg):
     return INVALID
 
 
+def _id_ok(i):
+    """JSON-RPC 2.0 §4: an id is a string, a number or null (bool is not a number here)."""
+    return i is None or type(i) in (int, str, float)
+
+
 def valid_id(msg):
     """The id to answer an invalid message with: its own when it is a legal id, else null."""
     i = msg.get("id") if type(msg) is dict else None
-    return i if (i is None or type(i) in (int, str, float)) else None
+    return i if _id_ok(i) else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,12 +424,28 @@ class Call:
         self.done = False
 
     def reply(self, result):
-        if not self.done:
-            self._deliver(None if self.notification else encode_result(self.id, result, self._jsonrpc))
+        if self.done:
+            return
+        if self.notification:
+            self._deliver(None)
+            return
+        try:
+            frame = encode_result(self.id, result, self._jsonrpc)
+        except Exception as e:  # a result that is not JSON still gets its caller an answer
+            frame = encode_error(self.id, INTERNAL_ERROR, "internal error: result is not JSON (%s)" % e, None, self._jsonrpc)
+        self._deliver(frame)
 
     def fail(self, code, message=None, data=None):
-        if not self.done:
-            self._deliver(None if self.notification else encode_error(self.id, code, message, data, self._jsonrpc))
+        if self.done:
+            return
+        if self.notification:
+            self._deliver(None)
+            return
+        try:
+            frame = encode_error(self.id, code, message, data, self._jsonrpc)
+        except Exception:  # e.g. a host's error with a code that is not an integer
+            frame = encode_error(self.id, INTERNAL_ERROR, "internal error: malformed error %r" % (code,), None, self._jsonrpc)
+        self._deliver(frame)
 
     def relay(self, response):
         """Pass on a response dict from someone else (the host), under this call's id."""
@@ -413,23 +531,64 @@ class Dispatcher:
             batch.add(None)  # a notification's slot in a batch is filled at once: it never gets a reply
             batch = None
         call = Call(msg, send, src, self.jsonrpc, batch)
-        handler = self.methods.get(call.method)
-        if handler is None:
-            if self.fallback is not None:
-                self.fallback(call)
-            else:
-                call.fail(METHOD_NOT_FOUND)
-            return
         try:
+            handler = self.methods.get(call.method)
+            if handler is None:
+                if self.fallback is None:
+                    raise RpcError(METHOD_NOT_FOUND)
+                self.fallback(call)
+                return
             result = handler(call.params, call)
         except RpcError as e:
             call.fail(e.code, e.message, e.data)
             return
-        except Exception as e:  # a bug in a handler must not take the link down
+        except Exception as e:  # a bug in a handler must not take the link down, nor leave its caller waiting
             call.fail(INTERNAL_ERROR, "internal error: %s" % (e,))
             return
         if result is not LATER:
             call.reply(result)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Params of the CCM's own methods: checked whole before a handler does anything (DESIGN §3).
+
+REQUIRED = object()  # a member `take` insists on
+ANY = None  # a member of any JSON type
+_TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false", dict: "an object", list: "an array"}
+
+
+def take(params, **spec):
+    """The params as a dict of every member in `spec`, defaults filled in, or RpcError -32602.
+
+    spec: name=(type or tuple of types or ANY, default or REQUIRED). Absent params, null, {} and []
+    mean none given. Anything else that is not an object, a member not in spec, a missing required
+    member or a member of another type is refused, naming what is wrong.
+    """
+    if params is None or params == []:
+        params = {}
+    if type(params) is not dict or (params and not spec):
+        raise RpcError(INVALID_PARAMS, "invalid params: " + _expected(spec))
+    for k in params:
+        if k not in spec:
+            raise RpcError(INVALID_PARAMS, "invalid params: unknown member %s; %s" % (dumps(k), _expected(spec)))
+    out = {}
+    for k, (types, default) in spec.items():
+        v = params.get(k, default)
+        if v is REQUIRED:
+            raise RpcError(INVALID_PARAMS, "invalid params: %s is required" % k)
+        if k in params and types is not ANY:
+            ts = types if type(types) is tuple else (types,)
+            if type(v) not in ts and not (v is None and None in ts):
+                want = " or ".join(_TYPE_NAMES.get(t, "a number" if t is float else "null") for t in ts)
+                raise RpcError(INVALID_PARAMS, "invalid params: %s must be %s" % (k, want))
+        out[k] = v
+    return out
+
+
+def _expected(spec):
+    if not spec:
+        return "this method takes none"
+    return "expected an object with %s" % ", ".join(k if spec[k][1] is REQUIRED else k + "?" for k in sorted(spec))
 
 
 # ---------------------------------------------------------------------------------------------------

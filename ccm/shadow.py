@@ -49,12 +49,6 @@ def merge_state(old, new):
     return out
 
 
-def _params(params, call):
-    if type(params) is not dict:
-        raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: expected an object")
-    return params
-
-
 class ShadowBridge:
     """MQTT and the device shadow for the host, on one MqttClient."""
 
@@ -83,7 +77,7 @@ class ShadowBridge:
         router.add("MQTT.Sub", self._sub)
         router.add("MQTT.Unsub", self._unsub)
         router.add("Shadow.Report", self._report)
-        router.add("Shadow.Get", lambda params, call: self.state)
+        router.add("Shadow.Get", self._get)
         router.status["cloud"] = self.status
 
     def status(self):
@@ -95,11 +89,11 @@ class ShadowBridge:
 
     # -- host → cloud ---------------------------------------------------------------------------
     def _pub(self, params, call):
-        p = _params(params, call)
-        topic = p.get("topic")
-        message = p.get("message", "")
-        qos = p.get("qos", 0)
-        if type(topic) is not str or not topic or "+" in topic or "#" in topic:
+        p = rpc.take(params, topic=(str, rpc.REQUIRED), message=(rpc.ANY, ""), qos=(int, 0), retain=(bool, False))
+        topic = p["topic"]
+        message = p["message"]
+        qos = p["qos"]
+        if not topic or "+" in topic or "#" in topic:
             raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: topic must be a topic name without wildcards")
         if qos not in (0, 1):
             raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: qos must be 0 or 1")
@@ -112,26 +106,32 @@ class ShadowBridge:
             else:
                 call.reply(True)
 
-        self.client.publish(topic, message, qos, bool(p.get("retain")), done)
+        self.client.publish(topic, message, qos, p["retain"], done)
         return rpc.LATER
 
     def _sub(self, params, call):
-        p = _params(params, call)
-        topic = p.get("topic")
-        qos = p.get("qos", 0)
-        if type(topic) is not str or not topic or qos not in (0, 1):
+        p = rpc.take(params, topic=(str, rpc.REQUIRED), qos=(int, 0))
+        topic = p["topic"]
+        qos = p["qos"]
+        if not topic or qos not in (0, 1):
             raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: expected {topic, qos: 0|1}")
         self.host_subs[topic] = qos
         self.client.subscribe(topic, qos)
         return True
 
     def _unsub(self, params, call):
-        topic = _params(params, call).get("topic")
+        topic = rpc.take(params, topic=(str, rpc.REQUIRED))["topic"]
         self.host_subs.pop(topic, None)
         self.client.unsubscribe(topic)
         return True
 
+    def _get(self, params, call):
+        rpc.take(params)
+        return self.state
+
     def _report(self, params, call):
+        if params is None:  # "reported": null would erase the whole reported state
+            raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: the reported state, e.g. {\"on\": true}")
         self._token += 1
         doc = '{"state":{"reported":%s},"clientToken":"%s-%d"}' % (dumps(params), self.device_id, self._token)
 

@@ -146,6 +146,7 @@ class OtaReceiver:
         return st
 
     def _status_rpc(self, params, call):
+        rpc.take(params)
         st = self.status()
         if self.state == SUCCESS:  # reported once; then idle, so `mos ota` can run again
             self.last = {"state": SUCCESS, "message": self.message, "version": self.version}
@@ -387,29 +388,30 @@ class OtaReceiver:
         router.add("OTA.Update", self._update_rpc)
 
     def _begin_rpc(self, params, call):
-        if type(params) is not dict:
-            raise _invalid("expected {size, timeout?, commit_timeout?}")
-        size = params.get("size")
-        if type(size) is not int or size <= 0:
+        p = rpc.take(
+            params, size=(int, rpc.REQUIRED), timeout=(int, 600), commit_timeout=(int, 0), version=((str, None), None)
+        )
+        if p["size"] <= 0:
             raise _invalid("size must be the bundle's size in bytes")
-        timeout = params.get("timeout", 600)
-        commit = params.get("commit_timeout", 0)
-        if type(timeout) is not int or timeout < 0 or type(commit) is not int or commit < 0:
+        if p["timeout"] < 0 or p["commit_timeout"] < 0:
             raise _invalid("timeout and commit_timeout are whole seconds")
-        self.begin(size, timeout, commit, params.get("version"))
+        self.begin(p["size"], p["timeout"], p["commit_timeout"], p["version"])
         return True
 
     def _write_rpc(self, params, call):
-        if type(params) is not dict or type(params.get("offset")) is not int or type(params.get("data")) is not str:
-            raise _invalid("expected {offset: int, data: base64}")
+        p = rpc.take(params, offset=(int, rpc.REQUIRED), data=(str, rpc.REQUIRED))
+        if p["offset"] < 0:
+            raise _invalid("offset must not be negative")
         try:
-            data = binascii.a2b_base64(params["data"].encode())
+            data = binascii.a2b_base64(p["data"].encode())
         except ValueError:
             raise _invalid("data is not base64") from None
-        self.write(params["offset"], data)
+        self.write(p["offset"], data)
         return True
 
     def _end_rpc(self, params, call):
+        rpc.take(params)
+
         async def go():
             try:
                 call.reply(await self.end())
@@ -420,19 +422,17 @@ class OtaReceiver:
         return rpc.LATER
 
     def _update_rpc(self, params, call):
-        if type(params) is not dict or type(params.get("url")) is not str:
-            raise _invalid("expected {url, commit_timeout?}")
-        commit = params.get("commit_timeout", 0)
-        if type(commit) is not int or commit < 0:
+        p = rpc.take(params, url=(str, rpc.REQUIRED), commit_timeout=(int, 0), version=((str, None), None))
+        if p["commit_timeout"] < 0:
             raise _invalid("commit_timeout is whole seconds")
         from ccm.ota.fetch import FetchError, split_url
 
         try:
-            split_url(params["url"])
+            split_url(p["url"])
         except FetchError as e:
             raise _invalid(str(e)) from None
         self._check_idle()
-        self.spawn(self.update(params["url"], commit, params.get("version")))
+        self.spawn(self.update(p["url"], p["commit_timeout"], p["version"]))
         return True
 
     # -- triggers -----------------------------------------------------------------------------------
