@@ -254,8 +254,17 @@ MAX_DEPTH = 32  # nesting levels of a frame, the frame itself included
 
 # UTF-8 lead bytes that MicroPython's decoder lets through when what follows makes them invalid:
 # overlong (C0 C1, E0 80-9F, F0 80-8F), surrogates (ED A0-BF), beyond U+10FFFF (F4 90-BF, F5-F7).
-_LAX = ((0xC0, 0x80, 0xC0), (0xC1, 0x80, 0xC0), (0xE0, 0x80, 0xA0), (0xED, 0xA0, 0xC0), (0xF0, 0x80, 0x90),
-        (0xF4, 0x90, 0xC0), (0xF5, 0x80, 0xC0), (0xF6, 0x80, 0xC0), (0xF7, 0x80, 0xC0))
+_LAX = (
+    (0xC0, 0x80, 0xC0),
+    (0xC1, 0x80, 0xC0),
+    (0xE0, 0x80, 0xA0),
+    (0xED, 0xA0, 0xC0),
+    (0xF0, 0x80, 0x90),
+    (0xF4, 0x90, 0xC0),
+    (0xF5, 0x80, 0xC0),
+    (0xF6, 0x80, 0xC0),
+    (0xF7, 0x80, 0xC0),
+)
 
 
 class ParseError(ValueError):
@@ -267,21 +276,23 @@ def parse(frame):
     try:
         text = frame.decode()
     except Exception:
-        raise ParseError("parse error: invalid UTF-8")
+        raise ParseError("parse error: invalid UTF-8") from None
     if len(text) != len(frame):  # multi-byte sequences: refuse what MicroPython's decoder lets pass
         for lead, lo, hi in _LAX:
             i = frame.find(bytes((lead,)))
             while i >= 0:
                 nxt = frame[i + 1] if i + 1 < len(frame) else 0
                 if lo <= nxt < hi:
-                    raise ParseError("parse error: invalid UTF-8")
+                    raise ParseError("parse error: invalid UTF-8") from None
                 i = frame.find(bytes((lead,)), i + 1)
     if "\\ud" in text or "\\uD" in text:
         text = _join_surrogates(text)
     try:
         value = json.loads(text)
     except Exception as e:  # CPython recurses per level: RecursionError (MicroPython has no such name)
-        raise ParseError("parse error: nesting deeper than %d" % MAX_DEPTH if "recursion" in str(e) else "parse error")
+        raise ParseError(
+            "parse error: nesting deeper than %d" % MAX_DEPTH if "recursion" in str(e) else "parse error"
+        ) from None
     _check(value, 1)
     return value
 
@@ -432,7 +443,9 @@ class Call:
         try:
             frame = encode_result(self.id, result, self._jsonrpc)
         except Exception as e:  # a result that is not JSON still gets its caller an answer
-            frame = encode_error(self.id, INTERNAL_ERROR, "internal error: result is not JSON (%s)" % e, None, self._jsonrpc)
+            frame = encode_error(
+                self.id, INTERNAL_ERROR, "internal error: result is not JSON (%s)" % e, None, self._jsonrpc
+            )
         self._deliver(frame)
 
     def fail(self, code, message=None, data=None):
@@ -444,7 +457,9 @@ class Call:
         try:
             frame = encode_error(self.id, code, message, data, self._jsonrpc)
         except Exception:  # e.g. a host's error with a code that is not an integer
-            frame = encode_error(self.id, INTERNAL_ERROR, "internal error: malformed error %r" % (code,), None, self._jsonrpc)
+            frame = encode_error(
+                self.id, INTERNAL_ERROR, "internal error: malformed error %r" % (code,), None, self._jsonrpc
+            )
         self._deliver(frame)
 
     def relay(self, response):

@@ -131,7 +131,7 @@ class ShadowBridge:
 
     def _report(self, params, call):
         if params is None:  # "reported": null would erase the whole reported state
-            raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: the reported state, e.g. {\"on\": true}")
+            raise rpc.RpcError(rpc.INVALID_PARAMS, 'invalid params: the reported state, e.g. {"on": true}')
         self._token += 1
         doc = '{"state":{"reported":%s},"clientToken":"%s-%d"}' % (dumps(params), self.device_id, self._token)
 
