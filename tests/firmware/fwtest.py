@@ -2,6 +2,12 @@
 
 import asyncio
 
+from ccm import rpc
+from ccm.compat import sleep_ms_async
+from ccm.config import Config
+from ccm.link import HostLink
+from ccm.router import Router
+
 
 def raises(exc, fn, *args):
     """Call fn(*args); return the exception it raised, which must be an `exc`."""
@@ -63,3 +69,48 @@ def scratch_path(name):
         return tempfile.mkdtemp() + "/" + name
     except ImportError:
         return "/" + name
+
+
+class FakeHost:
+    """The test plays the host MCU: reads frames off the wire, writes bytes onto it."""
+
+    def __init__(self, end):
+        self.end = end
+        self.framer = rpc.Framer()
+        self.frames = []
+
+    async def frame(self):
+        while not self.frames:
+            data = await self.end.read(256)
+            self.frames.extend(self.framer.feed(data))
+        return self.frames.pop(0)
+
+    async def raw_frame(self):
+        """The next frame's exact bytes (up to and including its newline)."""
+        while b"\n" not in self.end.rx.buf:
+            await sleep_ms_async(1)
+        i = self.end.rx.buf.index(b"\n") + 1
+        line = self.end.rx.buf[:i]
+        self.end.rx.buf = self.end.rx.buf[i:]
+        return line
+
+    def write(self, data):
+        self.end.write(data)
+
+    async def nothing_more(self, ms=30):
+        await sleep_ms_async(ms)
+        return self.end.rx.buf == b"" and not self.frames
+
+
+async def boot(overrides=None):
+    ccm_end, host_end = uart_pair()
+    config = Config(overrides)
+    router = Router(config)
+    link = HostLink(ccm_end, router, config)
+    router.host = link
+    task = asyncio.create_task(link.run(router.hello()))
+    host = FakeHost(host_end)
+    init = await host.frame()
+    assert init["method"] == "Sys.Init" and "id" not in init
+    assert init["params"]["device_id"] == config.get("device.id")
+    return router, link, host, task
