@@ -267,11 +267,13 @@ class MqttClient:
         self._dead = None  # why the pinger gave up on the connection
 
     # -- API --------------------------------------------------------------------------------------
-    def publish(self, topic, payload, qos=0, retain=False, on_done=None, control=False):
+    def publish(self, topic, payload, qos=0, retain=False, on_done=None, control=False, reserved=False):
         """Send now, or queue; False (and on_done("queue full…")) when the bound is reached.
 
-        `control` messages are the CCM's own (presence, shadow get): sent ahead of the queue and
-        outside its bound when connected, dropped when not (they are sent again at every connect).
+        `control` messages are the CCM's own (presence, shadow get, refusals): sent ahead of the queue
+        and outside its bound when connected, dropped when not (they are sent again at every connect).
+        `reserved` messages had their room counted by the caller before it took on the work (replies
+        to cloud RPC): they are queued whatever the bound says, never refused.
         """
         msg = Outgoing(topic, payload, qos, retain, on_done)
         if self.state == CONNECTED and (control or (not self.queue and len(self.inflight) < self.queue_size)):
@@ -280,7 +282,7 @@ class MqttClient:
         if control:
             msg.done("not connected")
             return False
-        if len(self.queue) + len(self.inflight) >= self.queue_size:
+        if not reserved and len(self.queue) + len(self.inflight) >= self.queue_size:
             self.dropped += 1
             msg.done("queue full: %d messages already wait for the broker" % self.queue_size)
             return False

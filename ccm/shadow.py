@@ -65,6 +65,9 @@ class ShadowBridge:
         self.host_subs = {}  # what the host subscribed to: filter -> qos
         self._token = 0
         self._dropped_reported = 0
+        self.rpc_limit = config.get("mqtt.queue_size")  # cloud calls in progress at once (their replies included)
+        self.rpc_open = 0
+        self.rpc_refused = 0
         self.ota = None  # the OTA receiver: desired.ota triggers it, reported.ota follows it
         client.will = (self.status_topic, "offline", 1, True)
         client.on_connect = self._on_connect
@@ -83,6 +86,8 @@ class ShadowBridge:
     def status(self):
         c = self.client
         st = {"connected": c.state == CONNECTED, "queued": len(c.queue), "dropped": c.dropped}
+        if self.rpc_refused:
+            st["rpc_refused"] = self.rpc_refused
         if c.state != CONNECTED and c.last_error:
             st["reason"] = c.last_error
         return st
@@ -269,25 +274,49 @@ class ShadowBridge:
             self.state["version"] = v
 
     def _on_rpc(self, payload):
-        """RPC over MQTT: {id, src, method, params} on {device.id}/rpc; the answer goes to {src}/rpc."""
+        """RPC over MQTT: {id, src, method, params} on {device.id}/rpc; the answer goes to {src}/rpc.
+
+        Every call is answered (DESIGN §3, overload): a request is taken on only while fewer than
+        `mqtt.queue_size` cloud calls are open — from arrival until the broker acknowledged the reply
+        (QoS 1) — so its reply always has room; beyond that it is refused at once with -32002, sent
+        QoS 0 ahead of the queue (a refusal holds no memory waiting for an acknowledgement)."""
         try:
-            msg = json.loads(payload)
+            msg = rpc.parse(payload)
         except Exception:
             return  # no src to answer to
         if type(msg) is not dict or type(msg.get("src")) is not str or not msg["src"]:
             return
-        src = msg["src"]
+        src = msg.pop("src")
+        msg.pop("dst", None)
+        topic = src + "/rpc"
         device_id = self.device_id
         client = self.client
 
-        def send(frame):
+        def reply_doc(frame):
             reply = json.loads(frame)
             reply["src"] = device_id
             reply["dst"] = src
-            client.publish(src + "/rpc", dumps(reply), 1)
+            return dumps(reply)
 
-        msg.pop("src")
-        msg.pop("dst", None)
+        k = rpc.kind(msg)
+        if k == rpc.RESPONSE:
+            return  # nobody here called the cloud
+        if k == rpc.NOTIFICATION:  # nothing will be sent back
+            self.router.dispatch(msg, lambda frame: None, "mqtt:" + src)
+            return
+        if self.rpc_open >= self.rpc_limit:
+            self.rpc_refused += 1
+            why = "queue full: %d cloud calls already in progress" % self.rpc_limit
+            client.publish(topic, reply_doc(rpc.encode_error(rpc.valid_id(msg), rpc.QUEUE_FULL, why)), 0, control=True)
+            return
+        self.rpc_open += 1
+
+        def release(error):
+            self.rpc_open -= 1
+
+        def send(frame):
+            client.publish(topic, reply_doc(frame), 1, on_done=release, reserved=True)
+
         self.router.dispatch(msg, send, "mqtt:" + src)
 
 
