@@ -208,6 +208,20 @@ class Framer:
         )
 
 
+def split_closed(data):
+    """(values, rest): the top-level JSON values in `data` that have closed (each with the bytes before
+    it), and what is left. How a frame without a newline ends, for whoever shows the raw bytes."""
+    values = []
+    i = 0
+    while True:
+        j = _find_open(data, i, len(data))
+        k = _scan_close(data, j, len(data), 0, False, False)[0] if j >= 0 else -1
+        if k < 0:
+            return values, data[i:]
+        values.append(data[i:k])
+        i = k
+
+
 def _find_open(data, start, end):
     a = data.find(b"{", start, end)
     b = data.find(b"[", start, end)

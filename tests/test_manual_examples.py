@@ -241,6 +241,40 @@ def test_ccm_sim_ccm_prints_its_port_and_serves_it():
     assert p.returncode == 0
 
 
+def test_ccm_sim_ccm_trace_shows_every_host_frame_at_once_even_without_newlines():
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bundle.cli", "sim", "ccm", "--trace"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = p.stdout.readline()
+        while "host UART is" not in line:  # the Sys.Init at link-up is traced first
+            line = p.stdout.readline()
+        fd = os.open(line.rsplit(" ", 1)[1].strip(), os.O_RDWR | os.O_NOCTTY)
+        import tty
+
+        tty.setraw(fd)
+        try:
+            seen = []
+
+            def traced(text):
+                while not any(text in line for line in seen):
+                    seen.append(p.stdout.readline())
+                return next(line for line in seen if text in line)
+
+            os.write(fd, b'{"id":1,"method":"RPC.List"}')  # no newline: the host's answer and the trace come now
+            assert traced('{"id":1,"method":"RPC.List"}').endswith("// Host -> CCM\n")
+            assert "// CCM -> Host" in traced('{"id":1,"result":[')
+            os.write(fd, b'{"id":2,"method":"No.Such"}{"id":3,"method":"No.Such"}\n')  # glued: one line each
+            assert traced('{"id":2,"method":"No.Such"}').strip().startswith('{"id":2,"method":"No.Such"} ')
+            assert traced('{"id":3,"method":"No.Such"}').strip().startswith('{"id":3,"method":"No.Such"} ')
+        finally:
+            os.close(fd)
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
 def test_virtual_ccm_on_a_tcp_port_serves_pyserial_socket_urls():
     with VirtualCcm({"device": {"id": "ccm-tcp"}}, uart="tcp:0") as v:
         assert v.path.startswith("socket://127.0.0.1:")

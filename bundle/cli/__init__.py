@@ -21,7 +21,7 @@ import threading
 
 import click
 
-from ccm.rpc import RpcError
+from ccm.rpc import RpcError, split_closed
 
 EPILOG = """\b
 Examples:
@@ -147,11 +147,21 @@ class WireTrace:
             self.partial[direction] = b""
             return
         buf = self.partial[direction] + data
-        *lines, self.partial[direction] = buf.split(b"\n")
+        *lines, rest = buf.split(b"\n")
+        frames = []
+        for line in lines:  # frames glued on one line show one per line
+            closed, tail = split_closed(line)
+            frames += closed + [tail]
+        closed, rest = split_closed(rest)  # frames a host sends without a newline show at once
+        frames += closed
+        if len(rest) > 65536:  # a line that never ends is still shown, in pieces
+            frames.append(rest)
+            rest = b""
+        self.partial[direction] = rest
         arrow = "CCM -> Host" if direction == "tx" else "Host -> CCM"
-        for line in lines:
-            if line.strip():
-                self.out(f"  {line.decode(errors='replace'):<72} // {arrow}")
+        for frame in frames:
+            if frame.strip():
+                self.out(f"  {frame.strip().decode(errors='replace'):<72} // {arrow}")
 
 
 def _wait_for_ctrl_c() -> None:
