@@ -139,9 +139,9 @@ class RpcServer:
 
     async def _post_frame(self, request):
         try:
-            msg = json.loads(request.body or b"")
-        except Exception:
-            return _json(rpc.encode_error(None, rpc.PARSE_ERROR, "parse error: the body is not JSON"))
+            msg = rpc.parse(request.body or b"")
+        except rpc.ParseError as e:
+            return _json(rpc.encode_error(None, rpc.PARSE_ERROR, "%s: the body is not a JSON-RPC frame" % e))
         if type(msg) is dict and "method" not in msg and "config" in msg:
             msg = {"id": 1, "method": "Config.Set", "params": {"config": msg["config"], "save": True}}
         if type(msg) not in (dict, list):
@@ -153,9 +153,9 @@ class RpcServer:
         params = None
         if request.body:
             try:
-                params = json.loads(request.body)
-            except Exception:
-                return self._http_error(rpc.PARSE_ERROR, "parse error: the body must be the params, as JSON")
+                params = rpc.parse(request.body)
+            except rpc.ParseError as e:
+                return self._http_error(rpc.PARSE_ERROR, "%s: the body must be the params, as JSON" % e)
         msg = {"id": 1, "method": method}
         if params is not None:
             msg["params"] = params
@@ -170,9 +170,9 @@ class RpcServer:
         while True:
             data = await ws.receive()
             try:
-                msg = json.loads(data)
-            except Exception:
-                await ws.send(rpc.encode_error(None, rpc.PARSE_ERROR, "parse error")[:-1].decode())
+                msg = rpc.parse(data if type(data) is bytes else data.encode())
+            except Exception as e:  # ParseError, or a str the browser could not have sent (lone surrogate)
+                await ws.send(rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1].decode())
                 continue
             if type(msg) is not dict:
                 await ws.send(

@@ -246,6 +246,13 @@ def test_malformed_http_bodies_and_websocket_frames_get_json_rpc_errors(tmp_path
             ws.send(json.dumps({"id": 9, "method": "RPC.List", "tag": 5}))
             reply = json.loads(ws.recv(10))
             assert reply["id"] == 9 and reply["tag"] == 5 and "Wifi.Scan" in reply["result"]
+            for hostile in ('{"id":1,"method":"Config.Get","tag":"\\ud800"}', '{"id":[[[1]]],"method":"X","n":NaN}'):
+                ws.send(hostile)  # a lone surrogate that would be echoed back in `tag`, NaN
+                assert json.loads(ws.recv(10))["error"]["code"] == rpc.PARSE_ERROR
+        code, body = curl("-d", '{"id":1,"method":"Config.Get","params":{"key":"\\udc00"}}', url)
+        assert json.loads(body)["error"]["code"] == rpc.PARSE_ERROR
+        code, body = curl("-d", "[1e999]", url + "/Sys.Reboot")
+        assert code == 400 and json.loads(body)["error"]["code"] == rpc.PARSE_ERROR
         code, _ = curl("-X", "POST", url + "/Sys.GetInfo")
         assert code == 200  # the server lives on
     finally:
