@@ -18,6 +18,7 @@ class PtyDevice:
         self.master, self._slave, self.path = open_raw_pty()
         os.set_blocking(self.master, False)
         self._stop = threading.Event()
+        self._rx_lock = threading.Lock()  # a read and its handling, against discard_input
         self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
 
     def on_bytes(self, data: bytes) -> None:
@@ -37,13 +38,26 @@ class PtyDevice:
         while not self._stop.is_set():
             if not sel.select(0.05):
                 continue
-            try:
-                data = os.read(self.master, 65536)
-            except (BlockingIOError, OSError):
+            with self._rx_lock:
+                try:
+                    data = os.read(self.master, 65536)
+                except (BlockingIOError, OSError):
+                    data = None
+                if data:
+                    self.on_bytes(data)
+            if data is None:
                 time.sleep(0.01)
-                continue
-            if data:
-                self.on_bytes(data)
+
+    def discard_input(self) -> None:
+        """Drop what was written to us and not handled yet: on a wire, bytes sent to a chip held in reset
+        are lost; on a pty they would wait in the kernel and reach the chip after it starts again."""
+        with self._rx_lock:
+            while True:
+                try:
+                    if not os.read(self.master, 65536):
+                        return
+                except (BlockingIOError, OSError):
+                    return
 
     def start(self):
         self._thread.start()

@@ -436,6 +436,7 @@ class VirtualStm32(PtyDevice):
             self._stop_app()
             self.mode = "off"
         elif not asserted and self.in_reset:
+            self.discard_input()  # what the previous session sent is not read by the restarted chip
             self.in_reset = False
             self._boot()
 

@@ -290,8 +290,17 @@ class AsyncDriver:
         self.buf = self.buf[n:]
         return data
 
-    def flush(self):
+    async def discard_input(self, quiet_ms=20, limit_ms=1000):
+        """Drop what is already on its way in until the line has been quiet for `quiet_ms`: after a reset
+        the bootloader says nothing until it is synced, so any byte now is left from an earlier session
+        (a reply still in flight when the CCM rebooted) and would be taken for the ACK of the sync."""
+        from ccm.compat import ticks_diff, ticks_ms
+
         self.buf = b""
+        t0 = ticks_ms()
+        while ticks_diff(ticks_ms(), t0) < limit_ms:
+            if not await _read_ms(self.stream, 256, quiet_ms):
+                return
 
 
 async def _read_ms(stream, n, ms):

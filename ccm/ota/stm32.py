@@ -146,7 +146,7 @@ async def _attempt(stream, address, size, port, pins, progress, only_pages=None)
     drv = bl.AsyncDriver(port)
     port.set_mode("E")  # AN3155: 8 data bits, even parity, 1 stop bit
     await pins.bootloader()
-    drv.flush()
+    await drv.discard_input()
     info = bl.Info()
     await drv.run(bl.op_connect(info))
     chip = chip_for(info.pid)

@@ -100,3 +100,29 @@ async def test_async_driver_times_out_on_a_silent_bootloader_and_syncs_on_a_nack
     assert chip_end.rx.buf == b"\x7f\x7f"
     chip_end.write(bytes([bl.NACK]))  # already synced: a NACK is fine
     await drv.run(bl.op_sync(retries=1, timeout_ms=200))
+
+
+async def test_input_left_from_an_earlier_session_is_discarded_before_the_sync():
+    """A reboot mid-flash leaves replies in flight; taken for the sync's ACK they failed every retry."""
+    from fwtest import uart_pair
+
+    from ccm.compat import asyncio, sleep_ms_async
+
+    ccm_end, chip_end = uart_pair()
+    drv = bl.AsyncDriver(ccm_end)
+    drv.buf = N * 3  # the old session's NACKs: some read already,
+    chip_end.write(N * 20)  # some waiting in the UART,
+
+    async def trickle():  # and some still on the wire
+        for _ in range(3):
+            await sleep_ms_async(5)
+            chip_end.write(N * 4)
+
+    asyncio.create_task(trickle())
+    await drv.discard_input(quiet_ms=30)
+    assert drv.buf == b"" and ccm_end.rx.buf == b""
+    chip_end.write(A + A + bytes([1, 0x22, 0x00]) + A)  # sync ACK; Get: ACK, N=1, version 2.2, command 0x00
+    await drv.run(bl.op_sync(retries=1, timeout_ms=200))
+    info = bl.Info()
+    await drv.run(bl.op_get(info))
+    assert info.version == 0x22
