@@ -455,3 +455,23 @@ def test_self_update_is_switched_at_boot_committed_or_rolled_back(product, tmp_p
     boots = product.v.board.boots
     product.v.call("Sys.Reboot", {"delay_ms": 0})  # rebooted on trial, no commit: rolled back
     wait_until(lambda: product.v.board.boots > boots and open(fs + "/lib.txt").read() == "new", what="the rollback")
+
+
+@pytest.mark.parametrize("transport", ["serial", "http"])
+def test_ccm_ota_over_the_uart_and_http_updates_the_ccm_itself(tmp_path, transport):
+    """`ccm --port /dev/pts/N ota` (the PC as the host on the CCM's UART) and `--port http://…/rpc`."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    v = VirtualCcm({"device": {"id": "ccm-ota-" + transport}, **PROVISIONED}, fs_dir=str(fs)).start()
+    try:
+        (fs / "lib.txt").write_text("old")
+        b = esp32_bundle(tmp_path, {"lib.txt": b"new"}, "9.5")
+        port = v.path if transport == "serial" else v.http_url
+        out = ccm("--port", port, "ota", str(b), "--chunk-size", "1024")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "100.0%" in out.stderr
+        wait_until(lambda: (fs / "lib.txt").read_text() == "new", what="the switch at the next boot")
+        wait_until(lambda: v.ccm.ota is not None and v.ccm.link is not None)
+        assert v.call("OTA.Status")["installed"].get("esp32") == "9.5"
+    finally:
+        v.stop()
