@@ -130,9 +130,16 @@ def heap_figure(compress: bool = False, size: int = MIB) -> dict:
             "size": len(data),
         }
         Path(d, "ota_heap.json").write_text(json.dumps(spec))
-        Path(d, "ota_heap.py").write_text(MPY_SCRIPT)
+        return json.loads(run_micropython(MPY_SCRIPT, f"{d}=/bench"))
+
+
+def run_micropython(script: str, *dirs: str) -> str:
+    """Run `script` on the MicroPython runner with each SRC=DEST of `dirs` copied in; its last line."""
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "script.py").write_text(script)
+        args = [a for spec in dirs for a in ("--dir", spec)]
         out = subprocess.run(
-            ["node", str(ROOT / "tests/mpy/run.mjs"), "--dir", f"{d}=/bench", str(Path(d, "ota_heap.py"))],
+            ["node", str(ROOT / "tests/mpy/run.mjs"), *args, str(Path(d, "script.py"))],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -140,7 +147,7 @@ def heap_figure(compress: bool = False, size: int = MIB) -> dict:
         )
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
 def throughput_figure() -> float:
@@ -229,18 +236,7 @@ print(time.ticks_diff(time.ticks_ms(), t) / 5)
 
 def p256_figure() -> float:
     """Milliseconds for the CCM's pure-Python P-256 check of a signed bundle on MicroPython."""
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "p256.py").write_text(P256_SCRIPT)
-        out = subprocess.run(
-            ["node", str(ROOT / "tests/mpy/run.mjs"), "--dir", "tests/firmware=/fw", str(Path(d, "p256.py"))],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-        )
-    if out.returncode:
-        raise SystemExit(out.stderr[-3000:])
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(run_micropython(P256_SCRIPT, "tests/firmware=/fw"))
 
 
 def main() -> None:

@@ -13,14 +13,12 @@ import random
 import sys
 import time
 import tracemalloc
-import tty
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.ccm import VirtualCcm  # noqa: E402
-from sim.hostile import HostileFrames, exchange  # noqa: E402
+from sim.hostile import HostileFrames, exchange, fuzz_target  # noqa: E402
 
 LIMIT = 1024
 STREAM = 200  # frames per exchange
@@ -37,12 +35,7 @@ def main():
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     rng = random.Random(seed)
-    v = VirtualCcm({"rpc": {"max_frame_size": LIMIT}, "mqtt": {"enable": True, "server": "127.0.0.1:9"}})
-    reboots = []
-    v.on_boot(lambda ccm: setattr(ccm.router, "on_reboot", reboots.append))
-    v.start()
-    fd = os.open(v.path, os.O_RDWR | os.O_NOCTTY)
-    tty.setraw(fd)
+    v, fd, reboots = fuzz_target(LIMIT)
     gen = HostileFrames(rng, LIMIT, v.call("RPC.List"))
     kinds, codes = Counter(), Counter()
     sent = frames = 0

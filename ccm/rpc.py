@@ -449,31 +449,21 @@ class Call:
         self.done = False
 
     def reply(self, result):
-        if self.done:
-            return
-        if self.notification:
-            self._deliver(None)
-            return
-        try:
-            frame = encode_result(self.id, result, self._jsonrpc)
-        except Exception as e:  # a result that is not JSON still gets its caller an answer
-            frame = encode_error(
-                self.id, INTERNAL_ERROR, "internal error: result is not JSON (%s)" % e, None, self._jsonrpc
-            )
-        self._deliver(frame)
+        self._answer(encode_result, (result,), "result is not JSON")
 
     def fail(self, code, message=None, data=None):
+        self._answer(encode_error, (code, message, data), "malformed error")
+
+    def _answer(self, encode, args, what):
         if self.done:
             return
-        if self.notification:
-            self._deliver(None)
-            return
-        try:
-            frame = encode_error(self.id, code, message, data, self._jsonrpc)
-        except Exception:  # e.g. a host's error with a code that is not an integer
-            frame = encode_error(
-                self.id, INTERNAL_ERROR, "internal error: malformed error %r" % (code,), None, self._jsonrpc
-            )
+        frame = None
+        if not self.notification:
+            try:
+                frame = encode(self.id, *args, jsonrpc=self._jsonrpc)
+            except Exception as e:  # a result that is not JSON, a host's error code that is not an integer:
+                msg = "internal error: %s (%s)" % (what, e)  # the caller still gets an answer
+                frame = encode_error(self.id, INTERNAL_ERROR, msg, None, self._jsonrpc)
         self._deliver(frame)
 
     def relay(self, response):

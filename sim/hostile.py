@@ -244,3 +244,22 @@ def exchange(fd: int, chunks: list[bytes], sentinel: str, timeout: float = 60.0)
             i = got.find(mark)
             if i >= 0 and got.find(b"\n", i) >= 0:
                 return got[: got.find(b"\n", i) + 1].splitlines()
+
+
+def fuzz_target(max_frame_size: int = 1024):
+    """A whole virtual CCM for hostile input, and its UART opened raw as a host would: (ccm, fd, reboots).
+    The cloud is configured (MQTT.* and Shadow.* are served) with a broker that never answers; a reboot
+    is recorded in `reboots` instead of done, so a stream that would reboot it shows. Close with
+    `os.close(fd); ccm.stop()`."""
+    import os
+    import tty
+
+    from sim.ccm import VirtualCcm
+
+    v = VirtualCcm({"rpc": {"max_frame_size": max_frame_size}, "mqtt": {"enable": True, "server": "127.0.0.1:9"}})
+    reboots: list = []
+    v.on_boot(lambda ccm: setattr(ccm.router, "on_reboot", reboots.append))
+    v.start()
+    fd = os.open(v.path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    return v, fd, reboots

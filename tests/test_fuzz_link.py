@@ -6,28 +6,20 @@ framer holds no more than rpc.max_frame_size. The long run of the same generator
 
 import os
 import random
-import tty
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccm import rpc
-from sim.ccm import VirtualCcm
-from sim.hostile import WRONG_PARAMS, HostileFrames, exchange
+from sim.hostile import WRONG_PARAMS, HostileFrames, exchange, fuzz_target
 
 LIMIT = 1024
 
 
 @pytest.fixture(scope="module")
 def uart():
-    # the cloud is configured (MQTT.* and Shadow.* are served) but its broker never answers
-    v = VirtualCcm({"rpc": {"max_frame_size": LIMIT}, "mqtt": {"enable": True, "server": "127.0.0.1:9"}})
-    reboots = []
-    v.on_boot(lambda ccm: setattr(ccm.router, "on_reboot", reboots.append))
-    v.start()
-    fd = os.open(v.path, os.O_RDWR | os.O_NOCTTY)
-    tty.setraw(fd)
+    v, fd, reboots = fuzz_target(LIMIT)
     builtins = v.call("RPC.List")
     yield v, fd, reboots, builtins
     os.close(fd)
