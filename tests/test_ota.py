@@ -265,14 +265,19 @@ def test_second_begin_mid_update_is_busy_and_abandoned_upload_times_out(product,
     assert not os.path.exists(product.v.board.fs_dir + "/ota/bundle.zip")
 
 
-def test_websocket_cut_mid_upload_then_a_new_upload_succeeds(product, tmp_path):
+@pytest.mark.parametrize("cut", [0.0, 0.37, 0.99])
+def test_websocket_cut_mid_upload_then_a_new_upload_succeeds(product, tmp_path, cut):
     from bundle.transport import WsRpc
 
     data = make_bundle(tmp_path).read_bytes()
     link = WsRpc(product.ws)
     link.call("OTA.Begin", {"size": len(data), "timeout": 2})
-    link.call("OTA.Write", {"offset": 0, "data": base64.b64encode(data[:1000]).decode()})
-    link.ws.socket.close()  # the connection dies mid-upload
+    sent = int(len(data) * cut)
+    for off in range(0, sent, 1000):
+        link.call("OTA.Write", {"offset": off, "data": base64.b64encode(data[off : min(off + 1000, sent)]).decode()})
+    frame = json.dumps({"id": 99, "method": "OTA.Write", "params": {"offset": sent, "data": "QUJD"}}).encode()
+    link.ws.socket.send(b"\x81" + bytes([0x80 | 126]) + len(frame).to_bytes(2, "big") + b"\0" * 4 + frame[:40])
+    link.ws.socket.close()  # the connection dies mid-upload, in the middle of a WebSocket frame
     wait_until(lambda: product.status()["state"] == 2, what="the abandoned upload to time out")
     out = ccm("--port", product.ws, "ota", str(tmp_path / "fw.zip"))
     assert out.returncode == 0, out.stderr
