@@ -1,6 +1,7 @@
 """Composition root: configuration + board → the CCM's tasks."""
 
 import asyncio
+import json
 
 from ccm import config as config_mod
 from ccm import rpc
@@ -9,16 +10,73 @@ from ccm.config import Config
 from ccm.link import HostLink
 from ccm.router import Router
 
+SAFE_AFTER = 3  # boots in a row that failed before one runs in safe mode
+HEALTHY_MS = 30000  # a boot that ran this long without failing counts as good
+
+
+class BootGuard:
+    """Counts the boots in a row that did not last (a crash, a MemoryError, a setting that breaks the
+    start): after SAFE_AFTER of them the next boot is in safe mode — only the UART link and Config.*,
+    on the factory settings of the link — so the host can still mend the configuration."""
+
+    def __init__(self, fs_dir):
+        self.path = (fs_dir + "/" if fs_dir else "/") + "boot_failures.json"
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                d = json.loads(f.read())
+            return d if type(d) is dict else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self, d):
+        try:
+            with open(self.path, "w") as f:
+                f.write(json.dumps(d))
+        except OSError:
+            pass
+
+    def begin(self):
+        """Count this boot; the reason for safe mode, or None for a normal boot."""
+        d = self._read()
+        n = d.get("count", 0) + 1
+        self._write({"count": n, "last": d.get("last")})
+        if n > SAFE_AFTER:
+            return "%d boots in a row failed; the last: %s" % (n - 1, d.get("last") or "no reason recorded")
+        return None
+
+    def failed(self, why):
+        d = self._read()
+        d["last"] = why
+        self._write(d)
+
+    def healthy(self):
+        if self._read().get("count"):
+            self._write({"count": 0})
+
 
 class Ccm:
     """One boot of the module: configuration loaded from the board's filesystem, the router, the host
-    link over the board's UART, provisioning, the /rpc server and (when configured) the cloud."""
+    link over the board's UART, provisioning, the /rpc server and (when configured) the cloud.
 
-    def __init__(self, board, overrides=None, config=None):
+    Only the link and Config.* are essential. Every other part (OTA, WiFi and /rpc, the cloud, a host
+    update to finish) is started and supervised on its own: when it fails it is reported — Sys.GetInfo
+    `faults`, and Cloud.Status to the host for the cloud — and started again after a back-off; the
+    link goes on. `safe_mode` (a reason) runs the link on factory settings and nothing optional."""
+
+    def __init__(self, board, overrides=None, config=None, safe_mode=None):
         self.board = board
+        self.overrides = overrides
         self.config = config or Config(overrides, getattr(board, "config_path", None))
+        self.safe_mode = safe_mode
+        self.faults = {}  # part -> why it is not running
         self.router = Router(self.config, board, self._schedule_reboot)
+        self.router.status["faults"] = lambda: dict(self.faults)
+        if safe_mode:
+            self.router.status["safe_mode"] = lambda: safe_mode
         config_mod.serve(self.router, self.config)
+        self.guard = None  # the BootGuard, told when this boot has lasted
         self.link = None
         self.mqtt = None
         self.shadow = None
@@ -36,24 +94,83 @@ class Ccm:
 
     async def _serve_link(self):
         try:
-            await self.link.run(self.router.hello())
+            await self.link.run(self.hello())
+        except Exception as e:  # the link itself failed: this boot is over, and counts as a failure
+            self._link_error = e
         finally:
             self._stop.set()
 
+    _link_error = None
+
+    def hello(self):
+        h = self.router.hello()
+        if self.safe_mode:
+            h["safe_mode"] = self.safe_mode
+        return h
+
+    # -- optional parts ---------------------------------------------------------------------------
+    def fault(self, part, error):
+        """Record why an optional part is not running (Sys.GetInfo `faults`); the cloud's also reaches
+        the host as Cloud.Status {connected: false, reason}."""
+        why = error if type(error) is str else "%s: %s" % (type(error).__name__, error)
+        self.faults[part] = why
+        print("ccm: %s: %s" % (part, why))
+        if part == "cloud":
+            self.router.status["cloud"] = lambda: {"connected": False, "reason": why}
+            if self.link is not None:
+                self.link.notify("Cloud.Status", {"connected": False, "reason": why})
+
+    def _optional(self, part, start):
+        """Start an optional part: its tasks, or [] and a fault when starting it raised."""
+        try:
+            return start() or []
+        except Exception as e:
+            self.fault(part, e)
+            return []
+
+    def supervise(self, part, factory, backoff_ms=1000, max_ms=60000):
+        """A task running `factory()` (a coroutine) again after a back-off whenever it fails."""
+
+        async def loop():
+            delay = backoff_ms
+            while True:
+                try:
+                    await factory()
+                    return
+                except Exception as e:  # CancelledError is not an Exception: cancelling still works
+                    self.fault(part, e)
+                await sleep_ms_async(delay)
+                delay = min(delay * 2, max_ms)
+                self.faults.pop(part, None)
+
+        return asyncio.create_task(loop())
+
+    async def _healthy_after(self, ms):
+        await sleep_ms_async(ms)
+        if self.guard is not None:
+            self.guard.healthy()
+
     async def run(self):
-        """Run until a reboot is requested (returns True) or the UART closes (returns False)."""
-        stream = await self.board.open_uart(self.config)
-        self.link = HostLink(stream, self.router, self.config)
+        """Run until a reboot is requested (returns True) or the UART closes (returns False). An error of
+        the link itself is raised (the boot failed); optional parts never raise here."""
+        link_config = Config(self.overrides) if self.safe_mode else self.config  # factory UART settings
+        stream = await self.board.open_uart(link_config)
+        self.link = HostLink(stream, self.router, link_config)
         self.link.set_parity = getattr(self.board, "uart_parity", None)
         self.router.host = self.link
-        tasks = [asyncio.create_task(self._serve_link())]
-        self._start_ota()
-        tasks += self._start_network()
-        tasks += self._start_cloud()
-        tasks += self._resume_host_update()
+        tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._healthy_after(HEALTHY_MS))]
+        if not self.safe_mode:
+            self._optional("ota", self._start_ota)
+            tasks += self._optional("network", self._start_network)
+            tasks += self._optional("cloud", self._start_cloud)
+            tasks += self._optional("host update", self._resume_host_update)
         try:
             await self._stop.wait()
+            if self._link_error is not None:
+                raise self._link_error
             if self._reboot_delay >= 0:
+                if self.guard is not None:
+                    self.guard.healthy()  # a reboot asked for is not a failure
                 await sleep_ms_async(self._reboot_delay)  # let the reply to Sys.Reboot go out first
                 return True
             return False
@@ -73,14 +190,14 @@ class Ccm:
             from ccm.provision import AP, Provisioner
 
             self.provisioner = Provisioner(self.config, self.board, self.router)
-            tasks.append(asyncio.create_task(self.provisioner.run()))
+            tasks.append(self.supervise("wifi", self.provisioner.run))
         if self.config.get("rpc.http.enable") and hasattr(self.board, "http_address"):
             from ccm.http import RpcServer
 
             p = self.provisioner
             self.http = RpcServer(self.config, self.router, lambda: p is not None and p.state == AP)
             host, port = self.board.http_address(self.config)
-            tasks.append(asyncio.create_task(self.http.serve(host, port)))
+            tasks.append(self.supervise("rpc.http", lambda: self.http.serve(host, port)))
         return tasks
 
     def host_update_marker(self):
@@ -177,26 +294,39 @@ class Ccm:
         self.shadow = ShadowBridge(self.config, self.router, self.mqtt)
         if self.ota is not None:
             self.shadow.attach_ota(self.ota)
-        return [asyncio.create_task(self.mqtt.run())]
+        return [self.supervise("cloud", self.mqtt.run)]
 
 
-async def run_forever(board, overrides=None, switch=True):
+async def run_forever(board, overrides=None, switch=True, setup=None):
     """Boot, serve, and boot again after every Sys.Reboot: the board decides what a reboot is.
-    `switch`: swap in a staged self-update at each boot (main.py does it itself on the module)."""
+    `switch`: swap in a staged self-update at each boot (main.py does it itself on the module).
+    `setup(ccm)` runs at each boot before the link comes up. A boot that fails (an exception out of the
+    CCM) is recorded and counts towards safe mode; the board reboots as after Sys.Reboot."""
+    guard = BootGuard(getattr(board, "fs_dir", ""))
     while True:
         if switch:
             from ccm.ota.selfupdate import SelfUpdate
 
             SelfUpdate(getattr(board, "fs_dir", ""), board).at_boot()
-        rebooting = await Ccm(board, overrides).run()
+        ccm = None
+        try:
+            ccm = Ccm(board, overrides, safe_mode=guard.begin())
+            ccm.guard = guard
+            if setup is not None:
+                setup(ccm)
+            rebooting = await ccm.run()
+        except Exception as e:
+            why = "%s: %s" % (type(e).__name__, e)
+            print("ccm: this boot failed:", why)
+            guard.failed(why)
+            rebooting = True
+            await sleep_ms_async(200)  # as a module's reset takes a moment: no tight crash loop
         if not rebooting or not board.reboot():
             return
 
 
 def factory_config(path="/conf0.json"):
     """The vendor's configuration that `ccm build --config` wrote next to the firmware."""
-    import json
-
     try:
         with open(path) as f:
             cfg = json.loads(f.read())
@@ -206,7 +336,15 @@ def factory_config(path="/conf0.json"):
 
 
 def start():
-    """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off."""
-    from ccm.board.esp32 import Esp32Board
+    """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off. It
+    never returns to the REPL: whatever escapes is recorded for the next boot's safe-mode count, and
+    the module resets."""
+    try:
+        from ccm.board.esp32 import Esp32Board
 
-    asyncio.run(run_forever(Esp32Board(), factory_config(), switch=False))
+        asyncio.run(run_forever(Esp32Board(), factory_config(), switch=False))
+    except Exception as e:  # e.g. a MemoryError or a bad pin before the CCM was up
+        BootGuard("").failed("%s: %s" % (type(e).__name__, e))
+    import machine
+
+    machine.reset()

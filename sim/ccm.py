@@ -15,7 +15,7 @@ from typing import Any
 
 from ccm.board.virtual import VirtualBoard, open_uart
 from ccm.config import Config
-from ccm.main import Ccm
+from ccm.main import Ccm, run_forever
 
 
 class VirtualCcm:
@@ -75,19 +75,19 @@ class VirtualCcm:
             self.loop.close()
 
     async def _serve(self) -> None:
-        from ccm.ota.selfupdate import SelfUpdate
+        """The module's boot loop (ccm.main.run_forever: self-update switch, boot-failure count, safe
+        mode), with this object's on_boot hooks run at each boot."""
 
-        while True:
-            SelfUpdate(self.board.fs_dir, self.board).at_boot()  # as main.py does on the module
-            self.ccm = Ccm(self.board, self.overrides)  # configuration read afresh at every boot
+        def setup(ccm: Ccm) -> None:
+            self.ccm = ccm
             for fn in self._setup:
-                fn(self.ccm)
-            run = asyncio.ensure_future(self.ccm.run())
-            while self.ccm.link is None:
-                await asyncio.sleep(0.001)
-            self._booted.set()
-            if not await run or not self.board.reboot():
-                return
+                fn(ccm)
+
+        runner = asyncio.ensure_future(run_forever(self.board, self.overrides, switch=True, setup=setup))
+        while not runner.done() and (self.ccm is None or self.ccm.link is None):
+            await asyncio.sleep(0.001)
+        self._booted.set()
+        await runner
 
     def start(self) -> VirtualCcm:
         self._thread.start()
