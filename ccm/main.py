@@ -115,10 +115,16 @@ class Ccm:
         why = error if type(error) is str else "%s: %s" % (type(error).__name__, error)
         self.faults[part] = why
         print("ccm: %s: %s" % (part, why))
-        if part == "cloud":
+        if part == "cloud" and self.mqtt is None:  # it never started: its methods say why
             self.router.status["cloud"] = lambda: {"connected": False, "reason": why}
-            if self.link is not None:
-                self.link.notify("Cloud.Status", {"connected": False, "reason": why})
+
+            def offline(params, call):
+                raise rpc.RpcError(rpc.NOT_CONNECTED, "not connected: the cloud did not start: " + why)
+
+            for name in ("MQTT.Pub", "MQTT.Sub", "MQTT.Unsub", "Shadow.Report", "Shadow.Get"):
+                self.router.add(name, offline)
+        if part == "cloud" and self.link is not None:
+            self.link.notify("Cloud.Status", {"connected": False, "reason": why})
 
     def _optional(self, part, start):
         """Start an optional part: its tasks, or [] and a fault when starting it raised."""
@@ -159,6 +165,7 @@ class Ccm:
         self.link.set_parity = getattr(self.board, "uart_parity", None)
         self.router.host = self.link
         tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._healthy_after(HEALTHY_MS))]
+        await sleep_ms_async(0)  # Sys.Init goes first: whatever the other parts report comes after it
         if not self.safe_mode:
             self._optional("ota", self._start_ota)
             tasks += self._optional("network", self._start_network)

@@ -324,7 +324,10 @@ def client_from_config(config):
     """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set)."""
     from ccm.mqtt import MqttClient
 
-    host, _, port = config.get("mqtt.server").rpartition(":")
+    server = config.get("mqtt.server")
+    host, _, port = server.rpartition(":")
+    if port and not port.isdigit():
+        raise ValueError("mqtt.server %s: expected host:port, the port a number" % server)
     ssl_ctx = None
     if config.get("mqtt.ssl_ca_cert") or config.get("mqtt.ssl_cert"):
         ssl_ctx = _ssl_context(config)
@@ -343,17 +346,27 @@ def client_from_config(config):
 
 
 def _ssl_context(config):
+    """The TLS context for mqtt.ssl_*; an unreadable or invalid file is named in the error."""
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ca = config.get("mqtt.ssl_ca_cert")
     if ca:
-        ctx.load_verify_locations(cafile=ca)
+        _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cafile=ca))
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_NONE
     if hasattr(ctx, "check_hostname"):
         ctx.check_hostname = bool(ca) and bool(config.get("mqtt.ssl_server_name", True))
-    if config.get("mqtt.ssl_cert"):
-        ctx.load_cert_chain(config.get("mqtt.ssl_cert"), config.get("mqtt.ssl_key"))
+    cert = config.get("mqtt.ssl_cert")
+    if cert:
+        key = config.get("mqtt.ssl_key")
+        _tls_file("mqtt.ssl_cert/ssl_key", cert + ", " + key, lambda: ctx.load_cert_chain(cert, key))
     return ctx
+
+
+def _tls_file(setting, path, load):
+    try:
+        load()
+    except (OSError, ValueError) as e:  # missing file; MicroPython: ValueError("invalid cert")
+        raise ValueError("%s %s cannot be used: %s" % (setting, path, e)) from None

@@ -1,0 +1,91 @@
+"""Boot faults on the module's own runtime (issue 11, item 1): an optional part that fails to start is
+reported and the link serves on; boots that keep failing end in safe mode. Portable (CPython + MicroPython)."""
+
+import asyncio
+import json
+import os
+
+from fwtest import FakeHost, scratch_path, uart_pair
+
+from ccm.compat import sleep_ms_async
+from ccm.main import SAFE_AFTER, BootGuard, run_forever
+
+
+class Board:
+    """Just enough of a board: a UART in memory, a directory for files, reboots that are counted."""
+
+    arch = "test"
+    fw_id = "test"
+    mac = "00:00:00:00:00:00"
+
+    def __init__(self, name, uart):
+        self.fs_dir = scratch_path(name)
+        try:
+            os.mkdir(self.fs_dir)
+        except OSError:
+            pass
+        self.config_path = self.fs_dir + "/conf.json"
+        self.uart = uart
+        self.boots = 0
+
+    async def open_uart(self, config):
+        self.boots += 1
+        return self.uart
+
+    def heap_free(self):
+        return 0
+
+    def reboot(self):
+        return True
+
+
+def test_boot_guard_counts_failed_boots_and_a_lasting_boot_resets_it():
+    g = BootGuard(scratch_path(""))
+    g.healthy()
+    for _ in range(SAFE_AFTER):
+        assert g.begin() is None
+        g.failed("MemoryError: memory allocation failed")
+    why = g.begin()
+    assert "%d boots in a row failed" % SAFE_AFTER in why and "MemoryError" in why
+    g.healthy()
+    assert g.begin() is None
+
+
+async def test_a_cloud_that_cannot_start_is_reported_and_the_link_serves_on():
+    ccm_end, host_end = uart_pair()
+    board = Board("boot-cloud", ccm_end)
+    cfg = {"mqtt": {"enable": True, "server": "broker.local:18S3"}}  # a typo (tests/test_boot_faults.py: TLS)
+    task = asyncio.create_task(run_forever(board, cfg, switch=False))
+    host = FakeHost(host_end)
+    assert (await host.frame())["method"] == "Sys.Init"
+    status = await host.frame()
+    assert status["method"] == "Cloud.Status" and "18S3" in status["params"]["reason"], status
+    host.write(b'{"id":1,"method":"Sys.GetInfo"}\n{"id":2,"method":"MQTT.Pub","params":{"topic":"t"}}\n')
+    info = await host.frame()
+    assert "port a number" in info["result"]["faults"]["cloud"] and info["result"]["cloud"]["connected"] is False
+    assert (await host.frame())["error"]["code"] == -32001
+    task.cancel()
+
+
+async def test_boots_that_keep_failing_run_in_safe_mode_with_the_link_up():
+    ccm_end, host_end = uart_pair()
+    board = Board("boot-safe", ccm_end)
+    BootGuard(board.fs_dir).healthy()
+    with open(board.config_path, "w") as f:
+        f.write(json.dumps({"device": {"id": "bad"}}))
+
+    def setup(ccm):  # a saved setting that breaks every boot until safe mode leaves it out
+        if ccm.safe_mode is None and ccm.config.get("device.id") == "bad":
+            raise RuntimeError("device.id bad breaks the boot")
+
+    task = asyncio.create_task(run_forever(board, None, switch=False, setup=setup))
+    host = FakeHost(host_end)
+    init = await host.frame()
+    assert init["method"] == "Sys.Init" and "device.id bad" in init["params"]["safe_mode"]
+    host.write(b'{"id":1,"method":"Config.Set","params":{"config":{"device":{"id":"good"}},"save":true,"reboot":true}}\n')
+    assert (await host.frame())["result"] is True
+    init = await host.frame()
+    assert init["method"] == "Sys.Init" and "safe_mode" not in init["params"], init
+    assert init["params"]["device_id"] == "good"
+    await sleep_ms_async(1)
+    task.cancel()
