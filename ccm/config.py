@@ -211,6 +211,9 @@ class Config:
             elif type(v) is not type(want) and not (type(want) is float and type(v) is int):
                 raise _invalid("%s must be %s, not %s" % (key, _type_name(want), _type_name(v)))
             else:
+                rule = RULES.get(key)
+                if rule is not None and not rule[0](v):
+                    raise _invalid("%s %s" % (key, rule[1]))
                 changed.append(key)
 
     def set(self, patch, acl=None):
@@ -251,6 +254,24 @@ class Config:
 
 
 _MISSING = object()
+
+
+def _wpa_pass(v):
+    return v == "" or 8 <= len(v) <= 63  # WPA2: 8 to 63 characters; empty for an open network
+
+
+def _host_port(v):
+    host, _, port = v.rpartition(":")
+    return v == "" or (port.isdigit() and 0 < int(port) < 65536 and bool(host)) or ":" not in v
+
+
+# Values a type check lets through that a module could not use (the radio refuses a short WPA password
+# with an OSError that used to end provisioning): refused at Config.Set, before anything is stored.
+RULES = {
+    "wifi.ap.pass": (_wpa_pass, "must be empty (an open AP) or 8 to 63 characters (WPA2)"),
+    "wifi.sta.pass": (_wpa_pass, "must be empty (an open network) or 8 to 63 characters (WPA2)"),
+    "mqtt.server": (_host_port, "must be host or host:port, the port a number from 1 to 65535"),
+}
 
 
 def serve(router, config):

@@ -28,6 +28,7 @@ class Provisioner:
         self.ip = None
         self.last_error = None
         self.override = None  # e.g. OTA: shown on the LED over the WiFi state
+        self.board_error = None  # what the radio raised at the last attempt
         self._changed = asyncio.Event()
         router.add("Wifi.Scan", self._scan)
         router.on_config_changed.append(self._changed.set)
@@ -79,15 +80,28 @@ class Provisioner:
                 self.state = AP
                 self.ip = None
                 if self.config.get("wifi.ap.enable"):
-                    await self.board.ap_start(
-                        self.ap_ssid(), self.config.get("wifi.ap.pass"), self.config.get("wifi.ap.ip")
-                    )
+                    try:
+                        await self.board.ap_start(
+                            self.ap_ssid(), self.config.get("wifi.ap.pass"), self.config.get("wifi.ap.ip")
+                        )
+                        self.last_error = None
+                    except OSError as e:  # e.g. "Wifi Invalid Password": say so, try again later
+                        self.last_error = "cannot start the access point %s: %s" % (self.ap_ssid(), e)
+                        await _wait_event_ms(self._changed, delay)
+                        delay = min(delay * 2, 30000)
+                        continue
                 await self._changed.wait()
                 continue
             self.state = CONNECTING
-            ip = await self.board.wlan_connect(
-                self.config.get("wifi.sta.ssid"), self.config.get("wifi.sta.pass"), 10000
-            )
+            try:
+                ip = await self.board.wlan_connect(
+                    self.config.get("wifi.sta.ssid"), self.config.get("wifi.sta.pass"), 10000
+                )
+            except OSError as e:  # the driver refuses while it is still reconnecting, a bad password, …
+                ip = None
+                self.board_error = str(e) or type(e).__name__
+            else:
+                self.board_error = None
             if ip:
                 delay = 1000
                 self.state = CONNECTED
@@ -98,7 +112,8 @@ class Provisioner:
                     await _wait_event_ms(self._changed, 1000)
                 self.ip = None
                 continue
-            self.last_error = "cannot join %s: %s" % (self.config.get("wifi.sta.ssid"), self.board.wlan_error())
+            why = self.board_error or self.board.wlan_error()
+            self.last_error = "cannot join %s: %s" % (self.config.get("wifi.sta.ssid"), why)
             await _wait_event_ms(self._changed, delay)  # a new setting ends the wait early
             delay = min(delay * 2, 30000)
 

@@ -91,11 +91,40 @@ def test_unprovisioned_ap_serves_only_wifi_settings_and_four_methods(ccm):
 
 
 def test_wrong_wifi_password_is_reported_and_a_new_one_is_tried(ccm, host):
-    host.call("Config.Set", {"config": {"wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "nope"}}}})
+    host.call("Config.Set", {"config": {"wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "not-it-123"}}}})
     st = wait_until(lambda: (s := wifi_state(host)).get("reason") and s, what="the join failure")
     assert st["state"] == "connecting" and "wrong password" in st["reason"]
     host.call("Config.Set", {"config": WIFI})
     wait_until(lambda: wifi_state(host)["state"] == "connected", what="joined with the right password")
+
+
+def test_passwords_the_radio_would_refuse_are_refused_at_config_set(ccm, host):
+    for key, value in (("ap", "short"), ("sta", "x" * 64)):
+        with pytest.raises(RpcError) as e:
+            host.call("Config.Set", {"config": {"wifi": {key: {"pass": value}}}})
+        assert e.value.code == rpc.INVALID_PARAMS and "8 to 63 characters" in e.value.message
+    with pytest.raises(RpcError) as e:
+        host.call("Config.Set", {"config": {"mqtt": {"server": "broker.local:18S3"}}})
+    assert "port a number" in e.value.message
+
+
+def test_a_short_factory_ap_password_is_reported_and_the_link_serves_on(tmp_path):
+    """The vendor's build set an AP password the radio refuses: provisioning says so and waits; the
+    host can still mend it (before, the OSError ended WiFi, LED and button until a reboot)."""
+    with VirtualCcm({"device": {"id": "ccm-ap"}, "wifi": {"ap": {"pass": "1234"}}}, fs_dir=str(tmp_path)) as v:
+        with Host(v.path) as h:
+            st = wait_until(lambda: (s := wifi_state(h)).get("reason") and s, what="the AP failure")
+            assert "Wifi Invalid Password" in st["reason"] and v.board.ap is None
+            h.call("Config.Set", {"config": {"wifi": {"ap": {"pass": "long-enough"}}}})
+            wait_until(lambda: v.board.ap is not None, what="the AP with a valid password")
+            assert "reason" not in wifi_state(h)
+
+
+def test_a_flaky_radio_is_retried_until_it_joins(ccm, host):
+    ccm.board.wlan_faults = ["Wifi Internal Error", "sta is connecting, cannot set config"]
+    host.call("Config.Set", {"config": WIFI})
+    wait_until(lambda: wifi_state(host)["state"] == "connected", timeout=20, what="joined after the radio's errors")
+    assert ccm.board.wlan_faults == [] and "wifi" not in host.call("Sys.GetInfo")["faults"]
 
 
 def test_conf_acl_locks_what_the_vendor_locked(tmp_path):

@@ -221,6 +221,7 @@ class VirtualBoard:
         self.ap = None  # (ssid, ip) while the access point is up
         self.joined = None  # ssid while joined
         self._wlan_error = None
+        self.wlan_faults = []  # OSError messages the next wlan_connect calls raise, one each
         self.fs_quota = None  # bytes: a module's small flash filesystem (None: the PC's disk)
         self.partition = VirtualPartition(os.path.join(self.fs_dir, ".ota_app.bin"))
 
@@ -267,8 +268,11 @@ class VirtualBoard:
         return [{"ssid": n["ssid"], "rssi": n["rssi"], "auth": n["auth"]} for n in self.networks]
 
     async def wlan_connect(self, ssid, password, timeout_ms):
-        """The IP address once joined, or None (`wlan_error()` says why)."""
+        """The IP address once joined, or None (`wlan_error()` says why). OSError as the ESP32's driver
+        raises it, for each fault a test put in `wlan_faults`."""
         await asyncio.sleep(0.05)
+        if self.wlan_faults:
+            raise OSError(self.wlan_faults.pop(0))
         net = next((n for n in self.networks if n["ssid"] == ssid), None)
         if net is None:
             self._wlan_error = "no network named %s in range" % ssid
@@ -287,6 +291,8 @@ class VirtualBoard:
         return self._wlan_error
 
     async def ap_start(self, ssid, password, ip):
+        if password and not 8 <= len(password) <= 63:
+            raise OSError("Wifi Invalid Password")  # what the ESP32's network.WLAN(AP_IF).config() raises
         self.ap = (ssid, ip)
 
     async def ap_stop(self):
