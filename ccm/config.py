@@ -56,6 +56,7 @@ DEFAULTS = {
         "reconnect_timeout_min_ms": 500,
         "reconnect_timeout_max_ms": 30000,
     },
+    "sntp": {"enable": True, "server": "pool.ntp.org"},  # the clock TLS needs, set when the board's is not
     "shadow": {"enable": True, "topic_prefix": "$aws/things/{device.id}/shadow"},
     "ota": {
         "require_signature": False,  # refuse bundles without a valid signature by ota.pubkey

@@ -301,7 +301,40 @@ class Ccm:
         self.shadow = ShadowBridge(self.config, self.router, self.mqtt)
         if self.ota is not None:
             self.shadow.attach_ota(self.ota)
-        return [self.supervise("cloud", self.mqtt.run)]
+
+        async def cloud():
+            if self.mqtt.ssl is not None:
+                await self.set_clock()
+            await self.mqtt.run()
+
+        return [self.supervise("cloud", cloud)]
+
+    async def set_clock(self):
+        """TLS checks certificate dates: when the board's clock was never set (an ESP32 starts at
+        2000-01-01), set it over SNTP first, retrying with back-off and saying why it waits."""
+        valid = getattr(self.board, "clock_valid", None)
+        if valid is None or valid():
+            return
+        server = self.config.get("sntp.server")
+        if not self.config.get("sntp.enable"):
+            self.faults["clock"] = "time unknown and sntp.enable is false: TLS will refuse certificates"
+            return
+        from ccm import sntp
+
+        delay = 2000
+        while True:
+            try:
+                self.board.set_clock(await sntp.query(server))
+                self.faults.pop("clock", None)
+                return
+            except sntp.SntpError as e:
+                why = "time unknown: SNTP %s: %s; TLS waits for the clock" % (server, e)
+                if self.faults.get("clock") != why:
+                    self.faults["clock"] = why
+                    self.mqtt.last_error = why
+                    self.link.notify("Cloud.Status", {"connected": False, "reason": why})
+            await sleep_ms_async(delay)
+            delay = min(delay * 2, 60000)
 
 
 async def run_forever(board, overrides=None, switch=True, setup=None):

@@ -70,3 +70,48 @@ class TcpProxy:
         self.closed = True
         self.block()
         self.sock.close()
+
+
+class SntpServer:
+    """An SNTP server on 127.0.0.1 (UDP, a free port) answering with this PC's time, as pool.ntp.org
+    would. `port` is known before `start()`, so a CCM can be pointed at a server that is not up yet."""
+
+    def __init__(self):
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.answered = 0
+        self._thread = None
+        self._stop = False
+
+    def start(self):
+        import threading
+
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self):
+        import struct
+        import time
+
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                req, addr = self.sock.recvfrom(512)
+            except OSError:
+                continue
+            now = time.time() + 2208988800
+            secs, frac = int(now), int((now % 1) * 2**32)
+            reply = bytes([0x24, 2, 6, 0xEC]) + b"\0" * 8 + b"LOCL" + struct.pack("!II", secs, frac) * 2
+            reply += req[40:48] + struct.pack("!II", secs, frac)
+            self.sock.sendto(reply[:48], addr)
+            self.answered += 1
+
+    def stop(self):
+        self._stop = True
+        if self._thread:
+            self._thread.join(2)
+        self.sock.close()

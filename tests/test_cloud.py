@@ -274,6 +274,34 @@ def test_mutual_tls_against_mosquitto_requiring_client_certificates(certs):
                 assert v.ccm.mqtt.state != 2
 
 
+def test_a_module_just_powered_up_sets_its_clock_over_sntp_before_tls(certs):
+    """An ESP32's RTC starts at 2000-01-01 and MicroPython checks certificate dates against it: the CCM
+    says it waits for the time while SNTP is silent, sets the clock once it answers, then connects."""
+    import time
+
+    from netutil import SntpServer
+
+    from cloud.broker import Mosquitto
+
+    tls = {"cafile": str(certs / "ca.pem"), "certfile": str(certs / "server.pem"), "keyfile": str(certs / "server.key")}
+    sntp = SntpServer()
+    with Mosquitto(tls=tls) as broker:
+        cfg = cloud_config(broker.port, unique_device(), ssl_ca_cert=str(certs / "ca.pem"))
+        cfg["sntp"] = {"server": f"127.0.0.1:{sntp.port}"}
+        v = VirtualCcm(cfg)
+        v.board.rtc = 946684800  # 2000-01-01: just powered up
+        with v:
+            host, seen = attach_host(v)
+            with host:
+                info = wait_until(lambda: (i := host.call("Sys.GetInfo"))["faults"].get("clock") and i, 15, "no time")
+                assert "time unknown: SNTP 127.0.0.1" in info["cloud"]["reason"] and v.ccm.mqtt.state != 2
+                sntp.start()
+                wait_until(lambda: v.ccm.mqtt.state == 2, 30, "TLS once the clock is set")
+                assert abs(v.board.rtc - time.time()) < 5 and sntp.answered >= 1
+                assert "clock" not in host.call("Sys.GetInfo")["faults"]
+    sntp.stop()
+
+
 def test_broker_user_and_password_are_used_and_a_refusal_is_explained():
     from cloud.broker import Mosquitto
 

@@ -76,6 +76,25 @@ class Esp32Board:
 
         esp32.Partition.mark_app_invalid_rollback_and_reboot()
 
+    # -- the RTC: 2000-01-01 after power-up; TLS needs the real date (Ccm.set_clock, over SNTP)
+    def _epoch(self):
+        import time
+
+        return 946684800 if time.gmtime(0)[0] == 2000 else 0  # the port's epoch, in Unix seconds
+
+    def clock_valid(self):
+        import time
+
+        from ccm.sntp import VALID_AFTER
+
+        return time.time() + self._epoch() >= VALID_AFTER
+
+    def set_clock(self, unix_seconds):
+        import time
+
+        t = time.gmtime(unix_seconds - self._epoch())
+        machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+
     def reboot(self):
         machine.reset()
 

@@ -222,6 +222,7 @@ class VirtualBoard:
         self.joined = None  # ssid while joined
         self._wlan_error = None
         self.wlan_faults = []  # OSError messages the next wlan_connect calls raise, one each
+        self.rtc = None  # None: the PC's clock; a number: a module's RTC (946684800 = just powered up)
         self.fs_quota = None  # bytes: a module's small flash filesystem (None: the PC's disk)
         self.partition = VirtualPartition(os.path.join(self.fs_dir, ".ota_app.bin"))
 
@@ -241,6 +242,14 @@ class VirtualBoard:
             return st.f_bavail * st.f_frsize
         used = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(self.fs_dir) for f in fs)
         return max(0, self.fs_quota - used)
+
+    def clock_valid(self):
+        from ccm.sntp import VALID_AFTER
+
+        return self.rtc is None or self.rtc >= VALID_AFTER
+
+    def set_clock(self, unix_seconds):
+        self.rtc = unix_seconds
 
     def reboot(self):
         """A virtual reboot boots again on the same UART: the host keeps its port open."""
