@@ -69,6 +69,9 @@ async def wait_ms(coro, ms):
     """Await `coro` for at most `ms` milliseconds (asyncio.TimeoutError after): wait_for_ms on MicroPython."""
     if hasattr(asyncio, "wait_for_ms"):
         return await asyncio.wait_for_ms(coro, ms)
+    if hasattr(asyncio, "timeout"):  # CPython 3.11+: no extra task per call
+        async with asyncio.timeout(ms / 1000):
+            return await coro
     return await asyncio.wait_for(coro, ms / 1000)
 
 

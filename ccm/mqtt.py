@@ -107,6 +107,7 @@ def encode_unsubscribe(pid, topics):
 
 PINGREQ_PACKET = bytes([PINGREQ << 4, 0])
 DISCONNECT_PACKET = bytes([DISCONNECT << 4, 0])
+POLL_MS = 500  # a session's reads wake up this often to see a dead broker or stop()
 
 
 class PacketReader:
@@ -265,6 +266,8 @@ class MqttClient:
         self._heard_ms = 0
         self._dirty = asyncio.Event()
         self._dead = None  # why the pinger gave up on the connection
+        self._out = []  # bytes for the flusher
+        self.sockets_open = 0  # connections opened and not yet closed (never more than 1)
 
     # -- API --------------------------------------------------------------------------------------
     def publish(self, topic, payload, qos=0, retain=False, on_done=None, control=False, reserved=False):
@@ -316,23 +319,26 @@ class MqttClient:
         self._lost("stopped")
 
     def stop(self):
+        """Say DISCONNECT and end the session (its task closes the socket: see _session)."""
         self._stop = True
         if self._writer is not None:
-            try:
-                self._writer.write(DISCONNECT_PACKET)
-                self._writer.close()
-            except Exception:
-                pass
+            self._write(DISCONNECT_PACKET)
 
     # -- the connection -----------------------------------------------------------------------
     async def _session(self):
+        """One connection, from CONNECT to its end. MicroPython's streams differ from CPython's
+        (DESIGN §2): close() does nothing until wait_closed(), a write() while another task is in
+        drain() is lost, and a pending read() only ends when data or EOF comes. So: one task writes
+        (the flusher), reads wake up at least every POLL_MS to see a dead broker or stop(), and the
+        socket is closed with wait_closed() whatever ends the session."""
         self.state = CONNECTING
         self._dead = None
+        self._out = []
         if self.ssl is not None:
             reader, writer = await self._open(self.host, self.port, ssl=self.ssl)
         else:
             reader, writer = await self._open(self.host, self.port)
-        self._writer = writer
+        self.sockets_open += 1
         packets = PacketReader(self.max_packet)
         try:
             writer.write(encode_connect(self.client_id, self.keepalive, True, self.user, self.password, self.will))
@@ -343,33 +349,49 @@ class MqttClient:
             rc = parse_connack(first[0][2])[1]
             if rc:
                 raise MqttError("broker refused the connection: %s" % CONNACK_REASONS.get(rc, rc))
+            self._writer = writer
             self._connected()
             for p in first[1:]:
                 self._handle(p)
             helpers = [asyncio.create_task(self._pinger()), asyncio.create_task(self._flusher(writer))]
             try:
-                while True:
-                    got = await self._read_packets(reader, packets, None)
+                while not self._stop:
+                    got = await self._read_packets(reader, packets, POLL_MS, True)
+                    if got is None:
+                        continue  # quiet: look at _dead and _stop again
                     if not got:
                         raise MqttError(self._dead or "the broker closed the connection")
                     for p in got:
                         self._handle(p)
+                if self._out:  # stop(): the DISCONNECT still to go
+                    await wait_ms(self._flush_now(writer), 1000)
             finally:
                 for t in helpers:
                     t.cancel()
         finally:
             self._writer = None
-            try:
-                writer.close()
-            except Exception:
-                pass
+            await self._close(writer)
 
-    async def _read_packets(self, reader, packets, timeout_ms):
+    async def _close(self, writer):
+        try:
+            writer.close()
+            await wait_ms(writer.wait_closed(), 2000)  # on MicroPython this is what closes the socket
+        except Exception:
+            pass
+        self.sockets_open -= 1
+
+    async def _read_packets(self, reader, packets, timeout_ms, poll=False):
+        """Packets as they complete; [] at EOF. With `poll`, None when `timeout_ms` passed in silence
+        (the keepalive is the pinger's business); without, the silence is the end of the session."""
         while True:
-            if timeout_ms is None:
-                data = await reader.read(1024)
-            else:
+            try:
                 data = await wait_ms(reader.read(1024), timeout_ms)
+            except asyncio.TimeoutError:
+                if poll:
+                    if self._dead:
+                        raise MqttError(self._dead) from None
+                    return None
+                return []
             if not data:
                 return []
             self._heard_ms = ticks_ms()
@@ -424,16 +446,23 @@ class MqttClient:
             msg.done()
 
     def _write(self, data):
+        """Queue bytes for the flusher, the session's only writer."""
         if self._writer is not None:
-            self._writer.write(data)
+            self._out.append(data)
             self._sent_ms = ticks_ms()
             self._dirty.set()
 
     async def _flusher(self, writer):
-        # MicroPython's streams send on drain(), so every write is followed by one, from one task
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            await self._flush_now(writer)
+
+    async def _flush_now(self, writer):
+        while self._out:
+            data = b"".join(self._out)
+            self._out = []
+            writer.write(data)  # nothing else writes while this drains
             await writer.drain()
 
     async def _pinger(self):
@@ -446,9 +475,7 @@ class MqttClient:
             now = ticks_ms()
             if ticks_diff(now, self._heard_ms) > ka * 3 // 2:
                 self._dead = "no answer from the broker for %g s (keepalive)" % (ka * 3 / 2000)
-                if self._writer is not None:
-                    self._writer.close()
-                return
+                return  # the session's next read wakes up to it (closing does not wake a MicroPython read)
             if ticks_diff(now, self._sent_ms) >= ka * 3 // 4:
                 self._write(PINGREQ_PACKET)
 
