@@ -46,6 +46,23 @@ except TypeError:  # MicroPython: no ensure_ascii, and it never escapes non-ASCI
         return json.dumps(obj, separators=(",", ":"))
 
 
+class Uptime:
+    """Time since start that survives ticks_ms() wrapping: on MicroPython ticks wrap at 2**30 ms, so
+    ticks_diff() of two readings more than ~6 days apart is wrong. Read `seconds()` at least every few
+    days (the CCM does it every minute) and it accumulates the small steps instead."""
+
+    def __init__(self, ticks=None):
+        self._ticks = ticks or ticks_ms
+        self._last = self._ticks()
+        self.ms = 0
+
+    def seconds(self):
+        now = self._ticks()
+        self.ms += ticks_diff(now, self._last)
+        self._last = now
+        return self.ms // 1000
+
+
 def is_awaitable(x):
     """True for a coroutine (CPython) or a generator-based one (MicroPython)."""
     return hasattr(x, "send") and hasattr(x, "throw")

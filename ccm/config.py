@@ -39,8 +39,25 @@ DEFAULTS = {
         "auth": {"user": "admin", "password": "", "realm": "ccm"},  # HTTP Digest once password is set
     },
     "host": {
-        "rpc": {"uart": {"num": 1, "baud_rate": 115200, "tx_pin": 25, "rx_pin": 26, "fc_enable": False}},
-        "ota": {"stm32": {"boot0_pin": 14, "rst_pin": 27, "uart": {"baud_rate": 115200}}},
+        "rpc": {
+            "uart": {
+                "num": 1,
+                "baud_rate": 115200,
+                "tx_pin": 25,
+                "rx_pin": 26,
+                "fc_enable": False,
+                "rts_pin": -1,  # with fc_enable: the UART's RTS/CTS pins (-1: the port's default)
+                "cts_pin": -1,
+            }
+        },
+        "ota": {
+            "stm32": {
+                "boot0_pin": 14,  # driven low from boot on, high only while entering the bootloader
+                "rst_pin": 27,
+                "rst_open_drain": True,  # pull NRST low and let go: safe beside the host's own reset circuit
+                "uart": {"baud_rate": 115200},
+            }
+        },
     },
     "mqtt": {
         "enable": False,

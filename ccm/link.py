@@ -193,7 +193,14 @@ class RawPort:
     async def drain(self):
         await self.link.stream.drain()
 
+    bauds = {}  # parity -> baud rate ({"E": host.ota.stm32.uart.baud_rate, "N": host.rpc.uart.baud_rate})
+
     def set_mode(self, parity):
-        """8E1 ("E") for the bootloader, 8N1 ("N") for JSON-RPC, through the board's UART."""
+        """8E1 ("E") for the bootloader, 8N1 ("N") for JSON-RPC, through the board's UART, each at its
+        own baud rate when `bauds` names one."""
         if self.link.set_parity is not None:
-            self.link.set_parity(parity)
+            baud = self.bauds.get(parity)
+            if baud:
+                self.link.set_parity(parity, baud)
+            else:
+                self.link.set_parity(parity)

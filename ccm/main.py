@@ -151,10 +151,14 @@ class Ccm:
 
         return asyncio.create_task(loop())
 
-    async def _healthy_after(self, ms):
-        await sleep_ms_async(ms)
+    async def _housekeeping(self, healthy_ms):
+        """This boot counts as good after `healthy_ms`; the uptime is read every minute (see Uptime)."""
+        await sleep_ms_async(healthy_ms)
         if self.guard is not None:
             self.guard.healthy()
+        while True:
+            self.router.uptime.seconds()
+            await sleep_ms_async(60000)
 
     async def run(self):
         """Run until a reboot is requested (returns True) or the UART closes (returns False). An error of
@@ -164,9 +168,10 @@ class Ccm:
         self.link = HostLink(stream, self.router, link_config)
         self.link.set_parity = getattr(self.board, "uart_parity", None)
         self.router.host = self.link
-        tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._healthy_after(HEALTHY_MS))]
+        tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._housekeeping(HEALTHY_MS))]
         await sleep_ms_async(0)  # Sys.Init goes first: whatever the other parts report comes after it
         if not self.safe_mode:
+            self._optional("host pins", self._host_pins_idle)
             self._optional("ota", self._start_ota)
             tasks += self._optional("network", self._start_network)
             tasks += self._optional("cloud", self._start_cloud)
@@ -274,6 +279,12 @@ class Ccm:
         url = self.config.get("ota.poll_url")
         if url:
             self.spawn(self.ota.poll(url, self.config.get("ota.poll_interval_s")))
+
+    def _host_pins_idle(self):
+        """BOOT0 low from boot on: whatever resets the host (its watchdog, a brown-out), it starts its
+        application, not the ROM bootloader a floating pin might pick."""
+        if hasattr(self.board, "pin_write"):
+            self.board.pin_write(self.config.get("host.ota.stm32.boot0_pin"), 0)
 
     def _resume_host_update(self):
         """A host update cut short by a reboot is done again now."""

@@ -8,7 +8,7 @@ The board does the radio and the pins (`wlan_connect`, `ap_start`, `wlan_scan`, 
 import asyncio
 
 from ccm import rpc
-from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms
+from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, wait_ms
 
 AP = "ap"  # unprovisioned: access point up, waiting for WiFi settings
 CONNECTING = "connecting"
@@ -123,11 +123,12 @@ class Provisioner:
         hold = self.config.get("provision.btn.hold_ms")
         if pin < 0 or hold <= 0:
             return
-        pressed = 0 if self.config.get("provision.btn.pull_up") else 1
+        pull_up = self.config.get("provision.btn.pull_up")
+        pressed = 0 if pull_up else 1  # pulled up: the button pulls the pin low; pulled down: high
         since = None
         while True:
             await sleep_ms_async(20)
-            if self.board.pin_read(pin) == pressed:
+            if self.board.pin_read(pin, pull_up) == pressed:
                 if since is None:
                     since = ticks_ms()
                 elif ticks_diff(ticks_ms(), since) >= hold:
@@ -169,9 +170,6 @@ class Provisioner:
 
 async def _wait_event_ms(event, ms):
     try:
-        if hasattr(asyncio, "wait_for_ms"):
-            await asyncio.wait_for_ms(event.wait(), ms)
-        else:
-            await asyncio.wait_for(event.wait(), ms / 1000)
+        await wait_ms(event.wait(), ms)
     except asyncio.TimeoutError:
         pass

@@ -9,7 +9,7 @@ id, and the host's answer goes back under the caller's id (or -32000 after rpc.h
 import json
 
 from ccm import FW_VERSION, rpc
-from ccm.compat import Waiter, ticks_diff, ticks_ms
+from ccm.compat import Uptime, Waiter
 
 
 class Router:
@@ -20,7 +20,7 @@ class Router:
         self.host = None  # the HostLink, once the UART is up
         self.local = rpc.Dispatcher(config.get("rpc.jsonrpc_member"))
         self.local.fallback = self._forward
-        self.started = ticks_ms()
+        self.uptime = Uptime()
         self.status = {"cloud": lambda: {"connected": False}}  # name -> fn(): parts of Sys.GetInfo others own
         self.on_config_changed = []
         self.add("RPC.List", self._list)
@@ -95,7 +95,7 @@ class Router:
             "arch": b.arch if b else None,
             "mac": b.mac if b else None,
             "device_id": self.config.get("device.id"),
-            "uptime": ticks_diff(ticks_ms(), self.started) // 1000,
+            "uptime": self.uptime.seconds(),
             "heap_free": b.heap_free() if b else None,
             "host": host,
         }

@@ -182,6 +182,16 @@ def test_factory_reset_by_holding_the_button(tmp_path):
             assert h.call("Config.Get", {"key": "mqtt.server"}) == "kept:1883"  # vendor settings stay
 
 
+def test_an_active_high_button_with_pull_up_false_resets_when_held_high(tmp_path):
+    """provision.btn.pull_up was ignored: an active-high button read as held the moment it booted."""
+    factory = {"device": {"id": "ccm-btn"}, "provision": {"btn": {"pin": 4, "hold_ms": 200, "pull_up": False}}}
+    with VirtualCcm(factory, fs_dir=str(tmp_path)) as v:
+        time.sleep(0.5)
+        assert v.board.boots == 1  # undriven, the pin reads low: not pressed
+        v.board.pins[4] = 1
+        wait_until(lambda: v.board.boots == 2, what="the factory-reset reboot")
+
+
 def test_status_led_blinks_while_unprovisioned_and_is_solid_once_joined(tmp_path):
     with VirtualCcm({"provision": {"led": {"pin": 2}}}, fs_dir=str(tmp_path)) as v:
         wait_until(lambda: len({val for _, _, val in v.board.led}) == 2, what="blinking in AP mode")

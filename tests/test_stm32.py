@@ -133,6 +133,23 @@ def update(v, path, size=None, progress=None, timeout=120):
     return v.run_coro(v.ccm.update_host(path, FLASH_BASE, size or len(V2), progress), timeout)
 
 
+def test_the_bootloader_runs_at_its_own_baud_rate_and_the_link_returns_to_its_own(product):
+    """host.ota.stm32.uart.baud_rate was ignored: the bootloader ran at the JSON-RPC rate."""
+    v, mcu, path = product
+    v.config.set({"host": {"ota": {"stm32": {"uart": {"baud_rate": 57600}}}}})
+    update(v, path)
+    assert v.board.parity_log == ["E@57600", "N@115200"]
+
+
+def test_boot0_is_held_low_from_boot_and_nrst_is_pulled_open_drain(product):
+    """BOOT0 was left floating until the first update, and NRST driven push-pull against the host's
+    own reset circuit."""
+    v, mcu, path = product
+    assert v.board.pins[14] == 0 and v.board.pin_modes[14] == "push-pull"
+    update(v, path)
+    assert v.board.pin_modes[27] == "open-drain" and v.board.pins[14] == 0
+
+
 def test_ccm_reflashes_the_host_and_the_new_version_answers(product):
     v, mcu, path = product
     assert v.host_call("Sys.Info")["fw_version"] == "1.0"
@@ -141,7 +158,7 @@ def test_ccm_reflashes_the_host_and_the_new_version_answers(product):
     assert summary["host"]["fw_version"] == "2.0" and summary["host"]["arch"] == "stm32"
     assert summary["verified_by"] == "read-back" and summary["pages_erased"] == 64
     assert {"erase", "write", "verify"} <= set(stages)
-    assert v.board.parity_log == ["E", "N"]
+    assert v.board.parity_log == ["E@115200", "N@115200"]
     assert bytes(mcu.core.flash[: len(V2)]) == V2 and mcu.boots[-1] == "app"
     info = v.call("Sys.GetInfo")
     assert info["host"]["info"]["fw_version"] == "2.0"

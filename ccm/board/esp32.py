@@ -22,6 +22,7 @@ class Esp32Board:
 
     def __init__(self):
         self.sta = network.WLAN(network.STA_IF)
+        self.sta.active(True)  # config("mac") of an inactive interface is not dependable
         self.mac = ":".join("%02X" % b for b in self.sta.config("mac"))
         self.fw_id = "micropython-%d.%d.%d" % sys.implementation.version[:3]
         self._stream = None
@@ -32,22 +33,33 @@ class Esp32Board:
         """The host UART (host.rpc.uart.*) as an asyncio stream; opened once, kept across soft boots."""
         if self._stream is None:
             u = config.get("host.rpc.uart")
-            flow = machine.UART.RTS | machine.UART.CTS if u.get("fc_enable") else 0
-            uart = machine.UART(
-                u["num"], baudrate=u["baud_rate"], tx=u["tx_pin"], rx=u["rx_pin"], rxbuf=2048, timeout=0, flow=flow
-            )
+            kw = {"tx": u["tx_pin"], "rx": u["rx_pin"], "rxbuf": 2048, "timeout": 0}
+            # a whole frame fits the driver's TX buffer: the default 256 bytes held the loop ~330 ms
+            # for a 4 KiB frame at 115200
+            kw["txbuf"] = min(max(config.get("rpc.max_frame_size") + 64, 256), 8192)
+            if u.get("fc_enable"):
+                kw["flow"] = machine.UART.RTS | machine.UART.CTS
+                if u.get("rts_pin", -1) >= 0:
+                    kw["rts"] = u["rts_pin"]
+                if u.get("cts_pin", -1) >= 0:
+                    kw["cts"] = u["cts_pin"]
+            uart = machine.UART(u["num"], u["baud_rate"], **kw)
             self._uart = uart
             self._stream = asyncio.StreamReader(uart)  # MicroPython's Stream: read, write and drain
         return self._stream
 
-    def uart_parity(self, parity):
-        """8E1 for the STM32 bootloader ("E"), 8N1 for JSON-RPC ("N")."""
-        self._uart.init(parity=0 if parity == "E" else None)
+    def uart_parity(self, parity, baud=None):
+        """8E1 for the STM32 bootloader ("E"), 8N1 for JSON-RPC ("N"), at `baud` when given."""
+        if baud:
+            self._uart.init(baudrate=baud, parity=0 if parity == "E" else None)
+        else:
+            self._uart.init(parity=0 if parity == "E" else None)
 
-    def pin_write(self, pin, level):
+    def pin_write(self, pin, level, open_drain=False):
+        """Drive `pin`; `open_drain` only pulls low and lets go (NRST: the host has its own reset circuit)."""
         p = self._pins.get(pin)
         if p is None:
-            p = self._pins[pin] = machine.Pin(pin, machine.Pin.OUT)
+            p = self._pins[pin] = machine.Pin(pin, machine.Pin.OPEN_DRAIN if open_drain else machine.Pin.OUT)
         p.value(level)
 
     def heap_free(self):
@@ -64,7 +76,8 @@ class Esp32Board:
     def ota_partition(self):
         import esp32
 
-        return esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+        # the stubs type `id` as a label; the port takes Partition.RUNNING/BOOT too (docs: esp32.Partition)
+        return esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # pyright: ignore[reportArgumentType]
 
     def app_mark_valid(self):
         import esp32
@@ -72,9 +85,14 @@ class Esp32Board:
         esp32.Partition.mark_app_valid_cancel_rollback()
 
     def app_rollback(self):
+        """Boot the app we came from. MicroPython's esp32.Partition has no mark_app_invalid_rollback_and_reboot
+        (the stubs and the port's docs list only mark_app_valid_cancel_rollback): with two OTA slots,
+        the next update slot is the one we left, so boot it and reset."""
         import esp32
 
-        esp32.Partition.mark_app_invalid_rollback_and_reboot()
+        P = esp32.Partition
+        P(P.RUNNING).get_next_update().set_boot()  # pyright: ignore[reportArgumentType]
+        machine.reset()
 
     # -- the RTC: 2000-01-01 after power-up; TLS needs the real date (Ccm.set_clock, over SNTP)
     def _epoch(self):
@@ -104,7 +122,7 @@ class Esp32Board:
 
     async def wlan_scan(self):
         self.sta.active(True)
-        return [{"ssid": s[0].decode(), "rssi": s[3], "auth": s[4]} for s in self.sta.scan()]
+        return [{"ssid": _ssid(s[0]), "rssi": s[3], "auth": s[4]} for s in self.sta.scan()]
 
     async def wlan_connect(self, ssid, password, timeout_ms):
         self.sta.active(True)
@@ -139,10 +157,11 @@ class Esp32Board:
         network.WLAN(network.AP_IF).active(False)
 
     # -- pins ---------------------------------------------------------------------------------
-    def pin_read(self, pin):
+    def pin_read(self, pin, pull_up=True):
         p = self._pins.get(pin)
         if p is None:
-            p = self._pins[pin] = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+            pull = machine.Pin.PULL_UP if pull_up else machine.Pin.PULL_DOWN
+            p = self._pins[pin] = machine.Pin(pin, machine.Pin.IN, pull)
         return p.value()
 
     def led_write(self, pin, value):
@@ -150,3 +169,11 @@ class Esp32Board:
         if p is None:
             p = self._pins[pin] = machine.Pin(pin, machine.Pin.OUT)
         p.value(value)
+
+
+def _ssid(raw):
+    """A network's name as text: SSIDs are 32 raw bytes, not always UTF-8 (one such used to end the scan)."""
+    try:
+        return raw.decode()
+    except UnicodeError:
+        return "".join(chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in raw)

@@ -215,6 +215,7 @@ class VirtualBoard:
         self.networks = list(DEFAULT_NETWORKS if networks is None else networks)
         self.http_port = http_port or _free_port()
         self.pins = {}  # pin -> level a test drives; unset pins read 1 (pulled up)
+        self.pin_modes = {}  # pin -> "push-pull" | "open-drain", as last driven
         self.led = []  # (ticks_ms, pin, value), most recent last
         self.wires = {}  # pin -> fn(level): what an output pin is connected to
         self.parity_log = []  # the UART parity changes, in order
@@ -308,19 +309,21 @@ class VirtualBoard:
         self.ap = None
 
     # -- pins ---------------------------------------------------------------------------------
-    def pin_read(self, pin):
-        return self.pins.get(pin, 1)
+    def pin_read(self, pin, pull_up=True):
+        """What a test drives on `pin`; undriven, the pull resistor's level."""
+        return self.pins.get(pin, 1 if pull_up else 0)
 
-    def pin_write(self, pin, level):
+    def pin_write(self, pin, level, open_drain=False):
         """Drive an output; whatever is wired to it (a virtual STM32's BOOT0 or NRST) follows."""
         self.pins[pin] = level
+        self.pin_modes[pin] = "open-drain" if open_drain else "push-pull"
         fn = self.wires.get(pin)
         if fn:
             fn(level)
 
-    def uart_parity(self, parity):
-        """A pty carries no parity bits: the mode is recorded, and both ends stay 8N1 on the pty."""
-        self.parity_log.append(parity)
+    def uart_parity(self, parity, baud=None):
+        """A pty carries no parity bits nor a baud rate: the mode is recorded (as "E" or "E@57600")."""
+        self.parity_log.append(parity if baud is None else "%s@%d" % (parity, baud))
 
     def led_write(self, pin, value):
         import time

@@ -63,16 +63,17 @@ class PinSequence:
 class BoardLines:
     """BOOT0 and NRST on two GPIOs of the CCM (host.ota.stm32.boot0_pin / rst_pin)."""
 
-    def __init__(self, board, boot0_pin, rst_pin):
+    def __init__(self, board, boot0_pin, rst_pin, rst_open_drain=True):
         self.board = board
         self.boot0_pin = boot0_pin
         self.rst_pin = rst_pin
+        self.rst_open_drain = rst_open_drain
 
     def boot0(self, level):
         self.board.pin_write(self.boot0_pin, 1 if level else 0)
 
     def reset(self, level):
-        self.board.pin_write(self.rst_pin, 1 if level else 0)
+        self.board.pin_write(self.rst_pin, 1 if level else 0, self.rst_open_drain)
 
 
 def _page_of(chip, addr):
@@ -270,7 +271,7 @@ async def update_host(link, board, config, image, address, size, progress=None, 
     """Flash the staged image file onto the host, then wait for the host's Sys.Info (its answer is
     returned). The host link is paused meanwhile: forwarded calls get -32004 busy."""
     cfg = config.get("host.ota.stm32")
-    pins = PinSequence(BoardLines(board, cfg["boot0_pin"], cfg["rst_pin"]))
+    pins = PinSequence(BoardLines(board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
     marker = UpdateMarker(marker_path) if marker_path else None
     record = FlashedImage(marker_path.replace("host_ota.json", "host_image.json")) if marker_path else None
     only = None
@@ -285,6 +286,7 @@ async def update_host(link, board, config, image, address, size, progress=None, 
     if marker:
         marker.set(image, address, size)
     port = link.borrow()
+    port.bauds = {"E": cfg["uart"]["baud_rate"], "N": config.get("host.rpc.uart.baud_rate")}
     try:
         summary = await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, retries, only)
     finally:

@@ -138,3 +138,15 @@ async def test_queue_full_when_the_host_stops_answering():
     a.cancel()
     b.cancel()
     task.cancel()
+
+
+def test_uptime_keeps_counting_across_the_ticks_wrap():
+    """ticks_ms() wraps at 2**30 ms on MicroPython: a plain ticks_diff from boot went negative after ~6 days."""
+    from ccm.compat import Uptime, ticks_add
+
+    clock = [ticks_add(0, -1000)]  # just before the wrap
+    up = Uptime(lambda: clock[0])
+    for _ in range(40):  # 40 steps of ~3.1 days: 124 days, the ticks wrapping 10 times
+        clock[0] = ticks_add(clock[0], 2**28)
+        up.seconds()
+    assert up.seconds() == 40 * 2**28 // 1000
