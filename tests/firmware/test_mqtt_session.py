@@ -64,7 +64,7 @@ class Broker:
     def __init__(self, mode="normal"):
         self.mode = mode
         self.streams = []
-        self.published = []
+        self.published = 0
         self.connects = 0
 
     async def open_connection(self, host, port, ssl=None):
@@ -92,7 +92,7 @@ class Broker:
                     continue
                 elif kind == mqtt.PUBLISH:
                     topic, payload, qos, _, _, pid = mqtt.parse_publish(flags, body)
-                    self.published.append(payload)
+                    self.published += 1
                     if qos:
                         end.write(mqtt.encode_puback(pid))
                 elif kind == 8:  # SUBSCRIBE
@@ -155,6 +155,6 @@ async def test_no_write_is_lost_to_a_drain_in_progress():
     for k in range(5):
         asyncio.create_task(publisher(k))
     await until(lambda: len(done) == 50)
-    assert done == [None] * 50 and len(broker.published) == 50
+    assert done == [None] * 50 and broker.published == 50
     assert broker.streams[-1].lost == 0
     task.cancel()

@@ -1,0 +1,138 @@
+"""The CCM's live heap on real MicroPython (the WebAssembly port: 32-bit, the ESP32's word size), per
+scenario, against the 96 KB heap of a plain ESP32 and the 64 KiB aim (DESIGN §2, issue 11).
+
+    .venv/bin/python bench/memory.py
+
+The firmware boots as on a module — Ccm on a board whose UART is in memory, its MQTT session on a broker
+double with MicroPython's stream semantics (tests/firmware/test_mqtt_session.py) — and the live heap
+(after returning to the JS event loop and gc.collect(): that port frees nothing sooner) is sampled at
+each step. Bytecode is in the heap here as it is on a module running .mpy files. Not covered: TLS and
+the /rpc server (no sockets in the WebAssembly port), WiFi.
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CAP = 96 * 1000
+AIM = 64 * 1024
+
+SCRIPT = r"""
+import asyncio, gc, json, sys, os
+sys.path.insert(0, "/fw")
+async def live():
+    got = []
+    for _ in range(2):
+        await asyncio.sleep_ms(2)
+        gc.collect()
+        got.append(gc.mem_alloc())
+    return min(got)
+rows = []
+peak = [0]
+async def mark(name):
+    h = await live()
+    peak[0] = max(peak[0], h)
+    rows.append((name, h))
+await mark("MicroPython, nothing imported")
+from ccm.main import Ccm
+from ccm import shadow, mqtt, link, router, config, rpc, compat
+from ccm.ota import receiver
+await mark("firmware imported (main, link, rpc, config, mqtt, shadow, OTA receiver)")
+from fwtest import FakeHost, uart_pair  # the test doubles: the host and the broker
+from test_mqtt_session import Broker
+broker = Broker()
+asyncio.open_connection = broker.open_connection  # what MqttClient opens, as the module's socket would be
+await mark("+ the test doubles (host on the UART, MQTT broker)")
+
+class Board:
+    arch = "esp32"; fw_id = "bench"; mac = "00:00:00:00:00:00"
+    def __init__(self, uart):
+        self.fs_dir = "/benchfs"
+        try:
+            os.mkdir(self.fs_dir)
+        except OSError:
+            pass
+        self.config_path = self.fs_dir + "/conf.json"
+        self.uart = uart
+    async def open_uart(self, config):
+        return self.uart
+    def heap_free(self):
+        return gc.mem_free()
+    def reboot(self):
+        return False
+
+ccm_end, host_end = uart_pair()
+c = Ccm(Board(ccm_end), {"device": {"id": "bench"}, "mqtt": {"enable": True, "server": "broker:1883"}})
+task = asyncio.create_task(c.run())
+host = FakeHost(host_end)
+await host.frame()
+while c.mqtt is None or c.mqtt.state != mqtt.CONNECTED:
+    await asyncio.sleep_ms(5)
+await host.frame()  # Cloud.Status
+await mark("booted: link, Config, OTA receiver, MQTT connected, shadow")
+for i in range(100):
+    host.write(b'{"id":%d,"method":"Sys.GetInfo"}\n' % i)
+    await host.frame()
+    if i % 25 == 0:
+        await mark("host calls (Sys.GetInfo) #%d" % i)
+for i in range(50):
+    host.write(b'{"id":%d,"method":"MQTT.Pub","params":{"topic":"t","message":"%s","qos":1}}\n' % (i, b"x" * 200))
+    await host.frame()
+    if i % 25 == 0:
+        await mark("MQTT.Pub QoS 1, 200 bytes #%d" % i)
+host.write(b'{"id":1,"method":"Shadow.Report","params":{"on":true,"level":40}}\n')
+await host.frame()
+await mark("Shadow.Report acknowledged")
+import binascii
+size = 64 * 1024
+host.write(b'{"id":1,"method":"OTA.Begin","params":{"size":%d}}\n' % size)
+await host.frame()
+chunk = binascii.b2a_base64(bytes(range(256)) * 2).strip()
+for off in range(0, size, 512):
+    host.write(b'{"id":2,"method":"OTA.Write","params":{"offset":%d,"data":"%s"}}\n' % (off, chunk))
+    await host.frame()
+    if off % 16384 == 0:
+        await mark("OTA.Write over the UART, at %d KiB" % (off // 1024))
+host.write(b'{"id":3,"method":"OTA.End"}\n')
+await host.frame()  # not a bundle: refused, and the space freed
+await mark("OTA.End (a bad bundle refused)")
+task.cancel()
+print(json.dumps({"rows": rows, "peak": peak[0]}))
+"""
+
+
+def run() -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "memory.py").write_text(SCRIPT)
+        out = subprocess.run(
+            ["node", str(ROOT / "tests/mpy/run.mjs"), "--dir", "tests/firmware=/fw", str(Path(d, "memory.py"))],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=900,
+        )
+    if out.returncode:
+        sys.exit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    r = run()
+    base = r["rows"][0][1]
+    doubles = r["rows"][2][1] - r["rows"][1][1]  # what importing the test doubles added
+    print("CCM live heap on MicroPython (WebAssembly port, 32-bit), after gc.collect()\n")
+    print(f"{'step':<72} {'live KiB':>9} {'CCM KiB':>8}")
+    for i, (name, h) in enumerate(r["rows"]):
+        ccm = h - base - (doubles if i >= 2 else 0)
+        print(f"{name:<72} {h / 1024:9.1f} {ccm / 1024:8.1f}")
+    peak = r["peak"] - base - doubles
+    print(f"\nthe CCM's peak: {peak / 1024:.1f} KiB = {peak / CAP:.2f}x a 96 KB heap, {peak / AIM:.2f}x the 64 KiB aim")
+    print("(the runner's own baseline and the test doubles are taken off; bytecode is in the heap, as with .mpy")
+    print(" files on a module: `ccm build --frozen` moves it to flash)")
+
+
+if __name__ == "__main__":
+    main()
