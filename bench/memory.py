@@ -131,7 +131,7 @@ def main():
     peak = r["peak"] - base - doubles
     print(f"\nthe CCM's peak: {peak / 1024:.1f} KiB = {peak / CAP:.2f}x a 96 KB heap, {peak / AIM:.2f}x the 64 KiB aim")
     print("(the runner's own baseline and the test doubles are taken off; bytecode is in the heap, as with .mpy")
-    print(" files on a module: `ccm build --frozen` moves it to flash)")
+    print(" files on a module; only a frozen image would move it to flash)")
 
 
 if __name__ == "__main__":
