@@ -14,6 +14,7 @@ import json
 import os
 
 from ccm import rpc
+from ccm.files import remove
 
 DEFAULTS = {
     "device": {"id": "ccm-000000"},
@@ -250,7 +251,7 @@ class Config:
     # -- persistence --------------------------------------------------------------------------
     def load_saved(self):
         """The saved overlay; a file that does not parse is ignored (defaults win), never fatal."""
-        _remove(self.path + ".tmp")  # an interrupted save left it; the real file is intact
+        remove(self.path + ".tmp")  # an interrupted save left it; the real file is intact
         try:
             with open(self.path) as f:
                 saved = json.load(f)
@@ -326,13 +327,6 @@ def serve(router, config):
     router.add("Config.Get", get)
     router.add("Config.Set", set_)
     router.add("Config.Save", save)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _fsync(f):

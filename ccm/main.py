@@ -1,12 +1,12 @@
 """Composition root: configuration + board → the CCM's tasks."""
 
 import asyncio
-import json
 
 from ccm import config as config_mod
 from ccm import rpc
 from ccm.compat import sleep_ms_async
 from ccm.config import Config
+from ccm.files import read_json, write_json
 from ccm.link import HostLink
 from ccm.router import Router
 
@@ -22,24 +22,15 @@ class BootGuard:
     def __init__(self, fs_dir):
         self.path = (fs_dir + "/" if fs_dir else "/") + "boot_failures.json"
 
-    def _read(self):
-        try:
-            with open(self.path) as f:
-                d = json.loads(f.read())
-            return d if type(d) is dict else {}
-        except (OSError, ValueError):
-            return {}
-
     def _write(self, d):
         try:
-            with open(self.path, "w") as f:
-                f.write(json.dumps(d))
+            write_json(self.path, d)
         except OSError:
             pass
 
     def begin(self):
         """Count this boot; the reason for safe mode, or None for a normal boot."""
-        d = self._read()
+        d = read_json(self.path)
         n = d.get("count", 0) + 1
         self._write({"count": n, "last": d.get("last")})
         if n > SAFE_AFTER:
@@ -47,12 +38,12 @@ class BootGuard:
         return None
 
     def failed(self, why):
-        d = self._read()
+        d = read_json(self.path)
         d["last"] = why
         self._write(d)
 
     def healthy(self):
-        if self._read().get("count"):
+        if read_json(self.path).get("count"):
             self._write({"count": 0})
 
 
@@ -378,12 +369,7 @@ async def run_forever(board, overrides=None, switch=True, setup=None):
 
 def factory_config(path="/conf0.json"):
     """The vendor's configuration that `ccm build --config` wrote next to the firmware."""
-    try:
-        with open(path) as f:
-            cfg = json.loads(f.read())
-    except (OSError, ValueError):
-        return {}
-    return cfg if type(cfg) is dict else {}
+    return read_json(path)
 
 
 def start():

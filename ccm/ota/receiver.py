@@ -22,6 +22,7 @@ import os
 
 from ccm import rpc
 from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms
+from ccm.files import makedirs, read_json, remove, write_json
 
 IDLE = 0
 PROGRESS = 1
@@ -31,20 +32,6 @@ SUCCESS = 3
 
 class OtaError(Exception):
     pass
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
 
 
 def _invalid(msg):
@@ -58,7 +45,7 @@ class OtaReceiver:
     def __init__(self, config, root, appliers, spawn, fs_free=None):
         self.config = config
         self.dir = (root.rstrip("/") if root else "") + "/ota"
-        _mkdir(self.dir)
+        makedirs(self.dir)
         self.bundle_path = self.dir + "/bundle.zip"
         self.state_path = self.dir + "/state.json"
         self.appliers = appliers
@@ -89,22 +76,11 @@ class OtaReceiver:
 
     # -- persistence ----------------------------------------------------------------------------
     def _load(self):
-        try:
-            with open(self.state_path) as f:
-                d = json.loads(f.read())
-            return d if type(d) is dict else {}
-        except (OSError, ValueError):
-            return {}
+        return read_json(self.state_path)
 
     def _save(self, job=None):
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(
-                json.dumps(
-                    {"installed": self.installed, "current": self.current, "current_url": self.current_url, "job": job}
-                )
-            )
-        os.rename(tmp, self.state_path)
+        state = {"installed": self.installed, "current": self.current, "current_url": self.current_url, "job": job}
+        write_json(self.state_path, state)
 
     def _after_reboot(self, job):
         if job.get("stage") == "applying" and job.get("resume"):
@@ -114,7 +90,7 @@ class OtaReceiver:
             self.message = "resuming after a reboot"
             self._resume_job = job
             return
-        _remove(self.bundle_path)
+        remove(self.bundle_path)
         self._set(
             ERROR, "interrupted: the CCM rebooted during %s; nothing was applied" % job.get("stage", "the update")
         )
@@ -359,7 +335,7 @@ class OtaReceiver:
         self.current = version
         self.current_url = self._url
         self._url = None
-        _remove(self.bundle_path)
+        remove(self.bundle_path)
         self._save()
         self.stage = "done"
         self._set(SUCCESS, message or "updated to %s" % version, 100)
@@ -377,7 +353,7 @@ class OtaReceiver:
             except OSError:
                 pass
             self._file = None
-        _remove(self.bundle_path)
+        remove(self.bundle_path)
 
     # -- RPC ----------------------------------------------------------------------------------------
     def serve(self, router):

@@ -14,8 +14,9 @@ Everything is recorded in ota/self.json, written atomically, so a power cut at a
 state this module can finish or undo.
 """
 
-import json
 import os
+
+from ccm.files import makedirs, read_json, remove, write_json
 
 STAGED = "staged"
 TRIAL = "trial"
@@ -29,18 +30,6 @@ def _exists(path):
         return True
     except OSError:
         return False
-
-
-def _makedirs(path):
-    cur = "/" if path.startswith("/") else ""
-    for part in path.split("/"):
-        if not part:
-            continue
-        cur = cur + part if (not cur or cur == "/") else cur + "/" + part
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
 
 
 def _rmtree(path):
@@ -63,11 +52,8 @@ def _rmtree(path):
 def _move(src, dst):
     d = dst.rsplit("/", 1)[0]
     if d:
-        _makedirs(d)
-    try:
-        os.remove(dst)
-    except OSError:
-        pass
+        makedirs(d)
+    remove(dst)
     os.rename(src, dst)
 
 
@@ -84,18 +70,11 @@ class SelfUpdate:
         return (self.root + "/" if self.root else "/") + name
 
     def record(self):
-        try:
-            with open(self.path) as f:
-                r = json.loads(f.read())
-            return r if type(r) is dict else {}
-        except (OSError, ValueError):
-            return {}
+        return read_json(self.path)
 
     def _save(self, rec):
-        _makedirs(self.dir)
-        with open(self.path + ".tmp", "w") as f:
-            f.write(json.dumps(rec))
-        os.rename(self.path + ".tmp", self.path)
+        makedirs(self.dir)
+        write_json(self.path, rec)
 
     # -- staging (from the OTA applier) -----------------------------------------------------------
     def stage_fs(self, read):
@@ -103,11 +82,11 @@ class SelfUpdate:
         from ccm.ota.fsarchive import unpack
 
         _rmtree(self.new)
-        _makedirs(self.new)
+        makedirs(self.new)
 
         def open_out(name):
             p = self.new + "/" + name
-            _makedirs(p.rsplit("/", 1)[0])
+            makedirs(p.rsplit("/", 1)[0])
             return open(p, "wb")
 
         return unpack(read, open_out)

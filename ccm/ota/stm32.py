@@ -12,10 +12,8 @@ times: the bootloader is in ROM, so the host is always recoverable.
 again at the next boot (`resume`), and with the wait for the host's `Sys.Info` afterwards.
 """
 
-import json
-import os
-
 from ccm.compat import sleep_ms_async
+from ccm.files import read_json, remove, write_json
 from ccm.ota import an3155 as bl
 from ccm.ota.stm32_chips import chip as chip_for
 
@@ -222,23 +220,13 @@ class UpdateMarker:
         self.set_record({"image": image, "address": address, "size": size})
 
     def set_record(self, record):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(record))
-        os.rename(tmp, self.path)
+        write_json(self.path, record)
 
     def get(self):
-        try:
-            with open(self.path) as f:
-                return json.loads(f.read())
-        except (OSError, ValueError):
-            return None
+        return read_json(self.path) or None
 
     def clear(self):
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass
+        remove(self.path)
 
 
 class FlashedImage:

@@ -1,0 +1,43 @@
+"""The few file operations the CCM's state files need, the same on a module's LittleFS and on a PC:
+a small JSON record read forgivingly and written atomically, quiet removal, nested directories."""
+
+import json
+import os
+
+
+def read_json(path):
+    """The JSON object in `path`, or {} when it is missing, broken or not an object: state files start
+    empty and a half-written one never stops a boot."""
+    try:
+        with open(path) as f:
+            d = json.loads(f.read())
+    except (OSError, ValueError):
+        return {}
+    return d if type(d) is dict else {}
+
+
+def write_json(path, obj):
+    """Write through a temporary file and a rename: a power cut leaves the old record or the new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj))
+    os.rename(tmp, path)
+
+
+def remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def makedirs(path):
+    cur = "/" if path.startswith("/") else ""
+    for part in path.split("/"):
+        if not part:
+            continue
+        cur = cur + part if (not cur or cur == "/") else cur + "/" + part
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
