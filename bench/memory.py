@@ -11,25 +11,21 @@ the /rpc server (no sockets in the WebAssembly port), WiFi.
 """
 
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ota import run_micropython  # noqa: E402
+
 CAP = 96 * 1000
 AIM = 64 * 1024
 
 SCRIPT = r"""
-import asyncio, gc, json, sys, os
+import asyncio, gc, json, sys
 sys.path.insert(0, "/fw")
-async def live():
-    got = []
-    for _ in range(2):
-        await asyncio.sleep_ms(2)
-        gc.collect()
-        got.append(gc.mem_alloc())
-    return min(got)
+from heap import live_heap as live  # sleeps before it collects: see tests/firmware/heap.py
 rows = []
 peak = [0]
 async def mark(name):
@@ -41,31 +37,15 @@ from ccm.main import Ccm
 from ccm import shadow, mqtt, link, router, config, rpc, compat
 from ccm.ota import receiver
 await mark("firmware imported (main, link, rpc, config, mqtt, shadow, OTA receiver)")
-from fwtest import FakeHost, uart_pair  # the test doubles: the host and the broker
+from fwtest import FakeHost, uart_pair  # the test doubles: the host, the broker, a board
+from test_boot import Board
 from test_mqtt_session import Broker
 broker = Broker()
 asyncio.open_connection = broker.open_connection  # what MqttClient opens, as the module's socket would be
 await mark("+ the test doubles (host on the UART, MQTT broker)")
 
-class Board:
-    arch = "esp32"; fw_id = "bench"; mac = "00:00:00:00:00:00"
-    def __init__(self, uart):
-        self.fs_dir = "/benchfs"
-        try:
-            os.mkdir(self.fs_dir)
-        except OSError:
-            pass
-        self.config_path = self.fs_dir + "/conf.json"
-        self.uart = uart
-    async def open_uart(self, config):
-        return self.uart
-    def heap_free(self):
-        return gc.mem_free()
-    def reboot(self):
-        return False
-
 ccm_end, host_end = uart_pair()
-c = Ccm(Board(ccm_end), {"device": {"id": "bench"}, "mqtt": {"enable": True, "server": "broker:1883"}})
+c = Ccm(Board("benchfs", ccm_end), {"device": {"id": "bench"}, "mqtt": {"enable": True, "server": "broker:1883"}})
 task = asyncio.create_task(c.run())
 host = FakeHost(host_end)
 await host.frame()
@@ -105,18 +85,7 @@ print(json.dumps({"rows": rows, "peak": peak[0]}))
 
 
 def run() -> dict:
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "memory.py").write_text(SCRIPT)
-        out = subprocess.run(
-            ["node", str(ROOT / "tests/mpy/run.mjs"), "--dir", "tests/firmware=/fw", str(Path(d, "memory.py"))],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=900,
-        )
-    if out.returncode:
-        sys.exit(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(run_micropython(SCRIPT, "tests/firmware=/fw"))
 
 
 def main():

@@ -45,17 +45,9 @@ def load():  # in a function, so that the JSON text and base64 temporaries are g
     b64 = lambda k: binascii.a2b_base64(spec.pop(k).encode())
     return spec, b64("head"), b64("tail"), b64("body") or None  # body: the deflated part, as the wire brings it
 spec, head, tail, body = load()
+sys.path.insert(0, "/fw")
+from heap import live_heap as live  # sleeps before it collects: see tests/firmware/heap.py
 samples = []
-async def live():
-    # The WebAssembly port's GC reclaims nothing until Python has returned to the JS event loop (its
-    # conservative scan still sees every dead object; sleep_ms(0) does not leave the turn), and now and
-    # then one collection still misses some: the live heap is at most the smaller of two readings.
-    got = []
-    for _ in range(2):
-        await asyncio.sleep_ms(2)
-        gc.collect()
-        got.append(gc.mem_alloc())
-    return min(got)
 async def sample():
     samples.append(await live())
 async def apply(bundle, progress, receiver):
@@ -130,7 +122,7 @@ def heap_figure(compress: bool = False, size: int = MIB) -> dict:
             "size": len(data),
         }
         Path(d, "ota_heap.json").write_text(json.dumps(spec))
-        return json.loads(run_micropython(MPY_SCRIPT, f"{d}=/bench"))
+        return json.loads(run_micropython(MPY_SCRIPT, f"{d}=/bench", "tests/firmware=/fw"))
 
 
 def run_micropython(script: str, *dirs: str) -> str:

@@ -14,24 +14,16 @@ from ccm import mqtt
 from ccm.compat import sleep_ms_async
 
 
-class MpStream:
-    """One TCP connection as MicroPython's asyncio.Stream presents it (extmod/asyncio/stream.py)."""
+class MpStream(End):
+    """One TCP connection as MicroPython's asyncio.Stream presents it (extmod/asyncio/stream.py): reads
+    as any stream, writes, drain and close its own way."""
 
     def __init__(self, rx, tx):
-        self.rx = rx
-        self.tx = tx
+        super().__init__(rx, tx)
         self.out_buf = b""
         self.in_drain = False
         self.closed = False
         self.lost = 0  # bytes written while a drain ran: MicroPython drops them
-
-    async def read(self, n):
-        while not self.rx.buf and not self.rx.closed:
-            self.rx.ev.clear()
-            await self.rx.ev.wait()
-        data = self.rx.buf[:n]
-        self.rx.buf = self.rx.buf[n:]
-        return data
 
     def write(self, buf):
         if self.in_drain:
