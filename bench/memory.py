@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
 from ota import run_micropython  # noqa: E402
 
@@ -84,6 +85,78 @@ print(json.dumps({"rows": rows, "peak": peak[0]}))
 """
 
 
+def works_at(heap_kib: int, rom: bool, broker) -> str | None:
+    """None when the whole firmware works with this heap on the unix port — boot, the host's calls,
+    MQTT to mosquitto with a cloud call and a shadow report, HTTP and WebSocket /rpc — else what failed."""
+    import json as _json
+    import time
+    import urllib.request
+
+    import websockets.sync.client as wsclient
+
+    from cloud.client import CloudClient
+    from host_lib import Host
+    from sim.mpy_unix import UnixCcm
+
+    dev = f"mem-{heap_kib}-{int(rom)}"
+    cfg = {"device": {"id": dev}, "mqtt": {"enable": True, "server": f"127.0.0.1:{broker.port}"}}
+    try:
+        ccm = UnixCcm(cfg, heap=f"{heap_kib}K", rom=rom).start()
+    except RuntimeError as e:
+        return "boot: " + str(e).splitlines()[-1]
+    try:
+        with Host(ccm.path) as host, CloudClient(broker.url, client_id="app-" + dev) as cloud:
+            host.export("Sum", lambda p: p[0] + p[1])
+            end = time.monotonic() + 10
+            while not host.call("Sys.GetInfo")["cloud"]["connected"]:
+                if time.monotonic() > end:
+                    return "MQTT: " + str(host.call("Sys.GetInfo")["faults"] or "not connected")
+                time.sleep(0.1)
+            assert cloud.call(dev, "Sum", [1, 2]) == 3
+            assert host.call("Shadow.Report", {"reported": {"n": 1}}) is True
+            url = f"http://127.0.0.1:{ccm.http_port}/rpc"
+            body = _json.dumps({"id": 1, "method": "Sum", "params": [2, 2]}).encode()
+            with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as r:
+                assert _json.loads(r.read())["result"] == 4
+            with wsclient.connect(url.replace("http", "ws"), open_timeout=10) as ws:
+                ws.send(_json.dumps({"id": 2, "method": "Sys.GetInfo"}))
+                assert "result" in _json.loads(ws.recv(timeout=10))
+            faults = host.call("Sys.GetInfo")["faults"]
+            return "faults: %s" % faults if faults else None
+    except Exception as e:  # a call that timed out or failed: the heap was too small somewhere
+        return f"{type(e).__name__}: {e}"
+    finally:
+        ccm.stop()
+
+
+def smallest_cap(rom: bool, broker, lo=64, hi=512, step=8) -> int:
+    """The smallest heap (KiB, steps of `step`) at which works_at passes (and passes at every larger size
+    tried on the way)."""
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if works_at(mid, rom, broker) is None:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def unix_table():
+    from cloud.broker import Mosquitto
+    from sim.mpy_unix import HEAP_64
+
+    print("\nThe whole firmware on MicroPython's unix port (64-bit) with the heap capped (-X heapsize):")
+    print("link + MQTT to mosquitto + a cloud call + Shadow.Report + HTTP and WebSocket /rpc\n")
+    print(f"{'code':<34} {'smallest cap':>13} {'ESP32 equivalent':>17} {'vs 96 KiB':>10}")
+    with Mosquitto() as broker:
+        for rom, label in ((True, "in ROM (frozen / romfs)"), (False, ".mpy files on LittleFS")):
+            cap = smallest_cap(rom, broker)
+            esp = cap / 2  # same GC blocks: 32 bytes each here, 16 on the ESP32 (sim/mpy_unix.py)
+            print(f"{label:<34} {cap:>10} KiB {esp:>13.0f} KiB {esp / 96:>9.2f}x")
+        why = works_at(int(HEAP_64[:-1]), True, broker)
+        print(f"\nat HEAP_64 = {HEAP_64} (the tests' cap, = 96 KiB on the ESP32), code in ROM: {why or 'everything works'}")
+
+
 def run() -> dict:
     return json.loads(run_micropython(SCRIPT, "tests/firmware=/fw"))
 
@@ -101,6 +174,7 @@ def main():
     print(f"\nthe CCM's peak: {peak / 1024:.1f} KiB = {peak / CAP:.2f}x a 96 KB heap, {peak / AIM:.2f}x the 64 KiB aim")
     print("(the runner's own baseline and the test doubles are taken off; bytecode is in the heap, as with .mpy")
     print(" files on a module; only a frozen image would move it to flash)")
+    unix_table()
 
 
 if __name__ == "__main__":

@@ -143,6 +143,67 @@ def build_fs(
         return pack_littlefs(Path(d), fs_size)
 
 
+ROM_TOPS = ("ccm", "lib")  # what goes into ROM: the firmware's code; boot.py, main.py and conf0.json stay on LittleFS
+
+
+def rom_image(staged: Path, tops=ROM_TOPS) -> bytes:
+    """A ROMFS image of the staged firmware's code: MicroPython's read-only filesystem (vfs.VfsRom, mounted
+    at /rom, with /rom and /rom/lib on sys.path) whose .mpy files run in place — their bytecode stays in
+    flash instead of being copied into the heap, which is what freezing them into the image does too.
+    Written with mpremote's ROMFS writer (the format `mpremote romfs deploy` puts on a romfs partition)."""
+    from mpremote.romfs import VfsRomWriter
+
+    w = VfsRomWriter()
+
+    def add(d: Path) -> None:
+        for p in sorted(d.iterdir()):
+            if p.is_dir():
+                w.opendir(p.name)
+                add(p)
+                w.closedir()
+            elif p.suffix == ".mpy":
+                w.mkfile(p.name, p.read_bytes())
+
+    for top in tops:
+        w.opendir(top)
+        add(staged / top)
+        w.closedir()
+    return w.finalise()
+
+
+FROZEN_MANIFEST = """# ccm-bridge frozen into a MicroPython image: its bytecode runs from flash, not the heap.
+# Build (needs ESP-IDF; see the README, "Frozen image"):
+#   make -C ports/esp32 BOARD={board} FROZEN_MANIFEST={manifest}
+include("$(PORT_DIR)/boards/manifest.py")
+package("ccm", base_path="{src}", opt=3)
+package("microdot", base_path="{src}/lib", opt=3)
+"""
+
+
+def frozen(dest: Path, board: str = "ESP32_GENERIC") -> list[str]:
+    """A directory to freeze into a custom MicroPython image: manifest.py (MicroPython's manifest
+    language: the port's own modules + ccm/ + microdot), the sources it names, and ccm.romfs — the same
+    code as a ROMFS image, for builds with a romfs partition (`mpremote romfs deploy ccm.romfs`)."""
+    import microdot
+
+    src = dest / "src"
+    sources = [(p, Path("ccm") / p.relative_to(ROOT / "ccm")) for p in sorted((ROOT / "ccm").rglob("*.py"))]
+    sources = [(p, r) for p, r in sources if p.name not in ("virtual.py", "wasm.py", "unix.py")]
+    mdir = Path(microdot.__file__).parent
+    sources += [
+        (mdir / n, Path("lib/microdot") / n) for n in ("__init__.py", "microdot.py", "websocket.py", "helpers.py")
+    ]
+    for p, rel in sources:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, src / rel)
+    manifest = dest / "manifest.py"
+    manifest.write_text(FROZEN_MANIFEST.format(board=board, manifest=manifest.resolve(), src=src.resolve()))
+    with tempfile.TemporaryDirectory(prefix="ccm-build-") as d:
+        stage(Path(d), {})
+        (dest / "ccm.romfs").write_bytes(rom_image(Path(d)))
+    return ["manifest.py", "ccm.romfs"] + [str(Path("src") / r) for _, r in sources]
+
+
 def fs_bundle(output: str, version: str | None = None, mpy_cross: str | None = None, march: str | None = None) -> dict:
     """An `esp32` bundle of the firmware files (part `fs`, type fs) for `ccm ota`: the CCM stages them
     and switches at its next boot. conf0.json stays out: a module keeps its factory configuration."""

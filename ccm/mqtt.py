@@ -111,39 +111,63 @@ POLL_MS = 500  # a session's reads wake up this often to see a dead broker or st
 
 
 class PacketReader:
-    """Bytes in, (type, flags, body) out. A packet longer than `max_packet` raises MqttError."""
+    """Bytes in, (type, flags, body) out. A packet longer than `max_packet` raises MqttError.
+
+    Once a packet's length is known its body gets one buffer of that size, filled as bytes arrive: a
+    16 KB publish read 1 KB at a time no longer builds 16 ever longer copies (the heap churn and
+    fragmentation a 96 KB heap cannot take)."""
 
     def __init__(self, max_packet=16384):
         self.max_packet = max_packet
-        self.buf = b""
+        self.head = b""  # the fixed header, until its remaining length is complete
+        self.first = 0
+        self.body = None  # bytearray of the packet being received
+        self.got = 0
+
+    def _header(self):
+        """Parse self.head: the bytes after the header, or None while it is incomplete."""
+        b = self.head
+        n = 0
+        shift = 0
+        i = 1
+        while True:
+            if i >= len(b):
+                return None  # length not complete yet
+            byte = b[i]
+            n |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise MqttError("malformed remaining length")
+        if n > self.max_packet:
+            raise MqttError("packet of %d bytes exceeds mqtt.max_packet %d" % (n, self.max_packet))
+        self.first = b[0]
+        self.body = bytearray(n)
+        self.got = 0
+        self.head = b""
+        return b[i:]
 
     def feed(self, data):
-        self.buf += data
         out = []
         while True:
-            b = self.buf
-            if len(b) < 2:
+            if self.body is None:
+                if not data:
+                    return out
+                self.head += data
+                data = self._header()
+                if data is None:
+                    return out
+            take = min(len(data), len(self.body) - self.got)
+            if take:
+                self.body[self.got : self.got + take] = memoryview(data)[:take]
+                self.got += take
+                data = data[take:]
+            if self.got < len(self.body):
                 return out
-            n = 0
-            shift = 0
-            i = 1
-            while True:
-                if i >= len(b):
-                    return out  # length not complete yet
-                byte = b[i]
-                n |= (byte & 0x7F) << shift
-                i += 1
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise MqttError("malformed remaining length")
-            if n > self.max_packet:
-                raise MqttError("packet of %d bytes exceeds mqtt.max_packet %d" % (n, self.max_packet))
-            if len(b) < i + n:
-                return out
-            out.append((b[0] >> 4, b[0] & 0x0F, b[i : i + n]))
-            self.buf = b[i + n :]
+            out.append((self.first >> 4, self.first & 0x0F, bytes(self.body)))
+            self.body = None
 
 
 def parse_connack(body):

@@ -223,3 +223,30 @@ def test_wrong_chip_and_no_port_are_refused(tmp_path):
         assert bytes(rom.flash[FS_OFFSET : FS_OFFSET + 16]) == b"\xff" * 16
     out = ccm("flash", "--fs-only")
     assert out.returncode != 0 and "no port" in out.stderr
+
+
+def test_build_frozen_writes_a_manifest_naming_real_packages_and_a_romfs_that_runs(tmp_path):
+    """`ccm build --frozen`: the manifest is MicroPython's manifest language (include/package); each
+    package it names is a real package under its base path. The romfs image holds the same code and runs
+    on MicroPython's unix port from /rom, as a module runs it from its romfs partition."""
+    out = ccm("build", "-o", str(tmp_path / "fs.bin"), "--frozen", str(tmp_path / "frozen"))
+    assert out.returncode == 0, out.stderr
+    frozen = tmp_path / "frozen"
+    assert "manifest.py" in out.stdout and "romfs" in out.stdout
+    seen = []
+
+    def package(name, files=None, base_path=".", opt=None):
+        assert (Path(base_path) / name / "__init__.py").exists(), (name, base_path)
+        assert opt == 3
+        seen.append(name)
+
+    exec((frozen / "manifest.py").read_text(), {"include": lambda path: seen.append(path), "package": package})
+    assert seen == ["$(PORT_DIR)/boards/manifest.py", "ccm", "microdot"]
+    assert not (frozen / "src/ccm/board/virtual.py").exists() and (frozen / "src/ccm/board/esp32.py").exists()
+
+    from sim.mpy_unix import micropython_cmd
+
+    code = "import ccm.main, microdot, ccm.http\nprint(ccm.main.__file__, microdot.__file__)\n"
+    r = subprocess.run(micropython_cmd("192K", [], code, frozen / "ccm.romfs"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["/rom/ccm/main.mpy", "/rom/lib/microdot/__init__.mpy"]

@@ -46,7 +46,7 @@ def test_portable_firmware_tests_pass_on_micropython():
         for node in ast.parse(p.read_text()).body
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
     )
-    out = run_on_micropython("--dir", "tests/firmware=/fw", "tests/mpy/runner.py", *modules)
+    out = run_on_micropython("--dir", "tests/firmware=/fw", "--dir", "tests/mpy=/mpy", "tests/mpy/runner.py", *modules)
     summary = re.search(r"mpy: (\d+) passed, (\d+) failed", out.stdout)
     assert out.returncode == 0 and summary, out.stdout[-4000:] + out.stderr[-4000:]
     assert (int(summary[1]), int(summary[2])) == (expected, 0), out.stdout[-4000:]
@@ -55,7 +55,7 @@ def test_portable_firmware_tests_pass_on_micropython():
 def test_micropython_runner_reports_failures(tmp_path):
     """The runner must fail when a test fails, or a green run would mean nothing."""
     (tmp_path / "test_broken.py").write_text("def test_fails():\n    assert 1 == 2\n\nasync def test_ok():\n    pass\n")
-    out = run_on_micropython("--dir", f"{tmp_path}=/fw", "tests/mpy/runner.py", "test_broken")
+    out = run_on_micropython("--dir", f"{tmp_path}=/fw", "--dir", "tests/mpy=/mpy", "tests/mpy/runner.py", "test_broken")
     assert out.returncode != 0
     assert "mpy: 1 passed, 1 failed" in out.stdout
     probe = tmp_path / "probe.py"
@@ -88,3 +88,27 @@ def test_ota_receiver_live_heap_stays_within_its_budget_on_micropython(compress)
     assert (h["state"], h["message"]) == (3, "read 262144 bytes"), h
     assert len(h["samples"]) >= 6
     assert max(h["samples"]) - h["idle"] <= 24 * 1024, [(s - h["idle"]) // 1024 for s in h["samples"]]
+
+
+@pytest.mark.parametrize("module", [p.stem for p in PORTABLE])
+def test_portable_tests_pass_on_the_unix_port_at_the_modules_heap_cap(module):
+    """The same tests on MicroPython's unix port (the ESP32 port's core, asyncio and sockets), code and
+    tests in ROM, the heap capped at HEAP_64: the 64-bit equivalent of the ESP32's 96 KiB."""
+    from sim.mpy_unix import HEAP_64, run_suite
+
+    expected = sum(
+        1
+        for node in ast.parse((ROOT / "tests/firmware" / (module + ".py")).read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+    )
+    out = run_suite([module], HEAP_64)
+    summary = re.search(r"mpy: (\d+) passed, (\d+) failed", out.stdout)
+    assert summary and (int(summary[1]), int(summary[2])) == (expected, 0), (out.stdout + out.stderr)[-4000:]
+
+
+def test_the_unix_ports_heap_cap_bites():
+    """A cap far below the module's: the same suite runs out of memory, so passing at HEAP_64 means something."""
+    from sim.mpy_unix import run_suite
+
+    out = run_suite(["test_ota_core"], "32K")
+    assert out.returncode != 0 and "MemoryError" in out.stdout + out.stderr

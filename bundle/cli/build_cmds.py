@@ -45,13 +45,21 @@ from bundle.cli import _int, main
     help="Also write an esp32 firmware bundle of these files (part type fs), for `ccm ota` to a running CCM.",
 )
 @click.option("--version", "version", help="The bundle's version (default: the firmware's).")
-def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, version) -> None:
+@click.option(
+    "--frozen",
+    "frozen_dir",
+    metavar="DIR",
+    help="Also write DIR/manifest.py to freeze the firmware into a custom MicroPython image (its code then "
+    "runs from flash, not the heap), and DIR/ccm.romfs, the same code for a romfs partition.",
+)
+def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, version, frozen_dir) -> None:
     """Compile the firmware with mpy-cross and pack it, with its factory config, into a LittleFS image.
 
     \b
     Example:  ccm build --config device.id=lamp-0042 --config mqtt.server=broker.local:1883
               ccm build --merge ESP32_GENERIC-v1.26.1.bin -o lamp.bin
               ccm build --bundle ccm-fw.zip && ccm --port ws://10.0.0.7/rpc ota ccm-fw.zip
+              ccm build --frozen frozen && make -C micropython/ports/esp32 FROZEN_MANIFEST=$PWD/frozen/manifest.py
     """
     from bundle import build
 
@@ -70,6 +78,15 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, 
         if bundle_out:
             m = build.fs_bundle(bundle_out, version, mpy_cross, march)
             click.echo(f"{bundle_out}: esp32 bundle {m['version']}, {m['parts']['fs']['size']} bytes of firmware files")
+        if frozen_dir:
+            from pathlib import Path
+
+            names = build.frozen(Path(frozen_dir))
+            rom = Path(frozen_dir) / "ccm.romfs"
+            click.echo(
+                f"{frozen_dir}/manifest.py: freezes {len(names) - 2} sources into a MicroPython image "
+                f"(FROZEN_MANIFEST=...); {rom}: {rom.stat().st_size} bytes for a romfs partition"
+            )
     except build.BuildError as e:
         raise click.ClickException(str(e)) from None
 

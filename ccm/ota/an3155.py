@@ -71,14 +71,46 @@ def _command(code, name):
     yield from _ack("%s (0x%02X) refused" % (name, code))
 
 
+_CRC_HI = None  # the CRC-32 byte table (poly 0x04C11DB7, MSB first) as 16-bit halves
+_CRC_LO = None
+
+
+def _crc_tables():
+    """On the ESP32 a small int holds 31 bits: 32-bit CRC values would be heap-allocated longs at every
+    step. Kept as two 16-bit halves, every value in the loop stays a small int."""
+    global _CRC_HI, _CRC_LO
+    if _CRC_HI is None:
+        from array import array
+
+        hi = array("H", bytes(512))
+        lo = array("H", bytes(512))
+        for i in range(256):
+            h, l = i << 8, 0  # noqa: E741
+            for _ in range(8):
+                carry = h & 0x8000
+                h = ((h << 1) & 0xFFFF) | (l >> 15)
+                l = (l << 1) & 0xFFFF  # noqa: E741
+                if carry:
+                    h ^= 0x04C1
+                    l ^= 0x1DB7  # noqa: E741
+            hi[i] = h
+            lo[i] = l
+        _CRC_HI, _CRC_LO = hi, lo
+    return _CRC_HI, _CRC_LO
+
+
 def stm32_crc(data, crc=0xFFFFFFFF):
     """The STM32 CRC unit's CRC-32 (poly 0x04C11DB7, init all ones, MSB first) over little-endian
-    32-bit words: what Get Checksum (0xA1) answers."""
+    32-bit words: what Get Checksum (0xA1) answers. Table-driven on 16-bit halves (see _crc_tables)."""
+    th, tl = _crc_tables()
+    h = (crc >> 16) & 0xFFFF
+    l = crc & 0xFFFF  # noqa: E741
     for i in range(0, len(data) - 3, 4):
-        crc ^= data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
-        for _ in range(32):
-            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else (crc << 1) & 0xFFFFFFFF
-    return crc
+        for j in (3, 2, 1, 0):  # each word's most significant byte first
+            x = (h >> 8) ^ data[i + j]
+            h = (((h & 0xFF) << 8) | (l >> 8)) ^ th[x]
+            l = ((l & 0xFF) << 8) ^ tl[x]  # noqa: E741
+    return (h << 16) | l
 
 
 class Info:

@@ -126,3 +126,23 @@ async def test_input_left_from_an_earlier_session_is_discarded_before_the_sync()
     info = bl.Info()
     await drv.run(bl.op_get(info))
     assert info.version == 0x22
+
+
+def test_stm32_crc_allocates_nothing_per_word_on_micropython():
+    """On the ESP32 a 32-bit CRC value is a heap long: 4 KiB hashed bit by bit allocated ~100 KB. Now
+    nothing grows with the data (on a 32-bit MicroPython; CPython has no gc.mem_alloc to ask)."""
+    import gc
+
+    if not hasattr(gc, "mem_alloc"):
+        return
+    data = bytes(range(256)) * 16
+    bl.stm32_crc(data[:4])  # the tables, once
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        bl.stm32_crc(data)
+        used = gc.mem_alloc() - before
+    finally:
+        gc.enable()
+    assert used < 256, used

