@@ -348,11 +348,16 @@ def client_from_config(config):
 def _ssl_context(config):
     """The TLS context for mqtt.ssl_*; an unreadable or invalid file is named in the error."""
     import ssl
+    import sys
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    mpy = sys.implementation.name == "micropython"
     ca = config.get("mqtt.ssl_ca_cert")
     if ca:
-        _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cafile=ca))
+        if mpy:  # MicroPython's mbedTLS may take DER only: PEM files are decoded here
+            _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cadata=der_file(ca)))
+        else:
+            _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cafile=ca))
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_NONE
@@ -361,8 +366,30 @@ def _ssl_context(config):
     cert = config.get("mqtt.ssl_cert")
     if cert:
         key = config.get("mqtt.ssl_key")
-        _tls_file("mqtt.ssl_cert/ssl_key", cert + ", " + key, lambda: ctx.load_cert_chain(cert, key))
+        if mpy:
+            load = lambda: ctx.load_cert_chain(der_file(cert), der_file(key))  # noqa: E731
+        else:
+            load = lambda: ctx.load_cert_chain(cert, key)  # noqa: E731
+        _tls_file("mqtt.ssl_cert/ssl_key", cert + ", " + key, load)
     return ctx
+
+
+def der_file(path):
+    """A certificate or key file as DER: PEM (-----BEGIN …----- base64 -----END …-----) is decoded, the
+    first block only; DER is returned as it is. The MicroPython unix port's mbedTLS parses no PEM, and
+    DER is what MicroPython's own TLS tests use."""
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    start = data.find(b"-----BEGIN")
+    if start < 0:
+        return data
+    body = data.find(b"\n", start) + 1
+    end = data.find(b"-----END", body)
+    if body <= 0 or end < 0:
+        raise ValueError("a PEM block without its -----END line")
+    return binascii.a2b_base64(data[body:end].replace(b"\r", b"").replace(b"\n", b""))
 
 
 def _tls_file(setting, path, load):

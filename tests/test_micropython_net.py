@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 import websockets.sync.client as wsclient
 from conftest import cloud_config, unique_device, wait_until
+from test_cloud import certs  # noqa: F401 - the test CA, server and device certificates
 
 from host_lib import Host
 from sim.mpy_unix import UnixCcm
@@ -121,3 +122,30 @@ def test_a_broken_tls_path_keeps_the_link_and_says_why(mosquitto, module):
     assert host.call("Config.Get", {"key": "mqtt.ssl_ca_cert"}) == "/no/such/ca.pem"
     host.call("Config.Set", {"config": {"mqtt": {"ssl_ca_cert": ""}}, "save": True, "reboot": True})
     wait_until(lambda: connected(host), 30, "the cloud after the fix")
+
+
+def test_mutual_tls_to_mosquitto_at_the_heap_cap(certs, module):  # noqa: F811 - the fixture
+    """MQTT over TLS with a client certificate, the CA checked: the unix port's ssl is MicroPython's own
+    (mbedTLS, its buffers in the capped heap here; on an ESP32 they come from ESP-IDF's heap)."""
+    from cloud.broker import Mosquitto
+    from cloud.client import CloudClient
+
+    files = {"cafile": "ca.pem", "certfile": "server.pem", "keyfile": "server.key"}
+    with Mosquitto(tls={k: str(certs / v) for k, v in files.items()} | {"require_certificate": True}) as broker:
+        app_tls = {
+            "cafile": str(certs / "ca.pem"),
+            "certfile": str(certs / "device.pem"),
+            "keyfile": str(certs / "device.key"),
+        }
+        with CloudClient(broker.url, tls=app_tls) as app:
+            device = unique_device()
+            cfg = cloud_config(
+                broker.port,
+                device,
+                ssl_ca_cert=str(certs / "ca.pem"),
+                ssl_cert=str(certs / "device.pem"),
+                ssl_key=str(certs / "device.key"),
+            )
+            ccm, host = module(cfg)
+            wait_until(lambda: connected(host), 30, "MQTT over TLS on MicroPython")
+            assert app.call(device, "Sum", [20, 22]) == 42
