@@ -192,7 +192,10 @@ class ShadowBridge:
     # -- cloud → host ---------------------------------------------------------------------------
     def _on_connect(self):
         self.client.publish(self.status_topic, "online", 1, True, control=True)
-        self.client.publish(self.prefix + "/get", "{}", 1, control=True)  # resync what changed while away
+        # resync what changed while away; only the answer to this get (its clientToken) reaches the host
+        self._token += 1
+        self._get_token = "%s-get-%d" % (self.device_id, self._token)
+        self.client.publish(self.prefix + "/get", '{"clientToken":"%s"}' % self._get_token, 1, control=True)
         self._cloud_status(True, None)
 
     def _on_disconnect(self, reason):
@@ -255,7 +258,15 @@ class ShadowBridge:
             if st:
                 self._host_notify("Shadow.Delta", st)
 
+    _get_token = None  # the clientToken of this CCM's own outstanding get
+
     def _on_get_accepted(self, doc):
+        """The shadow as a get answered it. Every client's get is answered on the same topic (a dashboard
+        polling, a second CLI): only the answer to this CCM's own get tells the host of the delta; the
+        others only refresh what Shadow.Get returns."""
+        mine = self._get_token is not None and doc.get("clientToken") == self._get_token
+        if mine:
+            self._get_token = None
         st = doc.get("state") or {}
         self.state["desired"] = st.get("desired") or {}
         self.state["reported"] = st.get("reported") or {}
@@ -264,6 +275,8 @@ class ShadowBridge:
         if d is None:
             d = delta(self.state["desired"], self.state["reported"])
         self.state["delta"] = d or {}
+        if not mine:
+            return
         d = self._take_ota(d)
         if d:
             self._host_notify("Shadow.Delta", d)

@@ -314,3 +314,28 @@ def test_broker_user_and_password_are_used_and_a_refusal_is_explained():
             with Host(v.path) as h:
                 st = h.call("Sys.GetInfo")["cloud"]
                 assert st["connected"] is False and "broker refused the connection" in st["reason"]
+
+
+def test_other_clients_shadow_gets_do_not_send_the_host_the_delta_again(mosquitto, shadow_service, cloud):
+    """Issue 13, item 4: every shadow get/accepted, whoever asked, used to send the host Shadow.Delta
+    again. Only the answer to the CCM's own get (its clientToken) may; a dashboard watching must not."""
+    import time
+
+    device = unique_device()
+    cloud.shadow_update(device, {"desired": {"on": True}})  # a delta that stands: this host never reports
+    v = VirtualCcm(cloud_config(mosquitto.port, device)).start()
+    host, seen = attach_host(v)
+    host.on("Shadow.Delta")(seen.deltas.append)
+    host.start()
+    try:
+        wait_until(lambda: seen.deltas, what="the delta from the CCM's own get")
+        time.sleep(0.3)
+        assert seen.deltas == [{"on": True}]
+        for _ in range(3):
+            assert cloud.shadow_get(device)["state"]["delta"] == {"on": True}
+        time.sleep(0.5)  # what would have come has come: each get/accepted is one broker hop
+        assert seen.deltas == [{"on": True}]
+        assert host.call("Shadow.Get")["delta"] == {"on": True}
+    finally:
+        host.close()
+        v.stop()
