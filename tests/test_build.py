@@ -250,3 +250,14 @@ def test_build_frozen_writes_a_manifest_naming_real_packages_and_a_romfs_that_ru
     r = subprocess.run(micropython_cmd("192K", [], code, frozen / "ccm.romfs"), capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["/rom/ccm/main.mpy", "/rom/lib/microdot/__init__.mpy"]
+
+
+def test_build_output_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("")
+    for args in (
+        ["-o", str(tmp_path / "no/such/dir/fs.bin")],
+        ["-o", str(tmp_path / "fs.bin"), "--frozen", str(tmp_path / "afile")],
+    ):
+        out = ccm("build", *args)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith("Error: cannot write ") and "writable" in out.stderr

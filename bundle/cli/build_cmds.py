@@ -89,6 +89,8 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, 
             )
     except build.BuildError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # an output path that cannot be written (-o, --merge, --bundle, --frozen)
+        raise click.ClickException(f"cannot write {e.filename}: {e.strerror}. Pick a writable path.") from None
 
 
 @main.command("flash")
