@@ -9,13 +9,16 @@
 would be busy). `VirtualStm32` puts it on a pty with an optional timing model: every byte costs its
 wire time (8E1: 11 bits), erase and program the datasheet times.
 
-Application images: the app the virtual chip boots is described by a marker in the image,
-`CCMAPP1:` + a JSON object + NUL, anywhere in its first 16 KiB, e.g.
-`CCMAPP1:{"version":"2.0","app":"lamp","size":65536}\\0`. Booted with BOOT0 low, such an image answers
-JSON-RPC at 8N1 on the same UART (host_lib: `Sys.Info` gives `fw_version` = version and
-`fw_id` = SHA-256 of the first `size` bytes of flash; `RPC.List`; `Sum`; a `Shadow.Delta` is applied
-to a lamp state and reported back with `Shadow.Report`). An image without a marker
-boots to silence, as a crashed firmware would; the bootloader still recovers it.
+Booted with BOOT0 low, the chip **executes the firmware in its flash**: a Cortex-M3 core (`sim.cortexm`,
+unicorn) with RCC, GPIO, USART1 on this same pty and SysTick — e.g. examples/stm32-lamp, built with
+arm-none-eabi-gcc on host_lib/c. An image that does not boot (no vector table, a fault) is silent on
+the UART, as a real chip is; the bootloader still recovers it.
+
+Synthetic test images (`make_app_image`, by the thousand in the OTA tests and benches) carry a marker
+instead, `CCMAPP1:` + a JSON object + NUL in their first 16 KiB, e.g.
+`CCMAPP1:{"version":"2.0","app":"lamp","size":65536}\\0`; for those a host_lib stand-in answers
+JSON-RPC at 8N1 (`Sys.Info` gives `fw_version` = version and `fw_id` = SHA-256 of the first `size`
+bytes of flash; `RPC.List`; `Sum`; a `Shadow.Delta` is applied to a lamp state and reported back).
 """
 
 from __future__ import annotations
@@ -419,6 +422,7 @@ class VirtualStm32(PtyDevice):
         self.in_reset = False
         self.app = None
         self.app_port: AppPort | None = None
+        self.cpu = None  # the Cortex-M3 running the flashed firmware
         self.boots: list[str] = []
         self.bytes_in = 0
         self.bytes_out = 0
@@ -453,10 +457,25 @@ class VirtualStm32(PtyDevice):
             self._start_app()
         self.boots.append(self.mode)
 
+    @property
+    def led(self) -> bool | None:
+        """The blue pill's LED (PC13, active low) while firmware runs; None otherwise."""
+        if self.cpu is None or self.cpu.crashed:
+            return None
+        return not self.cpu.gpio["C"] >> 13 & 1
+
     def _start_app(self):
-        info = read_marker(bytes(self.core.flash))
+        from sim.cortexm import CortexM3, bootable
+
+        flash = bytes(self.core.flash)
+        info = read_marker(flash)
         if info is None:
-            self.mode = "silent"  # a garbage image: the core runs, but nothing sensible comes out
+            ram = self.core.chip.ram
+            if not bootable(flash, ram):
+                self.mode = "silent"  # erased or garbage: the core faults at once, nothing comes out
+                return
+            self.cpu = CortexM3(flash, ram, uart_tx=self._write, on_reset=self._system_reset).start()
+            self.mode = "app"
             return
         from host_lib import Host
 
@@ -479,7 +498,15 @@ class VirtualStm32(PtyDevice):
         self.app = host.start()
         self.mode = "app"
 
+    def _system_reset(self):
+        """The firmware asked for a reset (AIRCR SYSRESETREQ): the chip restarts by BOOT0."""
+        self.set_reset(True)
+        self.set_reset(False)
+
     def _stop_app(self):
+        if self.cpu is not None:
+            self.cpu.stop()
+            self.cpu = None
         if self.app is not None:
             self.app_port.close()
             self.app.close()
@@ -520,6 +547,8 @@ class VirtualStm32(PtyDevice):
                 self.core.go_address = None
                 self._stop_app()
                 self._start_app()
+        elif self.mode == "app" and self.cpu is not None:
+            self.cpu.uart_rx(data)
         elif self.mode == "app" and self.app_port is not None:
             self.app_port.feed(data)
         # off or silent: the bytes fall on the floor

@@ -1,0 +1,906 @@
+/* ccm.c — the host side of the CCM link (see ccm.h). Freestanding C99: no heap, no libc. */
+#include "ccm.h"
+
+#include <limits.h>
+
+enum { IDLE, IN_FRAME, DISCARD };
+
+/* -- small helpers (no libc) ---------------------------------------------------------------------- */
+static int slen(const char *s) {
+  int n = 0;
+  while (s[n]) n++;
+  return n;
+}
+
+static int same(const char *a, int n, const char *b) { /* a[0..n) equals the C string b */
+  int i;
+  for (i = 0; i < n; i++)
+    if (b[i] != a[i] || b[i] == 0) return 0;
+  return b[n] == 0;
+}
+
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static int skip_ws(const char *s, int len, int i) {
+  while (i < len && is_ws(s[i])) i++;
+  return i;
+}
+
+static int hex4(const char *s, int len, int i) { /* the value of 4 hex digits at s[i], or -1 */
+  int k, v = 0;
+  if (i + 4 > len) return -1;
+  for (k = 0; k < 4; k++) {
+    char c = s[i + k];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= c - '0';
+    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+    else return -1;
+  }
+  return v;
+}
+
+/* -- output -------------------------------------------------------------------------------------- */
+static void flush(struct ccm *c) {
+  if (c->out_len > 0 && c->write != NULL) c->write(c->out, c->out_len, c->write_ud);
+  c->out_len = 0;
+}
+
+static int put(struct ccm *c, const char *s, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    if (c->out_len == CCM_OUT_CHUNK) flush(c);
+    c->out[c->out_len++] = s[i];
+  }
+  return n;
+}
+
+static int put_ulong(struct ccm *c, unsigned long v, unsigned base) {
+  char tmp[24];
+  int n = 0, i;
+  char rev[24];
+  do {
+    unsigned d = (unsigned)(v % base);
+    tmp[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+    v /= base;
+  } while (v != 0);
+  for (i = 0; i < n; i++) rev[i] = tmp[n - 1 - i];
+  return put(c, rev, n);
+}
+
+static int put_long(struct ccm *c, long v) {
+  if (v < 0) return put(c, "-", 1) + put_ulong(c, 0UL - (unsigned long)v, 10);
+  return put_ulong(c, (unsigned long)v, 10);
+}
+
+static int put_quoted(struct ccm *c, const char *s, int n) {
+  static const char hex[] = "0123456789abcdef";
+  int i, w = put(c, "\"", 1);
+  for (i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    const char *e = NULL;
+    if (ch == '"') e = "\\\"";
+    else if (ch == '\\') e = "\\\\";
+    else if (ch == '\n') e = "\\n";
+    else if (ch == '\r') e = "\\r";
+    else if (ch == '\t') e = "\\t";
+    else if (ch == '\b') e = "\\b";
+    else if (ch == '\f') e = "\\f";
+    if (e != NULL) {
+      w += put(c, e, 2);
+    } else if (ch < 0x20) {
+      char u[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+      w += put(c, u, 6);
+    } else {
+      w += put(c, (const char *)&s[i], 1);
+    }
+  }
+  return w + put(c, "\"", 1);
+}
+
+#if CCM_ENABLE_DOUBLE
+static int put_double(struct ccm *c, double v) {
+  char digits[10];
+  int e = 0, n, i, w = 0;
+  unsigned long m;
+  if (v != v || v - v != 0) return put(c, "null", 4); /* NaN, ±inf: JSON has none */
+  if (v < 0) {
+    w += put(c, "-", 1);
+    v = -v;
+  }
+  if (v == 0) return w + put(c, "0", 1);
+  while (v >= 10) v /= 10, e++;
+  while (v < 1) v *= 10, e--;
+  m = (unsigned long)(v * 1e8 + 0.5); /* 9 significant digits */
+  if (m >= 1000000000UL) m /= 10, e++;
+  for (i = 8; i >= 0; i--) digits[i] = (char)('0' + m % 10), m /= 10;
+  for (n = 9; n > 1 && digits[n - 1] == '0'; n--) {
+  }
+  if (e >= -5 && e < 9) {
+    if (e < 0) {
+      w += put(c, "0.", 2);
+      for (i = -1; i > e; i--) w += put(c, "0", 1);
+      return w + put(c, digits, n);
+    }
+    w += put(c, digits, n < e + 1 ? n : e + 1);
+    for (i = n; i < e + 1; i++) w += put(c, "0", 1);
+    if (n > e + 1) w += put(c, ".", 1) + put(c, digits + e + 1, n - e - 1);
+    return w;
+  }
+  w += put(c, digits, 1);
+  if (n > 1) w += put(c, ".", 1) + put(c, digits + 1, n - 1);
+  return w + put(c, "e", 1) + put_long(c, e);
+}
+#endif
+
+static int vfmt(struct ccm *c, const char *fmt, va_list ap) {
+  int w = 0;
+  while (*fmt) {
+    int lng = 0, prec = -1;
+    const char *start = fmt;
+    while (*fmt && *fmt != '%') fmt++;
+    if (fmt > start) w += put(c, start, (int)(fmt - start));
+    if (*fmt == 0) break;
+    fmt++;
+    if (fmt[0] == '.' && fmt[1] == '*') prec = va_arg(ap, int), fmt += 2;
+    if (*fmt == 'l') lng = 1, fmt++;
+    switch (*fmt) {
+      case 'd':
+      case 'i':
+        w += put_long(c, lng ? va_arg(ap, long) : (long)va_arg(ap, int));
+        break;
+      case 'u':
+        w += put_ulong(c, lng ? va_arg(ap, unsigned long) : (unsigned long)va_arg(ap, unsigned), 10);
+        break;
+      case 'x':
+        w += put_ulong(c, lng ? va_arg(ap, unsigned long) : (unsigned long)va_arg(ap, unsigned), 16);
+        break;
+      case 's':
+      case 'Q': {
+        const char *s = va_arg(ap, const char *);
+        int n = s == NULL ? 0 : prec >= 0 ? prec : slen(s);
+        if (s == NULL) w += put(c, "null", 4);
+        else w += *fmt == 's' ? put(c, s, n) : put_quoted(c, s, n);
+        break;
+      }
+      case 'B':
+        w += va_arg(ap, int) ? put(c, "true", 4) : put(c, "false", 5);
+        break;
+#if CCM_ENABLE_DOUBLE
+      case 'g':
+        w += put_double(c, va_arg(ap, double));
+        break;
+#endif
+      case '%':
+        w += put(c, "%", 1);
+        break;
+      default: /* an unknown conversion is printed as is */
+        w += put(c, start + (fmt - start) - 1, 2);
+        if (*fmt == 0) return w;
+    }
+    fmt++;
+  }
+  return w;
+}
+
+static int outf(struct ccm *c, const char *f, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, f);
+  n = vfmt(c, f, ap);
+  va_end(ap);
+  return n;
+}
+
+int ccm_vprintf(struct ccm *c, const char *f, va_list ap) {
+  int n = vfmt(c, f, ap);
+  flush(c);
+  return n;
+}
+
+int ccm_printf(struct ccm *c, const char *f, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, f);
+  n = ccm_vprintf(c, f, ap);
+  va_end(ap);
+  return n;
+}
+
+/* -- JSON: checking ------------------------------------------------------------------------------- */
+/* One string token from s[i] == '"': the index after its closing quote, or -1 with *why set. */
+static int scan_string(const char *s, int len, int i, const char **why) {
+  i++;
+  while (i < len) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"') return i + 1;
+    if (ch < 0x20) return *why = "parse error: control character in a string", -1;
+    if (ch == '\\') {
+      char e = i + 1 < len ? s[i + 1] : 0;
+      if (e == 'u') {
+        int u = hex4(s, len, i + 2);
+        if (u < 0) return *why = "parse error: bad \\u escape", -1;
+        i += 6;
+        if (u >= 0xDC00 && u <= 0xDFFF) return *why = "parse error: lone surrogate escape", -1;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+          int lo = i + 1 < len && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s, len, i + 2) : -1;
+          if (lo < 0xDC00 || lo > 0xDFFF) return *why = "parse error: lone surrogate escape", -1;
+          i += 6;
+        }
+      } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
+                 e == 't') {
+        i += 2;
+      } else {
+        return *why = "parse error: bad escape in a string", -1;
+      }
+    } else if (ch < 0x80) {
+      i++;
+    } else { /* UTF-8: no overlong forms, no surrogates, nothing beyond U+10FFFF */
+      int n = ch >= 0xF0 ? 3 : ch >= 0xE0 ? 2 : ch >= 0xC0 ? 1 : 0, k;
+      unsigned long cp = ch & (0x3F >> n);
+      if (n == 0 || ch >= 0xF5 || i + n >= len) return *why = "parse error: invalid UTF-8", -1;
+      for (k = 1; k <= n; k++) {
+        unsigned char cc = (unsigned char)s[i + k];
+        if ((cc & 0xC0) != 0x80) return *why = "parse error: invalid UTF-8", -1;
+        cp = cp << 6 | (cc & 0x3F);
+      }
+      if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+          (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+        return *why = "parse error: invalid UTF-8", -1;
+      i += n + 1;
+    }
+  }
+  return *why = "parse error: unterminated string", -1;
+}
+
+/* One number token from s[i]: the index after it, or -1. Refuses what a double cannot hold. */
+static int scan_number(const char *s, int len, int i, const char **why) {
+  int first = -1, int_digits = 0, lead = 0, exp_neg = 0;
+  long exp = 0;
+  const char *big = "17976931348623157"; /* DBL_MAX's leading digits */
+  if (i < len && s[i] == '-') i++;
+  if (i >= len || !is_digit(s[i])) return *why = "parse error: bad number", -1;
+  if (s[i] == '0') {
+    i++;
+  } else {
+    first = i;
+    while (i < len && is_digit(s[i])) i++, int_digits++;
+  }
+  if (i < len && s[i] == '.') {
+    i++;
+    if (i >= len || !is_digit(s[i])) return *why = "parse error: bad number", -1;
+    while (i < len && is_digit(s[i])) {
+      if (first < 0 && s[i] == '0') lead++;
+      else if (first < 0) first = i;
+      i++;
+    }
+  }
+  if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+    i++;
+    if (i < len && (s[i] == '+' || s[i] == '-')) exp_neg = s[i] == '-', i++;
+    if (i >= len || !is_digit(s[i])) return *why = "parse error: bad number", -1;
+    while (i < len && is_digit(s[i])) {
+      if (exp < 100000) exp = exp * 10 + (s[i] - '0');
+      i++;
+    }
+  }
+  if (first >= 0) { /* the decimal exponent of the first significant digit must stay ≤ 308 */
+    long e10 = (exp_neg ? -exp : exp) + (int_digits > 0 ? int_digits - 1 : -(lead + 1));
+    if (e10 > 308) return *why = "parse error: number out of range", -1;
+    if (e10 == 308) {
+      int k = first, j = 0;
+      for (; k < i && big[j]; k++) {
+        if (s[k] == '.') continue;
+        if (!is_digit(s[k]) || s[k] < big[j]) break;
+        if (s[k] > big[j]) return *why = "parse error: number out of range", -1;
+        j++;
+      }
+    }
+  }
+  return i;
+}
+
+static int scan_word(const char *s, int len, int i, const char *w) {
+  int n = slen(w);
+  if (i + n > len) return -1;
+  return same(s + i, n, w) ? i + n : -1;
+}
+
+const char *ccm_json_check(const char *s, int len) {
+  enum { VALUE, VALUE_OR_END, KEY, KEY_OR_END, COLON, NEXT, DONE } want = VALUE;
+  uint32_t objects = 0; /* bit d: level d+1 is an object */
+  int depth = 0, i = skip_ws(s, len, 0);
+  const char *why = "parse error";
+  while (i < len) {
+    char ch = s[i];
+    switch (want) {
+      case VALUE_OR_END:
+        if (ch == ']') goto close;
+        /* fall through */
+      case VALUE:
+        if (ch == '{' || ch == '[') {
+          if (++depth > CCM_MAX_DEPTH) return "parse error: nesting deeper than 32";
+          if (ch == '{') objects |= 1UL << (depth - 1);
+          else objects &= ~(1UL << (depth - 1));
+          want = ch == '{' ? KEY_OR_END : VALUE_OR_END;
+          i++;
+          break;
+        }
+        if (ch == '"') i = scan_string(s, len, i, &why);
+        else if (ch == '-' || is_digit(ch)) i = scan_number(s, len, i, &why);
+        else if (ch == 't') i = scan_word(s, len, i, "true");
+        else if (ch == 'f') i = scan_word(s, len, i, "false");
+        else if (ch == 'n') i = scan_word(s, len, i, "null");
+        else return "parse error: unexpected character";
+        if (i < 0) return why;
+        want = depth == 0 ? DONE : NEXT;
+        break;
+      case KEY_OR_END:
+        if (ch == '}') goto close;
+        /* fall through */
+      case KEY:
+        if (ch != '"') return "parse error: expected a key";
+        if ((i = scan_string(s, len, i, &why)) < 0) return why;
+        want = COLON;
+        break;
+      case COLON:
+        if (ch != ':') return "parse error: expected ':'";
+        i++;
+        want = VALUE;
+        break;
+      case NEXT:
+        if (ch == ',') {
+          i++;
+          want = objects >> (depth - 1) & 1 ? KEY : VALUE;
+          break;
+        }
+        if (ch == (objects >> (depth - 1) & 1 ? '}' : ']')) goto close;
+        return "parse error: expected ',' or a close";
+      case DONE:
+        return "parse error: data after the value";
+    }
+    i = skip_ws(s, len, i);
+    continue;
+  close:
+    depth--;
+    i = skip_ws(s, len, i + 1);
+    want = depth == 0 ? DONE : NEXT;
+  }
+  return want == DONE ? NULL : "parse error: incomplete frame";
+}
+
+/* -- JSON: finding -------------------------------------------------------------------------------- */
+static int value_end(const char *s, int len, int i) { /* the index after the value at s[i], or -1 */
+  int depth = 0, in_str = 0;
+  if (i >= len) return -1;
+  if (s[i] != '{' && s[i] != '[' && s[i] != '"') { /* a scalar: up to a delimiter */
+    while (i < len && !is_ws(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ':') i++;
+    return i;
+  }
+  for (; i < len; i++) {
+    char ch = s[i];
+    if (in_str) {
+      if (ch == '\\') i++;
+      else if (ch == '"') {
+        in_str = 0;
+        if (depth == 0) return i + 1;
+      }
+    } else if (ch == '"') {
+      in_str = 1;
+    } else if (ch == '{' || ch == '[') {
+      depth++;
+    } else if (ch == '}' || ch == ']') {
+      if (--depth == 0) return i + 1;
+    }
+  }
+  return -1;
+}
+
+static int tok_type(char ch) {
+  switch (ch) {
+    case '"': return CCM_TOK_STRING;
+    case '{': return CCM_TOK_OBJECT;
+    case '[': return CCM_TOK_ARRAY;
+    case 't': return CCM_TOK_TRUE;
+    case 'f': return CCM_TOK_FALSE;
+    case 'n': return CCM_TOK_NULL;
+    default: return ch == '-' || is_digit(ch) ? CCM_TOK_NUMBER : CCM_TOK_INVALID;
+  }
+}
+
+int ccm_json_next(const char *s, int len, int offset, const char **key, int *key_len, const char **val,
+                  int *val_len, int *val_type) {
+  int i, e;
+  if (len < 2 || (s[0] != '{' && s[0] != '[')) return 0;
+  i = skip_ws(s, len, offset == 0 ? 1 : offset);
+  if (offset != 0) {
+    if (i >= len || s[i] != ',') return 0;
+    i = skip_ws(s, len, i + 1);
+  }
+  if (i >= len || s[i] == '}' || s[i] == ']') return 0;
+  if (key != NULL) *key = NULL, *key_len = 0;
+  if (s[0] == '{') {
+    if (s[i] != '"' || (e = value_end(s, len, i)) < 0) return 0;
+    if (key != NULL) *key = s + i, *key_len = e - i;
+    i = skip_ws(s, len, e);
+    if (i >= len || s[i] != ':') return 0;
+    i = skip_ws(s, len, i + 1);
+  }
+  if ((e = value_end(s, len, i)) < 0 || e == i) return 0;
+  if (val != NULL) *val = s + i, *val_len = e - i;
+  if (val_type != NULL) *val_type = tok_type(s[i]);
+  return e;
+}
+
+static int key_eq(const char *tok, int tok_len, const char *key, int key_len) {
+  char buf[64];
+  int i, n;
+  for (i = 1; i < tok_len - 1 && tok[i] != '\\'; i++) {
+  }
+  if (i == tok_len - 1) { /* no escapes: compare in place */
+    if (tok_len - 2 != key_len) return 0;
+    for (i = 0; i < key_len; i++)
+      if (tok[i + 1] != key[i]) return 0;
+    return 1;
+  }
+  n = ccm_json_unescape(tok, tok_len, buf, (int)sizeof(buf));
+  if (n != key_len) return 0;
+  for (i = 0; i < n; i++)
+    if (buf[i] != key[i]) return 0;
+  return 1;
+}
+
+int ccm_json_streq(const char *tok, int tok_len, const char *s) {
+  return tok_len >= 2 && tok[0] == '"' && key_eq(tok, tok_len, s, slen(s));
+}
+
+int ccm_json_find(const char *s, int len, const char *path, const char **tok, int *tok_len) {
+  int start = skip_ws(s, len, 0), end = value_end(s, len, start);
+  if (path == NULL || *path++ != '$' || end < 0) return CCM_TOK_INVALID;
+  while (*path) {
+    const char *key = NULL, *k, *v;
+    int klen = 0, kl, vl, off = 0;
+    long index = -1;
+    if (*path == '.') {
+      key = ++path;
+      while (*path && *path != '.' && *path != '[') path++;
+      klen = (int)(path - key);
+      if (s[start] != '{') return CCM_TOK_INVALID;
+    } else if (*path == '[') {
+      index = 0;
+      for (path++; is_digit(*path); path++) index = index * 10 + (*path - '0');
+      if (*path++ != ']' || s[start] != '[') return CCM_TOK_INVALID;
+    } else {
+      return CCM_TOK_INVALID;
+    }
+    for (;;) {
+      off = ccm_json_next(s + start, end - start, off, &k, &kl, &v, &vl, NULL);
+      if (off == 0) return CCM_TOK_INVALID;
+      if (key != NULL ? key_eq(k, kl, key, klen) : index-- == 0) break;
+    }
+    start = (int)(v - s);
+    end = start + vl;
+  }
+  if (tok != NULL) *tok = s + start, *tok_len = end - start;
+  return tok_type(s[start]);
+}
+
+static void utf8(char *out, int size, int *n, unsigned long cp) {
+  char b[4];
+  int k = 0, i;
+  if (cp < 0x80) b[k++] = (char)cp;
+  else if (cp < 0x800) b[k++] = (char)(0xC0 | cp >> 6), b[k++] = (char)(0x80 | (cp & 0x3F));
+  else if (cp < 0x10000)
+    b[k++] = (char)(0xE0 | cp >> 12), b[k++] = (char)(0x80 | (cp >> 6 & 0x3F)), b[k++] = (char)(0x80 | (cp & 0x3F));
+  else
+    b[k++] = (char)(0xF0 | cp >> 18), b[k++] = (char)(0x80 | (cp >> 12 & 0x3F)),
+    b[k++] = (char)(0x80 | (cp >> 6 & 0x3F)), b[k++] = (char)(0x80 | (cp & 0x3F));
+  for (i = 0; i < k; i++) {
+    if (*n < size) out[*n] = b[i];
+    (*n)++;
+  }
+}
+
+int ccm_json_unescape(const char *tok, int tok_len, char *out, int size) {
+  int i, n = 0;
+  if (tok_len < 2 || tok[0] != '"' || tok[tok_len - 1] != '"') return -1;
+  for (i = 1; i < tok_len - 1; i++) {
+    char ch = tok[i];
+    if (ch == '\\' && i + 1 < tok_len - 1) {
+      char e = tok[++i];
+      if (e == 'u') {
+        long cp = hex4(tok, tok_len - 1, i + 1), lo;
+        if (cp < 0) return -1;
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF && i + 2 < tok_len - 1 && tok[i + 1] == '\\' && tok[i + 2] == 'u' &&
+            (lo = hex4(tok, tok_len - 1, i + 3)) >= 0xDC00 && lo <= 0xDFFF) {
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          i += 6;
+        }
+        utf8(out, size, &n, (unsigned long)cp);
+        continue;
+      }
+      ch = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
+    }
+    if (n < size) out[n] = ch;
+    n++;
+  }
+  if (n >= size) return -1; /* no room for the NUL */
+  out[n] = 0;
+  return n;
+}
+
+/* -- typed params --------------------------------------------------------------------------------- */
+static int arg(const struct ccm_req *r, const char *path, const char **tok, int *len) {
+  return ccm_json_find(r->params, r->params_len, path, tok, len);
+}
+
+static int parse_long(const char *t, int n, long *out) { /* a plain integer token, no overflow */
+  unsigned long v = 0, max;
+  int i = t[0] == '-' ? 1 : 0;
+  if (i >= n) return 0;
+  max = i ? (unsigned long)LONG_MAX + 1 : (unsigned long)LONG_MAX;
+  for (; i < n; i++) {
+    unsigned d;
+    if (!is_digit(t[i])) return 0;
+    d = (unsigned)(t[i] - '0');
+    if (v > (max - d) / 10) return 0;
+    v = v * 10 + d;
+  }
+  *out = t[0] == '-' ? (long)(0UL - v) : (long)v;
+  return 1;
+}
+
+int ccm_arg_long(const struct ccm_req *r, const char *path, long *out) {
+  const char *t;
+  int n;
+  return arg(r, path, &t, &n) == CCM_TOK_NUMBER && parse_long(t, n, out);
+}
+
+#if CCM_ENABLE_DOUBLE
+int ccm_arg_double(const struct ccm_req *r, const char *path, double *out) {
+  const char *t;
+  int n, i = 0, neg = 0, eneg = 0, e = 0, frac = 0;
+  double v = 0;
+  if (arg(r, path, &t, &n) != CCM_TOK_NUMBER) return 0;
+  if (t[i] == '-') neg = 1, i++;
+  for (; i < n && is_digit(t[i]); i++) v = v * 10 + (t[i] - '0');
+  if (i < n && t[i] == '.')
+    for (i++; i < n && is_digit(t[i]); i++) v = v * 10 + (t[i] - '0'), frac++;
+  if (i < n && (t[i] == 'e' || t[i] == 'E')) {
+    i++;
+    if (i < n && (t[i] == '+' || t[i] == '-')) eneg = t[i++] == '-';
+    for (; i < n && is_digit(t[i]); i++)
+      if (e < 10000) e = e * 10 + (t[i] - '0');
+  }
+  e = (eneg ? -e : e) - frac;
+  for (; e > 0; e--) v *= 10;
+  for (; e < 0; e++) v /= 10;
+  *out = neg ? -v : v;
+  return 1;
+}
+#endif
+
+int ccm_arg_bool(const struct ccm_req *r, const char *path, int *out) {
+  int t = arg(r, path, NULL, NULL);
+  if (t != CCM_TOK_TRUE && t != CCM_TOK_FALSE) return 0;
+  *out = t == CCM_TOK_TRUE;
+  return 1;
+}
+
+int ccm_arg_str(const struct ccm_req *r, const char *path, char *out, int size) {
+  const char *t;
+  int n;
+  return arg(r, path, &t, &n) == CCM_TOK_STRING && ccm_json_unescape(t, n, out, size) >= 0;
+}
+
+/* -- answering ------------------------------------------------------------------------------------ */
+static void answer_error(struct ccm *c, const char *id, int id_len, int code, const char *message) {
+  outf(c, "{\"id\":%.*s,\"error\":{\"code\":%d,\"message\":%Q}}\n", id ? id_len : 4, id ? id : "null",
+             code, message);
+  flush(c);
+}
+
+void ccm_result(struct ccm_req *r, const char *fmt, ...) {
+  va_list ap;
+  if (r->answered) return;
+  r->answered = 1;
+  if (r->id == NULL) return;
+  outf(r->ctx, "{\"id\":%.*s,\"result\":", r->id_len, r->id);
+  if (fmt == NULL) {
+    put(r->ctx, "null", 4);
+  } else {
+    va_start(ap, fmt);
+    vfmt(r->ctx, fmt, ap);
+    va_end(ap);
+  }
+  put(r->ctx, "}\n", 2);
+  flush(r->ctx);
+}
+
+void ccm_error(struct ccm_req *r, int code, const char *message) {
+  if (r->answered) return;
+  r->answered = 1;
+  if (r->id != NULL) answer_error(r->ctx, r->id, r->id_len, code, message);
+}
+
+/* -- built-ins every host serves (DESIGN §3) ------------------------------------------------------ */
+static void rpc_list(struct ccm_req *r) {
+  struct ccm *c = r->ctx;
+  int i;
+  outf(c, "{\"id\":%.*s,\"result\":[", r->id_len, r->id);
+  for (i = 0; i < c->n_methods; i++) outf(c, "%Q,", c->methods[i].name);
+  outf(c, "\"RPC.List\",\"Sys.Info\"]}\n");
+  flush(c);
+  r->answered = 1;
+}
+
+static void sys_info(struct ccm_req *r) {
+  struct ccm *c = r->ctx;
+  ccm_result(r, "{\"fw_version\":%Q,\"arch\":%Q,\"fw_id\":%Q,\"app\":%Q}", c->fw_version, c->arch,
+             c->fw_id ? c->fw_id : "", c->app);
+}
+
+/* -- the link ------------------------------------------------------------------------------------- */
+void ccm_init(struct ccm *c, char *frame_buf, int frame_buf_size, ccm_write_fn write, void *userdata) {
+  char *p = (char *)c;
+  unsigned i;
+  for (i = 0; i < sizeof(*c); i++) p[i] = 0;
+  c->buf = frame_buf;
+  c->size = frame_buf_size;
+  c->write = write;
+  c->write_ud = userdata;
+  c->next_id = 1;
+  c->fw_version = "1.0";
+  c->arch = "c";
+  c->app = "host";
+}
+
+void ccm_set_info(struct ccm *c, const char *fw_version, const char *arch, const char *app) {
+  c->fw_version = fw_version;
+  c->arch = arch;
+  c->app = app;
+}
+
+int ccm_export(struct ccm *c, const char *name, ccm_handler fn, void *userdata) {
+  int i;
+  for (i = 0; i < c->n_methods; i++)
+    if (same(name, slen(name), c->methods[i].name)) break;
+  if (i == CCM_MAX_METHODS) return -1;
+  if (i == c->n_methods) c->n_methods++;
+  c->methods[i].name = name;
+  c->methods[i].fn = fn;
+  c->methods[i].userdata = userdata;
+  return 0;
+}
+
+static void dispatch(struct ccm *c, struct ccm_req *r) {
+  int i;
+  for (i = 0; i < c->n_methods; i++) {
+    if (same(r->method, r->method_len, c->methods[i].name)) {
+      r->userdata = c->methods[i].userdata;
+      c->methods[i].fn(r);
+      if (!r->answered) ccm_result(r, NULL);
+      return;
+    }
+  }
+  if (same(r->method, r->method_len, "RPC.List")) {
+    if (r->id != NULL) rpc_list(r);
+  } else if (same(r->method, r->method_len, "Sys.Info")) {
+    sys_info(r);
+  } else {
+    ccm_error(r, CCM_METHOD_NOT_FOUND, "method not found");
+  }
+}
+
+static void respond(struct ccm *c, const char *id, int id_len, const char *result, int result_len,
+                    const char *error, int error_len) {
+  long n;
+  int i;
+  if (!parse_long(id, id_len, &n)) return; /* not one of our ids */
+  for (i = 0; i < CCM_MAX_PENDING; i++) {
+    if (c->pending[i].fn != NULL && c->pending[i].id == (uint32_t)n) {
+      struct ccm_result res;
+      ccm_result_fn fn = c->pending[i].fn;
+      const char *code;
+      int code_len;
+      long e = CCM_INTERNAL_ERROR;
+      c->pending[i].fn = NULL;
+      if (error != NULL) {
+        if (ccm_json_find(error, error_len, "$.code", &code, &code_len) == CCM_TOK_NUMBER)
+          parse_long(code, code_len, &e);
+        res.error = e != 0 ? (int)e : CCM_INTERNAL_ERROR;
+        res.json = error, res.len = error_len;
+      } else {
+        res.error = 0;
+        res.json = result, res.len = result_len;
+      }
+      fn(c, &res, c->pending[i].userdata);
+      return;
+    }
+  }
+}
+
+static void frame(struct ccm *c, const char *s, int len) {
+  struct ccm_req r;
+  const char *why = ccm_json_check(s, len), *k, *v, *result = NULL, *error = NULL;
+  int off = 0, kl, vl, t, has_id = 0, bad = 0, result_len = 0, error_len = 0;
+  c->stats.frames++;
+  if (why != NULL) {
+    c->stats.errors++;
+    answer_error(c, NULL, 0, CCM_PARSE_ERROR, why);
+    return;
+  }
+  if (s[0] != '{') {
+    c->stats.errors++;
+    answer_error(c, NULL, 0, CCM_INVALID_REQUEST, "invalid request: batches are not supported");
+    return;
+  }
+  r.ctx = c, r.method = NULL, r.method_len = 0, r.params = "null", r.params_len = 4;
+  r.id = NULL, r.id_len = 0, r.userdata = NULL, r.answered = 0;
+  while ((off = ccm_json_next(s, len, off, &k, &kl, &v, &vl, &t)) != 0) {
+    if (key_eq(k, kl, "id", 2)) {
+      has_id = 1;
+      r.id = v, r.id_len = vl;
+      bad = bad & ~1;
+      if (t != CCM_TOK_STRING && t != CCM_TOK_NUMBER && t != CCM_TOK_NULL) bad |= 1;
+    } else if (key_eq(k, kl, "method", 6)) {
+      r.method = v, r.method_len = vl;
+      bad = t == CCM_TOK_STRING ? bad & ~2 : bad | 2;
+    } else if (key_eq(k, kl, "params", 6)) {
+      r.params = v, r.params_len = vl;
+    } else if (key_eq(k, kl, "result", 6)) {
+      result = v, result_len = vl;
+    } else if (key_eq(k, kl, "error", 5)) {
+      error = v, error_len = vl;
+    }
+  }
+  if (bad & 1) r.id = NULL; /* an id that is not a string, number or null is answered with null */
+  if (bad || (r.method == NULL && !(has_id && (result != NULL || error != NULL)))) {
+    c->stats.errors++;
+    answer_error(c, r.id, r.id_len, CCM_INVALID_REQUEST, "invalid request");
+    return;
+  }
+  if (r.method == NULL) {
+    respond(c, r.id, r.id_len, result, result_len, error, error_len);
+    return;
+  }
+  r.method++, r.method_len -= 2; /* the name between the quotes (escaped names match nothing) */
+  if (!has_id) r.id = NULL;
+  dispatch(c, &r);
+}
+
+static void oversize(struct ccm *c) {
+  c->stats.overflows++;
+  outf(c, "{\"id\":null,\"error\":{\"code\":%d,\"message\":\"frame too large: %d+ bytes, "
+                "the frame buffer is %d\"}}\n",
+             CCM_INVALID_REQUEST, c->len + 1, c->size);
+  flush(c);
+}
+
+void ccm_feed(struct ccm *c, const void *data, int len) {
+  const char *p = (const char *)data;
+  int i;
+  for (i = 0; i < len; i++) {
+    char ch = p[i];
+    if (c->state == IDLE) {
+      if (ch != '{' && ch != '[') continue; /* noise between frames, \r\n after a closed frame */
+      c->state = IN_FRAME, c->len = 0, c->depth = 0, c->in_str = 0, c->esc = 0;
+    }
+    if (ch == '\n') { /* a newline ends any frame: one that has not closed is incomplete */
+      if (c->state == IN_FRAME) {
+        c->stats.frames++, c->stats.errors++;
+        answer_error(c, NULL, 0, CCM_PARSE_ERROR, "parse error: incomplete frame");
+      }
+      c->state = IDLE;
+      continue;
+    }
+    if (c->state == IN_FRAME) {
+      if (c->len == c->size) {
+        oversize(c);
+        c->state = DISCARD;
+      } else {
+        c->buf[c->len++] = ch;
+      }
+    }
+    if (c->in_str) {
+      if (c->esc) c->esc = 0;
+      else if (ch == '\\') c->esc = 1;
+      else if (ch == '"') c->in_str = 0;
+    } else if (ch == '"') {
+      c->in_str = 1;
+    } else if (ch == '{' || ch == '[') {
+      c->depth++;
+    } else if ((ch == '}' || ch == ']') && --c->depth == 0) {
+      if (c->state == IN_FRAME) frame(c, c->buf, c->len);
+      c->state = IDLE;
+    }
+  }
+}
+
+void ccm_poll(struct ccm *c, uint32_t now_ms) {
+  int i;
+  c->now = now_ms;
+  for (i = 0; i < CCM_MAX_PENDING; i++) {
+    if (c->pending[i].fn != NULL && (int32_t)(now_ms - c->pending[i].deadline) >= 0) {
+      ccm_result_fn fn = c->pending[i].fn;
+      struct ccm_result res;
+      res.error = CCM_TIMEOUT, res.json = "{\"code\":-32000,\"message\":\"timeout\"}", res.len = 36;
+      c->pending[i].fn = NULL;
+      c->stats.timeouts++;
+      fn(c, &res, c->pending[i].userdata);
+    }
+  }
+}
+
+/* -- calling the CCM ------------------------------------------------------------------------------ */
+static void ignore(struct ccm *c, const struct ccm_result *res, void *ud) {
+  (void)c, (void)res, (void)ud;
+}
+
+static int vcall(struct ccm *c, const char *method, ccm_result_fn fn, void *ud, uint32_t timeout_ms,
+                 const char *fmt, va_list ap) {
+  int i;
+  uint32_t id;
+  for (i = 0; i < CCM_MAX_PENDING && c->pending[i].fn != NULL; i++) {
+  }
+  if (i == CCM_MAX_PENDING) return -1;
+  id = c->next_id++;
+  if (c->next_id > 0x7FFFFFFF) c->next_id = 1;
+  c->pending[i].id = id;
+  c->pending[i].deadline = c->now + timeout_ms;
+  c->pending[i].fn = fn != NULL ? fn : ignore;
+  c->pending[i].userdata = ud;
+  outf(c, "{\"id\":%lu,\"method\":%Q", (unsigned long)id, method);
+  if (fmt != NULL) {
+    put(c, ",\"params\":", 10);
+    vfmt(c, fmt, ap);
+  }
+  put(c, "}\n", 2);
+  flush(c);
+  return (int)id;
+}
+
+int ccm_call(struct ccm *c, const char *method, ccm_result_fn fn, void *userdata, uint32_t timeout_ms,
+             const char *params_fmt, ...) {
+  va_list ap;
+  int id;
+  va_start(ap, params_fmt);
+  id = vcall(c, method, fn, userdata, timeout_ms, params_fmt, ap);
+  va_end(ap);
+  return id;
+}
+
+void ccm_notify(struct ccm *c, const char *method, const char *params_fmt, ...) {
+  va_list ap;
+  outf(c, "{\"method\":%Q", method);
+  if (params_fmt != NULL) {
+    put(c, ",\"params\":", 10);
+    va_start(ap, params_fmt);
+    vfmt(c, params_fmt, ap);
+    va_end(ap);
+  }
+  put(c, "}\n", 2);
+  flush(c);
+}
+
+int ccm_config_get(struct ccm *c, const char *key, ccm_result_fn fn, void *userdata) {
+  if (key == NULL) return ccm_call(c, "Config.Get", fn, userdata, 5000, NULL);
+  return ccm_call(c, "Config.Get", fn, userdata, 5000, "{\"key\":%Q}", key);
+}
+
+int ccm_mqtt_pub(struct ccm *c, const char *topic, const char *message, int qos, ccm_result_fn fn,
+                 void *userdata) {
+  const char *fmt = qos ? "{\"topic\":%Q,\"message\":%Q,\"qos\":%d}" : "{\"topic\":%Q,\"message\":%Q}";
+  if (fn == NULL) {
+    ccm_notify(c, "MQTT.Pub", fmt, topic, message, qos);
+    return 0;
+  }
+  return ccm_call(c, "MQTT.Pub", fn, userdata, 10000, fmt, topic, message, qos);
+}
+
+int ccm_mqtt_sub(struct ccm *c, const char *topic, int qos, ccm_result_fn fn, void *userdata) {
+  if (qos) return ccm_call(c, "MQTT.Sub", fn, userdata, 5000, "{\"topic\":%Q,\"qos\":%d}", topic, qos);
+  return ccm_call(c, "MQTT.Sub", fn, userdata, 5000, "{\"topic\":%Q}", topic);
+}
