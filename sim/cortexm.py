@@ -81,7 +81,7 @@ class CortexM3:
         size = (len(self.flash) + 0xFFFF) & ~0xFFFF or 0x10000
         uc.mem_map(FLASH_BASE, size)
         uc.mem_write(FLASH_BASE, self.flash)
-        lo, hi = self.ram
+        lo, hi = self.ram[0] & ~0xFFFF, self.ram[1]  # the whole SRAM (the bootloader's 512 B included)
         uc.mem_map(lo, (hi - lo + 0xFFF) & ~0xFFF)
         uc.mem_map(0x1FFFF000, 0x1000)  # system memory / option bytes: reads as erased
         uc.mem_write(0x1FFFF000, b"\xff" * 0x1000)
@@ -191,7 +191,7 @@ class CortexM3:
             return
         sp = uc.reg_read(A.UC_ARM_REG_SP)
         f = struct.unpack("<8I", uc.mem_read(sp, 32))
-        for r, v in zip(_FRAME_REGS, f[:6]):
+        for r, v in zip(_FRAME_REGS, f[:6], strict=True):
             uc.reg_write(r, v)
         uc.reg_write(A.UC_ARM_REG_XPSR, f[7] & ~0x1FF)
         uc.reg_write(A.UC_ARM_REG_SP, sp + 32 + (4 if f[7] & (1 << 9) else 0))

@@ -48,12 +48,14 @@ def test_ccm_demo_runs_the_whole_virtual_product(embedded):
         '{"id":1,"method":"Sum","params":[2,3]}',
         '{"id":2,"error":{"code":-32601,"message":"method not found"}}',
         '{"method":"Shadow.Delta","params":{"on":true}}',
-        '{"method":"Shadow.Report","params":{"on":true}}',
-        '{"method":"MQTT.Pub","params":{"topic":"t1","message":"hello"}}',
+        '{"method":"Shadow.Report","params":{"on":true,"brightness":100}}',
+        '{"method":"MQTT.Message","params":{"topic":"lamp/cmd","message":"off"}}',
+        '{"method":"MQTT.Pub","params":{"topic":"lamp/status","message":"off"}}',
     ):
         assert frame in p.stdout
     assert "amqtt" in p.stdout if embedded else "mosquitto" in p.stdout
-    assert '"reported": {"on": true}' in p.stdout
+    assert '"reported": {"on": true, "brightness": 100}' in p.stdout
+    assert "emulated Cortex-M3" in p.stdout and "the LED is off" in p.stdout  # the real firmware ran
     # the manual's host OTA: bundled with its command, pushed over WebSocket, the host reports v2
     assert "--platform ccm_host host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000" in p.stdout
     assert "Uploading" in p.stdout + p.stderr and "host updated: it runs 2.0" in p.stdout

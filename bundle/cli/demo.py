@@ -30,10 +30,14 @@ def _wait(cond, what: str, timeout: float = 10.0):
 def demo(embedded: bool) -> None:
     """The virtual product end to end: cloud, CCM and host MCU, no hardware.
 
-    Starts an MQTT broker with the shadow service, boots a virtual STM32 running host firmware v1 and a
-    virtual CCM wired to it (UART, BOOT0, NRST), replays the CCM manual's examples printing every frame
-    on the UART, then builds host firmware v2, bundles it with the manual's command and pushes it with
-    `ccm ota` over WebSocket: the CCM re-flashes the STM32 and the cloud sees v2.
+    Starts an MQTT broker with the shadow service, boots a virtual STM32 whose emulated Cortex-M3 runs
+    the lamp firmware v1 (examples/stm32-lamp, C on host_lib/c) and a virtual CCM wired to it (UART,
+    BOOT0, NRST), replays the CCM manual's examples printing every frame on the UART, then builds
+    firmware v2, bundles it with the manual's command and pushes it with `ccm ota` over WebSocket: the
+    CCM re-flashes the STM32 through its ROM bootloader, v2 boots and the cloud sees it.
+
+    The firmware is built with arm-none-eabi-gcc when it is installed, else taken prebuilt from
+    examples/stm32-lamp/prebuilt/.
     """
     from bundle import fwbundle
     from bundle.cli.ota_cmds import StageBar
@@ -43,7 +47,8 @@ def demo(embedded: bool) -> None:
     from cloud.client import CloudClient
     from cloud.shadow_service import ShadowService
     from sim.ccm import VirtualCcm
-    from sim.stm32 import VirtualStm32, make_app_image
+    from sim.lamp_fw import FirmwareUnavailable, lamp_image
+    from sim.stm32 import VirtualStm32
 
     say = click.echo
     device = "ccm-demo01"
@@ -53,11 +58,18 @@ def demo(embedded: bool) -> None:
     broker = start_broker(embedded=embedded)
     service = ShadowService(broker.url).start()
     say(f"  broker: {broker.kind} on {broker.url}")
+    try:
+        v1, how = lamp_image("1.0")
+        v2, _ = lamp_image("2.0")
+    except FirmwareUnavailable as e:
+        service.stop()
+        broker.close()
+        raise click.ClickException(str(e)) from None
     mcu = VirtualStm32("f103").start()
-    v1 = make_app_image("1.0", 32 * 1024, app="demo_lamp", seed=1)
     mcu.core.flash[: len(v1)] = v1
     mcu.reset(boot0=False)
-    say(f"A virtual STM32F103 host runs its firmware v1; its USART1 is {mcu.path}")
+    say(f"A virtual STM32F103 runs the lamp firmware v1 ({len(v1)} bytes, {how}) on an emulated Cortex-M3;")
+    say(f"  its USART1 is {mcu.path}")
     trace = WireTrace()
     v = VirtualCcm(
         {
@@ -96,17 +108,19 @@ def demo(embedded: bool) -> None:
             "the host's shadow report",
         )
         say(f"   shadow now: {json.dumps(doc['state'])} (version {doc['version']})")
-        say("\n5. The host publishes to the cloud (manual §6):")
-        cloud.subscribe("t1")
+        say(f"   the lamp's LED (PC13): {'on' if mcu.led else 'off'}")
+        say("\n5. MQTT both ways (manual §6): the cloud publishes a command the host subscribed to, the host")
+        say("   switches and publishes its status:")
+        cloud.subscribe("lamp/status")
         mark = cloud.mark()
-        mcu.app.mqtt_pub("t1", "hello")
-        _, topic, payload = cloud.wait_message("t1", after=mark)
-        say(f"   the cloud got {payload.decode()!r} on {topic}")
+        cloud.publish("lamp/cmd", "off")
+        _, topic, payload = cloud.wait_message("lamp/status", after=mark)
+        say(f"   the cloud got {payload.decode()!r} on {topic}; the LED is {'on' if mcu.led else 'off'}")
 
         say("\n6. Host firmware v2 over the air (manual §4-§5). Built, then bundled with the manual's command:")
         fw = os.path.join(work, "FIRMWARE.BIN")
         with open(fw, "wb") as f:
-            f.write(make_app_image("2.0", 32 * 1024, app="demo_lamp", seed=2))
+            f.write(v2)
         bundle_path = os.path.join(work, "fw.zip")
         say(
             "   ccm create-fw-bundle -o fw.zip --name fw --platform ccm_host host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"
@@ -131,7 +145,7 @@ def demo(embedded: bool) -> None:
         say(f"   {st.get('message')}")
         info = cloud.call(device, "Sys.Info")
         say(f"   through the cloud, the host's Sys.Info: {json.dumps(info)}")
-        ok = info.get("fw_version") == "2.0" and doc["state"].get("reported", {}).get("on") is True
+        ok = info.get("fw_version") == "2.0" and mcu.cpu is not None and not mcu.cpu.crashed
     finally:
         cloud.stop()
         v.stop()

@@ -100,6 +100,9 @@ def sim_esp32(flash_path: str) -> None:
 def sim_stm32(profile: str, baud: int, image: str | None) -> None:
     """A virtual STM32 on a pty, in its bootloader (or running --image), until Ctrl-C.
 
+    With --image it boots that firmware on an emulated Cortex-M3 (RCC, GPIO, USART1 on the pty,
+    SysTick): e.g. the lamp built on host_lib/c, examples/stm32-lamp/prebuilt/lamp-1.0.bin.
+
     \b
     Flash it with any tool:   stm32flash -m 8n1 -w fw.bin PTY
                               ccm --port PTY stm32 flash --mode 8n1 --lines none fw.bin
