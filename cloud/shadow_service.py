@@ -19,12 +19,27 @@ from urllib.parse import urlparse
 from ccm.shadow import delta, merge_state
 
 PREFIX = "$aws/things/"
+VERSION_KEPT_S = 48 * 3600  # AWS: a shadow re-created within 48 h of its delete continues its version
 
 
-def _metadata(state, ts: int):
+def _metadata(state, ts: int, nulls: bool = True):
+    """Timestamps in the shape of `state`; nulls=False leaves out the keys a null deletes."""
     if isinstance(state, dict):
-        return {k: _metadata(v, ts) for k, v in state.items()}
+        return {k: _metadata(v, ts, nulls) for k, v in state.items() if nulls or v is not None}
     return {"timestamp": ts}
+
+
+def _merge_metadata(meta, old, new, ts: int):
+    """A section's metadata after the update `new` of its state `old`: deleted keys lose their entry."""
+    if not isinstance(new, dict) or not isinstance(old, dict) or not isinstance(meta, dict):
+        return _metadata(new, ts, nulls=False)
+    out = dict(meta)
+    for k, v in new.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_metadata(out.get(k), old.get(k), v, ts)
+    return out
 
 
 def _error(code: int, message: str, token, ts: int) -> dict:
@@ -40,6 +55,7 @@ class Shadows:
     def __init__(self, db: str = ":memory:"):
         self.db = sqlite3.connect(db, check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS shadow (thing TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS deleted (thing TEXT PRIMARY KEY, version INT, ts INT)")
         self.db.commit()
         self.lock = threading.Lock()
 
@@ -50,6 +66,10 @@ class Shadows:
     def _save(self, thing: str, doc: dict) -> None:
         self.db.execute("INSERT OR REPLACE INTO shadow VALUES (?, ?)", (thing, json.dumps(doc)))
         self.db.commit()
+
+    def _deleted_version(self, thing: str, ts: int) -> int:
+        row = self.db.execute("SELECT version, ts FROM deleted WHERE thing = ?", (thing,)).fetchone()
+        return row[0] if row and ts - row[1] < VERSION_KEPT_S else 0
 
     def handle(self, thing: str, op: str, payload: bytes) -> list[tuple[str, dict]]:
         with self.lock:
@@ -80,7 +100,8 @@ class Shadows:
         for k in state:
             if k not in ("desired", "reported"):
                 return [("update/rejected", _error(400, f"State contains an invalid node: '{k}'", token, ts))]
-        doc = self.load(thing) or {"state": {}, "metadata": {}, "version": 0}
+        doc = self.load(thing) or {"state": {}, "metadata": {}, "version": self._deleted_version(thing, ts)}
+        created = "timestamp" not in doc
         if "version" in req and req["version"] != doc["version"]:
             return [("update/rejected", _error(409, "Version conflict", token, ts))]
         previous = json.loads(json.dumps(doc))
@@ -92,9 +113,14 @@ class Shadows:
                 doc["state"].pop(section, None)
                 doc["metadata"].pop(section, None)
                 continue
-            merged = merge_state(doc["state"].get(section) or {}, new)
+            old = doc["state"].get(section) or {}
+            merged = merge_state(old, new)
+            if merged == {}:  # emptied by nulls: AWS drops the section
+                doc["state"].pop(section, None)
+                doc["metadata"].pop(section, None)
+                continue
             doc["state"][section] = merged
-            doc["metadata"][section] = merge_state(doc["metadata"].get(section) or {}, _metadata(new, ts))
+            doc["metadata"][section] = _merge_metadata(doc["metadata"].get(section) or {}, old, new, ts)
         doc["version"] += 1
         doc["timestamp"] = ts
         self._save(thing, doc)
@@ -108,7 +134,7 @@ class Shadows:
                 ("update/delta", {"version": doc["version"], "timestamp": ts, "state": d, "metadata": _metadata(d, ts)})
             )
         documents = {
-            "previous": {k: previous[k] for k in ("state", "metadata", "version")} if previous["version"] else None,
+            "previous": None if created else {k: previous[k] for k in ("state", "metadata", "version")},
             "current": {k: doc[k] for k in ("state", "metadata", "version")},
             "timestamp": ts,
         }
@@ -145,6 +171,7 @@ class Shadows:
         if doc is None:
             return [("delete/rejected", _error(404, f"No shadow exists with name: '{thing}'", token, ts))]
         self.db.execute("DELETE FROM shadow WHERE thing = ?", (thing,))
+        self.db.execute("INSERT OR REPLACE INTO deleted VALUES (?, ?, ?)", (thing, doc["version"], ts))
         self.db.commit()
         answer = {"version": doc["version"], "timestamp": ts}
         if token is not None:

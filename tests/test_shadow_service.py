@@ -38,6 +38,44 @@ def test_null_deletes_leaves_and_sections_and_arrays_compare_whole():
     assert got["state"] == {"reported": {"l": [1]}} and "delta" not in got["state"]
 
 
+def test_metadata_follows_the_state_when_nulls_delete_keys():
+    """AWS keeps metadata only for keys the state holds: a null deletes the key's metadata too, and a
+    null on a key that never existed creates none (ours kept, and even created, such entries)."""
+    s = Shadows()
+    upd(s, "t", {"state": {"desired": {"a": 1, "b": {"x": 1, "y": 2}, "ghost": None}}})
+    got = dict(s.handle("t", "get", b""))["get/accepted"]
+    assert set(got["metadata"]["desired"]) == {"a", "b"}
+    upd(s, "t", {"state": {"desired": {"a": None, "b": {"y": None}}}})
+    got = dict(s.handle("t", "get", b""))["get/accepted"]
+    assert got["state"]["desired"] == {"b": {"x": 1}}
+    assert set(got["metadata"]["desired"]) == {"b"} and set(got["metadata"]["desired"]["b"]) == {"x"}
+    upd(s, "t", {"state": {"desired": {"b": 5}}})  # an object replaced by a value: one leaf timestamp
+    got = dict(s.handle("t", "get", b""))["get/accepted"]
+    assert list(got["metadata"]["desired"]["b"]) == ["timestamp"]
+
+
+def test_a_section_emptied_by_nulls_is_dropped():
+    s = Shadows()
+    upd(s, "t", {"state": {"desired": {"a": 1}, "reported": {"a": 1}}})
+    upd(s, "t", {"state": {"desired": {"a": None}}})
+    got = dict(s.handle("t", "get", b""))["get/accepted"]
+    assert got["state"] == {"reported": {"a": 1}} and "desired" not in got["metadata"]
+
+
+def test_a_recreated_shadow_continues_the_deleted_ones_version():
+    s = Shadows()
+    for i in range(3):
+        upd(s, "t", {"state": {"reported": {"n": i}}})
+    assert dict(s.handle("t", "delete", b""))["delete/accepted"]["version"] == 3
+    out = upd(s, "t", {"state": {"reported": {"n": 9}}})
+    assert out["update/accepted"]["version"] == 4 and out["update/documents"]["previous"] is None
+    assert dict(s.handle("t", "get", b""))["get/accepted"]["state"] == {"reported": {"n": 9}}
+    s.db.execute("UPDATE deleted SET ts = ts - 49 * 3600")  # past AWS's 48 hours: a new shadow
+    s.handle("t", "delete", b"")
+    s.db.execute("UPDATE deleted SET ts = ts - 49 * 3600")
+    assert upd(s, "t", {"state": {"reported": {"n": 1}}})["update/accepted"]["version"] == 1
+
+
 def test_rejections_carry_aws_codes_and_messages():
     s = Shadows()
     assert upd(s, "t", b"{nope")["update/rejected"] == {

@@ -12,8 +12,9 @@
  *   static void sum(struct ccm_req *r) {
  *     long a, b;
  *     if (!ccm_arg_long(r, "$[0]", &a) || !ccm_arg_long(r, "$[1]", &b))
- *       return ccm_error(r, CCM_INVALID_PARAMS, "expected [a, b]");
- *     ccm_result(r, "%ld", a + b);
+ *       ccm_error(r, CCM_INVALID_PARAMS, "expected [a, b]");
+ *     else
+ *       ccm_result(r, "%ld", a + b);
  *   }
  *
  *   ccm_init(&link, frame, sizeof(frame), uart_write, NULL);
