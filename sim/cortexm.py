@@ -214,15 +214,19 @@ class CortexM3:
         return HSI_HZ
 
     # -- peripherals (0x40000000–0x4002FFFF) ----------------------------------------------------
+    def _rxne(self) -> bool:
+        """USART1 enabled with its receiver on: the next byte on the line moves into DR; RXNE."""
+        cr1 = self._regs.get(0x4001380C, 0)
+        with self._lock:
+            if self._rx_latched is None and self._rx and cr1 & (1 << 13) and cr1 & (1 << 2):
+                self._rx_latched = self._rx.pop(0)
+            return self._rx_latched is not None
+
     def _usart_irq(self) -> bool:
         cr1 = self._regs.get(0x4001380C, 0)
         if not cr1 & (1 << 13):
             return False
-        with self._lock:
-            if self._rx_latched is None and self._rx and cr1 & (1 << 2):
-                self._rx_latched = self._rx.pop(0)
-            rxne = self._rx_latched is not None
-        return bool((cr1 & (1 << 5) and rxne) or cr1 & (1 << 7) or cr1 & (1 << 6))
+        return bool((cr1 & (1 << 5) and self._rxne()) or cr1 & (1 << 7) or cr1 & (1 << 6))
 
     def uart_rx(self, data: bytes) -> None:
         with self._lock:
@@ -238,12 +242,7 @@ class CortexM3:
             cfgr = self._regs.get(a, 0)
             return (cfgr & ~0xC) | (cfgr & 3) << 2
         if a == 0x40013800:  # USART1_SR: TXE and TC always (the wire takes bytes at once), RXNE
-            cr1 = self._regs.get(0x4001380C, 0)
-            with self._lock:
-                if self._rx_latched is None and self._rx and cr1 & (1 << 13) and cr1 & (1 << 2):
-                    self._rx_latched = self._rx.pop(0)
-                rxne = self._rx_latched is not None
-            return 0xC0 | (0x20 if rxne else 0)
+            return 0xC0 | (0x20 if self._rxne() else 0)
         if a == 0x40013804:  # USART1_DR: the received byte; reading clears RXNE
             with self._lock:
                 b, self._rx_latched = self._rx_latched, None

@@ -138,10 +138,11 @@ def run_python_host(script):
 
 
 def _quiet(fn, *args):
+    """fn(*args), or None when it raises (a call nobody answers, a host still booting)."""
     try:
-        fn(*args)
+        return fn(*args)
     except Exception:
-        pass
+        return None
 
 
 def test_c_host_sends_the_same_bytes_as_host_lib_and_the_manual(bins):
@@ -294,7 +295,7 @@ def test_ccm_host_ota_from_a_bundle_boots_the_new_firmware(tmp_path):
     v.board.wires[27] = lambda level: mcu.set_reset(not level)
     v.start()
     try:
-        assert wait_until(lambda: _quiet_call(v, "Sys.Info"), what="v1 to answer")["fw_version"] == "1.0"
+        assert wait_until(lambda: _quiet(v.host_call, "Sys.Info"), what="v1 to answer")["fw_version"] == "1.0"
         ws = v.http_url.replace("http://", "ws://")
         r = ccm("--port", ws, "ota", str(tmp_path / "fw.zip"))
         assert r.returncode == 0, r.stdout + r.stderr
@@ -308,13 +309,6 @@ def test_ccm_host_ota_from_a_bundle_boots_the_new_firmware(tmp_path):
         mcu.stop()
 
 
-def _quiet_call(v, method):
-    try:
-        return v.host_call(method)
-    except Exception:
-        return None
-
-
 def test_without_an_arm_toolchain_the_prebuilt_images_are_used(monkeypatch):
     monkeypatch.setattr(lamp_fw, "toolchain", lambda: False)
     image, how = lamp_fw.lamp_image("2.0")
@@ -322,3 +316,14 @@ def test_without_an_arm_toolchain_the_prebuilt_images_are_used(monkeypatch):
     with pytest.raises(lamp_fw.FirmwareUnavailable) as e:
         lamp_fw.lamp_image("9.9")
     assert "prebuilt: 1.0, 2.0" in str(e.value) and "apt-get install gcc-arm-none-eabi" in str(e.value)
+
+
+def test_sim_stm32_refuses_an_image_larger_than_its_flash_in_one_line(tmp_path):
+    from test_ota import ccm
+
+    (tmp_path / "big.bin").write_bytes(b"\0" * 200_000)
+    r = ccm("sim", "stm32", "--image", str(tmp_path / "big.bin"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'big.bin'} is 200000 bytes; the f103's flash holds 131072. Pick another --profile."
+    ]
