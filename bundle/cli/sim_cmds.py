@@ -109,14 +109,24 @@ def sim_stm32(profile: str, baud: int, image: str | None) -> None:
     """
     from sim.stm32 import VirtualStm32
 
-    mcu = VirtualStm32(profile, baud or None).start()
-    if image:
-        data = open(image, "rb").read()
+    data = open(image, "rb").read() if image else None
+    mcu = VirtualStm32(profile, baud or None)
+    if data is not None and len(data) > len(mcu.core.flash):
+        raise click.ClickException(
+            f"{image} is {len(data)} bytes; the {profile}'s flash holds {len(mcu.core.flash)}. Pick another --profile."
+        )
+    mcu.start()
+    if data is not None:
         mcu.core.flash[: len(data)] = data
         mcu.reset(boot0=False)
     else:
         mcu.reset(boot0=True)
     click.echo(f"virtual {mcu.core.chip.name} (0x{mcu.core.chip.pid:03X}) on {mcu.path}, {mcu.mode}")
+    if mcu.mode == "silent":
+        click.echo(
+            f"  {image} does not boot (no Cortex-M vector table at its start): the chip stays silent, as a real one"
+            " would; its bootloader still takes a new image"
+        )
     click.echo(f"  stm32flash -m 8n1 -w fw.bin {mcu.path}")
     click.echo("Ctrl-C stops it.")
     _wait_for_ctrl_c()
