@@ -343,9 +343,14 @@ class MqttClient:
         self._lost("stopped")
 
     def stop(self):
-        """Say DISCONNECT and end the session (its task closes the socket: see _session)."""
+        """Say DISCONNECT and end the session (its task closes the socket: see _session). A clean
+        DISCONNECT makes the broker drop the last will, so the will is published first: watchers of
+        the presence topic see a stopped CCM go offline as they see a lost one."""
         self._stop = True
         if self._writer is not None:
+            if self.will and self.state == CONNECTED:
+                topic, message, _, retain = self.will
+                self._write(encode_publish(topic, message, 0, retain, 0))
             self._write(DISCONNECT_PACKET)
 
     # -- the connection -----------------------------------------------------------------------

@@ -82,3 +82,92 @@ class BundleServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class BundleRefused(ValueError):
+    """An upload that is not a bundle a CCM would take; the message says why."""
+
+
+class BundleStore:
+    """The bundles the dashboard can push: a directory of NAME.zip, each checked in full on upload
+    (manifest, every part's size and SHA-256: `ccm bundle-info`'s checks) so a bad one is refused with
+    the reason before any device sees it."""
+
+    MAX_SIZE = 32 * 1024 * 1024
+
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        self.directory = os.path.abspath(directory)
+
+    @staticmethod
+    def safe_name(name: str) -> str:
+        base = os.path.basename((name or "").replace("\\", "/")).strip()
+        base = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in base).lstrip(".")
+        if not base:
+            raise BundleRefused("the bundle needs a file name")
+        return base if base.endswith(".zip") else base + ".zip"
+
+    def path(self, name: str) -> str:
+        safe = self.safe_name(name)
+        path = os.path.join(self.directory, safe)
+        if safe != name or not os.path.isfile(path):
+            raise FileNotFoundError(name)
+        return path
+
+    def entry(self, name: str) -> dict:
+        from bundle.fwbundle import inspect
+
+        path = self.path(name)
+        m = inspect(path, check=False).manifest
+        return {
+            "name": name,
+            "version": m.get("version"),
+            "platform": m.get("platform"),
+            "build_id": m.get("build_id"),
+            "parts": sorted((m.get("parts") or {}).keys()),
+            "size": os.path.getsize(path),
+            "uploaded": os.path.getmtime(path),
+        }
+
+    def list(self) -> list[dict]:
+        from ccm.ota.bundle import BundleError
+
+        out = []
+        for n in sorted(os.listdir(self.directory)):
+            if n.endswith(".zip"):
+                try:
+                    out.append(self.entry(n))
+                except (BundleError, OSError):
+                    continue
+        return out
+
+    def save(self, name: str, chunks) -> dict:
+        """Store an upload (an iterable of byte chunks) as NAME.zip once it checks out; BundleRefused
+        with the reason otherwise (nothing is kept)."""
+        from bundle.fwbundle import inspect
+        from ccm.ota.bundle import BundleError
+
+        safe = self.safe_name(name)
+        tmp = os.path.join(self.directory, f".upload-{os.getpid()}-{threading.get_ident()}")
+        try:
+            size = 0
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.MAX_SIZE:
+                        raise BundleRefused(f"larger than {self.MAX_SIZE // (1024 * 1024)} MiB: not a CCM bundle")
+                    f.write(chunk)
+            if size == 0:
+                raise BundleRefused("the upload is empty")
+            try:
+                inspect(tmp)
+            except BundleError as e:
+                raise BundleRefused(f"not a valid bundle: {e}") from None
+            os.replace(tmp, os.path.join(self.directory, safe))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return self.entry(safe)
+
+    def delete(self, name: str) -> None:
+        os.unlink(self.path(name))

@@ -32,6 +32,8 @@ class ShadowError(Exception):
 
 
 class CloudClient:
+    KEEP = 20000  # messages kept for wait_message(); older ones are dropped (a long-running client stays small)
+
     def __init__(self, broker: str, client_id: str | None = None, tls: dict | None = None, keepalive: int = 30):
         import paho.mqtt.client as paho
 
@@ -48,6 +50,8 @@ class CloudClient:
         self.client.reconnect_delay_set(0.1, 2)
         self.keepalive = keepalive
         self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
+        self._dropped = 0  # messages dropped from the front: indices (mark(), after=) stay absolute
+        self._listeners: list[tuple[str, Any]] = []  # (pattern, fn(topic, payload, retain)): not kept
         self._cv = threading.Condition()
         self._subs: dict[str, int] = {}
         self._acked: set[int] = set()
@@ -88,8 +92,16 @@ class CloudClient:
             self._cv.notify_all()
 
     def _on_message(self, client, userdata, msg):
+        for pattern, fn in self._listeners:
+            if topic_matches(pattern, msg.topic):
+                fn(msg.topic, msg.payload, msg.retain)
+                return
         with self._cv:
             self.messages.append((msg.topic, msg.payload, msg.retain))
+            if len(self.messages) > self.KEEP:
+                half = self.KEEP // 2
+                del self.messages[:half]
+                self._dropped += half
             self._cv.notify_all()
 
     # -- pub/sub ------------------------------------------------------------------------------
@@ -100,6 +112,12 @@ class CloudClient:
         with self._cv:
             if not self._cv.wait_for(lambda: mid in self._acked, timeout):
                 raise TimeoutError(f"no SUBACK for {topic}")
+
+    def listen(self, pattern: str, fn, qos: int = 1) -> None:
+        """Hand every message on `pattern` to fn(topic, payload, retain), on paho's thread, instead of
+        keeping it for wait_message(): for watchers of busy topics (presence, shadow documents)."""
+        self._listeners.append((pattern, fn))
+        self.subscribe(pattern, qos)
 
     def publish(self, topic: str, payload: Any, qos: int = 1, retain: bool = False, timeout: float = 10.0) -> None:
         if not isinstance(payload, str | bytes):
@@ -115,8 +133,9 @@ class CloudClient:
         with self._cv:
             i = after
             while True:
-                while i < len(self.messages):
-                    topic, payload, _ = self.messages[i]
+                i = max(i, self._dropped)
+                while i - self._dropped < len(self.messages):
+                    topic, payload, _ = self.messages[i - self._dropped]
                     i += 1
                     if topic_matches(pattern, topic) and (predicate is None or predicate(payload)):
                         return i, topic, payload
@@ -128,7 +147,7 @@ class CloudClient:
     def mark(self) -> int:
         """Where new messages start: pass as `after=` to wait only for what comes next."""
         with self._cv:
-            return len(self.messages)
+            return self._dropped + len(self.messages)
 
     # -- RPC over MQTT (DESIGN §4) --------------------------------------------------------------
     def call(self, device_id: str, method: str, params: Any = None, timeout: float = 10.0) -> Any:

@@ -54,6 +54,9 @@ class Shadows:
 
     def __init__(self, db: str = ":memory:"):
         self.db = sqlite3.connect(db, check_same_thread=False)
+        if db != ":memory:":  # a commit per update: WAL keeps each one to a single append
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS shadow (thing TEXT PRIMARY KEY, doc TEXT NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS deleted (thing TEXT PRIMARY KEY, version INT, ts INT)")
         self.db.commit()
@@ -62,6 +65,9 @@ class Shadows:
     def load(self, thing: str) -> dict | None:
         row = self.db.execute("SELECT doc FROM shadow WHERE thing = ?", (thing,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def things(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT thing FROM shadow ORDER BY thing")]
 
     def _save(self, thing: str, doc: dict) -> None:
         self.db.execute("INSERT OR REPLACE INTO shadow VALUES (?, ?)", (thing, json.dumps(doc)))
@@ -207,6 +213,7 @@ class ShadowService:
         self.client.on_message = self._on_message
         self.client.on_socket_open = no_delay
         self.client.reconnect_delay_set(0.2, 5)
+        self.listeners: list = []  # fn(thing, suffix, document) for every answer published
         self._subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_disconnect = lambda *a: self._subscribed.clear()
@@ -218,9 +225,27 @@ class ShadowService:
         parts = msg.topic.split("/")
         if len(parts) != 5 or parts[3] != "shadow":
             return
-        thing, op = parts[2], parts[4]
-        for suffix, doc in self.shadows.handle(thing, op, msg.payload):
-            client.publish(f"{PREFIX}{thing}/shadow/{suffix}", json.dumps(doc, separators=(",", ":")), qos=1)
+        self._answer(parts[2], parts[4], msg.payload)
+
+    def _answer(self, thing: str, op: str, payload: bytes) -> list[tuple[str, dict]]:
+        out = self.shadows.handle(thing, op, payload)
+        for suffix, doc in out:
+            self.client.publish(f"{PREFIX}{thing}/shadow/{suffix}", json.dumps(doc, separators=(",", ":")), qos=1)
+        for suffix, doc in out:
+            for fn in self.listeners:
+                fn(thing, suffix, doc)
+        return out
+
+    def request(self, thing: str, op: str, request: dict | None = None) -> tuple[bool, dict]:
+        """A shadow request from this process (the dashboard): answered, and published, exactly as if it
+        had come over MQTT (the device gets its delta; a get is answered here only). (accepted?, the accepted or rejected document)."""
+        if op not in ("update", "get", "delete"):
+            raise ValueError(f"no shadow operation {op!r}")
+        payload = json.dumps(request or {}).encode()
+        # a get is answered only to the asker: nothing to publish
+        out = self.shadows.handle(thing, op, payload) if op == "get" else self._answer(thing, op, payload)
+        suffix, doc = out[0]
+        return suffix.endswith("/accepted"), doc
 
     @property
     def ready(self) -> bool:

@@ -18,21 +18,68 @@ from bundle.cli import _dotted, _print_json, _wait_for_ctrl_c, main
     help="Serve the bundles in this directory over HTTP (NAME.zip, and NAME.json / latest.json for ota.poll_url).",
 )
 @click.option("--http-port", type=int, default=0, help="Port for --serve-dir (0: any free one).")
+@click.option(
+    "--http",
+    "http_addr",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the dashboard and REST API listen (PORT 0: any free one). 'none' turns them off.",
+)
+@click.option(
+    "--token",
+    envvar="CCM_CLOUD_TOKEN",
+    help="The dashboard's and API's token (env CCM_CLOUD_TOKEN); without it one is made up and printed.",
+)
+@click.option(
+    "--bundles",
+    "bundles_dir",
+    type=click.Path(file_okay=False),
+    help="Where bundles uploaded to the dashboard are kept (default: --serve-dir, else ./ccm-bundles).",
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="The dashboard's address as devices reach it, for the bundle URLs they are sent "
+    "(default: the address the browser used).",
+)
 def cloud_cmd(
-    broker: str | None, broker_port: int, db: str, embedded: bool, serve_dir: str | None, http_port: int
+    broker: str | None,
+    broker_port: int,
+    db: str,
+    embedded: bool,
+    serve_dir: str | None,
+    http_port: int,
+    http_addr: str,
+    token: str | None,
+    bundles_dir: str | None,
+    public_url: str | None,
 ) -> None:
-    """A local cloud for private brokers: an AWS IoT compatible shadow service, until Ctrl-C.
+    """A local cloud for private brokers: shadow service, dashboard and REST API, until Ctrl-C.
 
-    Without --broker it starts mosquitto (when installed) or an embedded broker. With --serve-dir it
-    also serves firmware bundles for the CCMs' pulls (OTA.Update, desired.ota, ota.poll_url).
+    Without --broker it starts mosquitto (when installed) or an embedded broker. Beside it run an AWS
+    IoT compatible shadow service and, on --http, the dashboard (devices online/offline, shadows, an
+    RPC console, config, firmware updates with progress) and its REST API (OpenAPI at /api/docs),
+    both behind a token. With --serve-dir it also serves bundles for the CCMs' own pulls (ota.poll_url).
 
     \b
-    Example:  ccm cloud --serve-dir ./bundles
-              ccm --port mqtt://127.0.0.1:PORT/ccm-000000 shadow desired ota.url=http://127.0.0.1:HTTP/fw.zip ota.version=2.0
+    Example:  ccm cloud                      # then open the dashboard link it prints
+              ccm sim ccm --mqtt 127.0.0.1:PORT
+              curl -H "Authorization: Bearer TOKEN" http://127.0.0.1:8080/api/devices
     """
+    from cloud.api import Dashboard
     from cloud.broker import start_broker
     from cloud.shadow_service import ShadowService
 
+    web = None
+    if http_addr != "none":
+        host, _, port_s = http_addr.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if not port_s.isdigit():
+            raise click.UsageError(f"--http {http_addr}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        if token is not None and len(token) < 8:
+            raise click.UsageError("--token: at least 8 characters")
+        web = (host, int(port_s))
     started = None
     if not broker:
         started = start_broker(broker_port or None, embedded=embedded)
@@ -53,10 +100,28 @@ def cloud_cmd(
         click.echo(
             f"bundles in {serve_dir} served on {bundles.url}/NAME.zip (poll documents: {bundles.url}/latest.json)"
         )
+    dashboard = None
+    if web:
+        try:
+            dashboard = Dashboard(
+                broker, service, bundles_dir or serve_dir or "ccm-bundles", web[0], web[1], token, public_url
+            ).start()
+        except OSError as e:
+            service.stop()
+            if bundles:
+                bundles.stop()
+            if started:
+                started.close()
+            raise click.ClickException(f"dashboard: {e} (pick another with --http HOST:PORT)") from None
+        click.echo(f"dashboard on {dashboard.url}; bundles uploaded there are kept in {dashboard.store.directory}")
+        click.echo(f"  open:      {dashboard.login_url}")
+        click.echo(f"  REST API:  {dashboard.url}/api/docs  (Authorization: Bearer {dashboard.token})")
     click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}")
     click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
     click.echo("Ctrl-C stops it.")
     _wait_for_ctrl_c()
+    if dashboard:
+        dashboard.stop()
     service.stop()
     if bundles:
         bundles.stop()

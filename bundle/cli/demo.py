@@ -46,12 +46,12 @@ def demo(embedded: bool) -> None:
     from cloud.broker import start_broker
     from cloud.client import CloudClient
     from cloud.shadow_service import ShadowService
-    from sim.ccm import VirtualCcm
     from sim.lamp_fw import FirmwareUnavailable, lamp_image
-    from sim.stm32 import VirtualStm32
+    from sim.product import LampProduct
 
     say = click.echo
     device = "ccm-demo01"
+    trace = WireTrace()
     work = tempfile.mkdtemp(prefix="ccm-demo-")
     say("Starting the local cloud: MQTT broker + AWS-style shadow service")
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # its per-client chatter is not the story
@@ -59,33 +59,18 @@ def demo(embedded: bool) -> None:
     service = ShadowService(broker.url).start()
     say(f"  broker: {broker.kind} on {broker.url}")
     try:
-        v1, how = lamp_image("1.0")
+        product = LampProduct(device, broker.url, os.path.join(work, "ccm-fs"), trace=trace)
         v2, _ = lamp_image("2.0")
     except FirmwareUnavailable as e:
         service.stop()
         broker.close()
         raise click.ClickException(str(e)) from None
-    mcu = VirtualStm32("f103").start()
-    mcu.core.flash[: len(v1)] = v1
-    mcu.reset(boot0=False)
-    say(f"A virtual STM32F103 runs the lamp firmware v1 ({len(v1)} bytes, {how}) on an emulated Cortex-M3;")
-    say(f"  its USART1 is {mcu.path}")
-    trace = WireTrace()
-    v = VirtualCcm(
-        {
-            "device": {"id": device},
-            "mqtt": {"enable": True, "server": f"127.0.0.1:{broker.port}"},
-            "wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}},
-        },
-        trace=trace,
-        uart=mcu.path,
-        fs_dir=os.path.join(work, "ccm-fs"),
+    say(
+        f"A virtual STM32F103 runs the lamp firmware v1 ({len(product.image)} bytes, {product.how}) on an emulated Cortex-M3;"
     )
-    os.makedirs(os.path.join(work, "ccm-fs"), exist_ok=True)
-    v.board.wires[14] = mcu.set_boot0  # IO14 -> BOOT0
-    v.board.wires[27] = lambda level: mcu.set_reset(not level)  # IO27 -> NRST (active low)
     say("Booting a virtual CCM wired to it (TX/RX, IO14 -> BOOT0, IO27 -> NRST); every frame on the UART is printed:")
-    v.start()
+    product.start()
+    v, mcu = product.ccm, product.mcu
     cloud = CloudClient(broker.url, client_id="demo-app")
     ok = False
     try:
@@ -148,12 +133,12 @@ def demo(embedded: bool) -> None:
         ok = info.get("fw_version") == "2.0" and mcu.cpu is not None and not mcu.cpu.crashed
     finally:
         cloud.stop()
-        v.stop()
-        mcu.stop()
+        product.stop()
         service.stop()
         broker.close()
     if not ok:
         raise click.ClickException("the demo did not end with the host on v2")
     say(
-        "\nDone: the host runs v2. Next: `ccm cloud` and `ccm sim ccm --mqtt HOST:PORT` keep them running for your own host."
+        "\nDone: the host runs v2. Next, with a dashboard: `ccm cloud`, then `ccm sim ccm --host lamp --mqtt HOST:PORT`,\n"
+        "and open the link `ccm cloud` printed: the lamp's shadow, its RPC, its firmware update, in the browser."
     )

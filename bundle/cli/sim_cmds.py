@@ -26,17 +26,31 @@ def sim() -> None:
 )
 @click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
 @click.option(
+    "--host",
+    "host_kind",
+    type=click.Choice(["none", "lamp"]),
+    default="none",
+    show_default=True,
+    help="lamp: wire a virtual STM32F103 running the lamp firmware (examples/stm32-lamp) to the UART, BOOT0 "
+    "and NRST, so the cloud can drive it and update its firmware (host OTA).",
+)
+@click.option(
     "--flash",
     "flash_path",
     type=click.Path(exists=True, dir_okay=False),
     help="Boot the firmware `ccm flash` wrote into this virtual ESP32 flash file, on MicroPython (WebAssembly).",
 )
-def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool, flash_path: str | None) -> None:
+def sim_ccm(
+    device_id: str, uart: str, mqtt_server: str | None, trace: bool, host_kind: str, flash_path: str | None
+) -> None:
     """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
 
-    Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm.
-    With --flash it runs the .mpy firmware from a virtual ESP32's flash on real MicroPython instead of
-    the source tree on CPython.
+    Any program that can open a serial port can be its host: host_lib, mjson on a PC, miniterm. With
+    --host lamp its host is a virtual STM32 running real C firmware instead. With --flash it runs the
+    .mpy firmware from a virtual ESP32's flash on real MicroPython instead of the source tree on CPython.
+
+    \b
+    Example:  ccm sim ccm --host lamp --mqtt 127.0.0.1:PORT    # PORT: the broker `ccm cloud` printed
     """
     from sim.ccm import VirtualCcm
 
@@ -55,6 +69,24 @@ def sim_ccm(device_id: str, uart: str, mqtt_server: str | None, trace: bool, fla
         return
 
     tracer = WireTrace() if trace else None
+    if host_kind == "lamp":
+        from sim.lamp_fw import FirmwareUnavailable
+        from sim.product import LampProduct
+
+        if uart != "pty":
+            raise click.UsageError("--host lamp wires the virtual STM32 to the UART: leave out --uart")
+        try:
+            p = LampProduct(device_id, mqtt_server, trace=tracer).start()
+        except FirmwareUnavailable as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"virtual CCM {device_id} is up, wired to a virtual STM32F103 running the lamp firmware 1.0")
+        click.echo(f"  ({p.how}; UART {p.mcu.path}, IO14 -> BOOT0, IO27 -> NRST)")
+        if mqtt_server:
+            click.echo("  in the dashboard of `ccm cloud`: switch it through its shadow, call Sum, update its firmware")
+        click.echo("Ctrl-C stops it.")
+        _wait_for_ctrl_c()
+        p.stop()
+        return
     try:
         config: dict = {"device": {"id": device_id}}
         if mqtt_server:
