@@ -40,6 +40,7 @@ from cloud.bundle_server import BundleRefused, BundleStore
 from cloud.fleet import Fleet, NotFound, Offline
 
 COOKIE = "ccm_token"
+BEARER = HTTPBearer(auto_error=False, description="the token `ccm cloud` printed (or --token)")
 ASSETS = os.path.join(os.path.dirname(__file__), "dashboard")
 
 
@@ -185,7 +186,6 @@ def create_app(
         raise ValueError("the API needs a token")
     fw_key = fw_key or secrets.token_urlsafe(16)
     rollouts = Rollouts(fleet)
-    bearer = HTTPBearer(auto_error=False, description="the token `ccm cloud` printed (or --token)")
 
     def supplied(request: Request) -> str | None:
         h = request.headers.get("authorization", "")
@@ -202,7 +202,7 @@ def create_app(
     def valid(t: str | None) -> bool:
         return t is not None and hmac.compare_digest(t.encode(), token.encode())
 
-    def require_token(request: Request, _: Annotated[Any, Depends(bearer)] = None) -> None:
+    def require_token(request: Request, _: Annotated[Any, Depends(BEARER)] = None) -> None:
         if not valid(supplied(request)):
             raise HTTPException(401, "a token is needed: Authorization: Bearer TOKEN", {"WWW-Authenticate": "Bearer"})
 
