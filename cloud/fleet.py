@@ -119,7 +119,8 @@ class Fleet:
         self._devices: dict[str, Device] = {}
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fleet info")
-        self._asking: set[str] = set()
+        self._asking: set[str] = set()  # devices a background Sys.GetInfo is out for
+        self._again: set[str] = set()  # ...and asked for again meanwhile (an OTA finished: new versions)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Fleet:
@@ -227,7 +228,8 @@ class Fleet:
         """Ask Sys.GetInfo (versions, heap, uptime) and keep it; wait=False asks in the background."""
         if not wait:
             with self._lock:
-                if device_id in self._asking:
+                if device_id in self._asking:  # asked already: ask once more when that answer is in
+                    self._again.add(device_id)
                     return {}
                 self._asking.add(device_id)
             try:
@@ -253,6 +255,8 @@ class Fleet:
         finally:
             with self._lock:
                 self._asking.discard(device_id)
+                again = device_id in self._again
+                self._again.discard(device_id)
         now = time.time()
         with self._lock:
             if isinstance(host, dict):
@@ -268,6 +272,8 @@ class Fleet:
                 d.info_error = error
             summary = d.summary()
         self.events.emit({"type": "device", "device": summary})
+        if again:
+            self.refresh_info(device_id, wait=False)
 
     def info(self, device_id: str) -> dict | None:
         return self.get(device_id).info

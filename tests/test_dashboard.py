@@ -136,6 +136,7 @@ def test_the_lamp_from_the_browser_shadow_rpc_config_and_ota(dash, page, tmp_pat
         page.wait_for_selector("#ota-msg.error:has-text('not a valid bundle')")
         page.set_input_files("#ota-file", str(bundle))
         page.wait_for_selector("#ota-msg.ok:has-text('lamp-2.0.zip')")
+        assert page.input_value("#ota-bundle") == "lamp-2.0.zip"
         page.evaluate(
             """() => { window.otaStates = [];
             new MutationObserver(() => window.otaStates.push(document.getElementById('ota-progress').dataset.state))

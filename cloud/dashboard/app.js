@@ -264,7 +264,11 @@ async function showDevice(id) {
   };
 
   const loadShadow = async () => {
-    try { shadow = await api("GET", `/devices/${enc}/shadow`); } catch (e) { if (e.status !== 404) throw e; shadow = null; }
+    let doc = null;
+    try { doc = await api("GET", `/devices/${enc}/shadow`); } catch (e) { if (e.status !== 404) throw e; }
+    // answers to overlapping loads can arrive out of order: never show an older version over a newer one
+    if (doc && shadow && doc.version < shadow.version) return;
+    shadow = doc;
     renderShadow();
   };
 
@@ -348,8 +352,8 @@ async function showDevice(id) {
     form.append("file", fileInput.files[0]);
     try {
       const b = await api("POST", "/bundles", undefined, form);
+      await loadBundles(b.name);  // selected before the message says it is there
       otaMsg.textContent = `uploaded ${b.name} (${b.platform} ${b.version})`; otaMsg.className = "ok";
-      await loadBundles(b.name);
     } catch (e) { otaMsg.textContent = "upload refused: " + e.message; otaMsg.className = "error"; }
     fileInput.value = "";
   };
