@@ -194,7 +194,8 @@ class Fleet:
             previous_reported = ((doc.get("previous") or {}).get("state") or {}).get("reported")
             if reported and reported != previous_reported:
                 d.last_seen = now  # the device reported
-            d.sample(numeric_leaves(reported, "reported"), now)
+            numbers = numeric_leaves({k: v for k, v in reported.items() if k != "ota"}, "reported")
+            d.sample(numbers, now)  # (reported.ota is the update's progress bar, not a plot)
             ota_changed = ota != d.ota
             finished = (
                 ota_changed

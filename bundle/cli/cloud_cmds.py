@@ -116,7 +116,7 @@ def cloud_cmd(
         click.echo(f"dashboard on {dashboard.url}; bundles uploaded there are kept in {dashboard.store.directory}")
         click.echo(f"  open:      {dashboard.login_url}")
         click.echo(f"  REST API:  {dashboard.url}/api/docs  (Authorization: Bearer {dashboard.token})")
-    click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}")
+    click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}   (--host lamp: with an STM32 host)")
     click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
     click.echo("Ctrl-C stops it.")
     _wait_for_ctrl_c()

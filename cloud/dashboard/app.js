@@ -372,6 +372,7 @@ async function showDevice(id) {
     progress.dataset.state = o ? o.state : "";
     const status = document.getElementById("ota-status");
     if (status) status.textContent = o ? `${otaText(o)}${o.version ? " — installed " + o.version : ""}` : "no update yet";
+    if (o && o.state !== 1 && otaMsg.textContent.startsWith("updating")) otaMsg.textContent = "";
   };
 
   // plots
