@@ -46,6 +46,7 @@ from ccm.mqtt import (  # noqa: E402
     encode_subscribe,
     parse_publish,
 )
+from cloud.load import percentile  # noqa: E402
 
 BOUND_MS = 100.0
 GOAL = 1000
@@ -171,13 +172,6 @@ def poll_api(web: str, stats: dict) -> None:
     stats["online"] = sum(1 for d in devices if d["online"])
 
 
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
-
-
 async def measure(devices: list[SimDevice], hold: float, stats: dict, web: str | None) -> dict:
     """Everyone ticks once a second (spread over the second); record `hold` seconds after a warm-up."""
     loop = asyncio.get_running_loop()
@@ -221,12 +215,12 @@ async def measure(devices: list[SimDevice], hold: float, stats: dict, web: str |
     return {
         "devices": len(devices),
         "rate": stats["sent"] / hold,
-        "p50": pct(rtt, 50),
-        "p99": pct(rtt, 99),
+        "p50": percentile(rtt, 50),
+        "p99": percentile(rtt, 99),
         "max": max(rtt) if rtt else float("nan"),
         "lost": stats["lost"],
-        "api_p99": pct(stats["api"], 99),
-        "late_p99": pct(stats["late"], 99) if stats["late"] else 0.0,
+        "api_p99": percentile(stats["api"], 99),
+        "late_p99": percentile(stats["late"], 99) if stats["late"] else 0.0,
         "gen_cpu": stats.get("gen_cpu", 0.0),
     }
 

@@ -379,7 +379,7 @@ def create_app(
             raise HTTPException(404, f"no bundle {body.bundle!r}") from None
         if not entry.get("version"):
             raise HTTPException(422, f"{body.bundle} has no version in its manifest: a device could not report it")
-        unknown = [d for d in body.devices if not _known(fleet, d)]
+        unknown = [d for d in body.devices if not fleet.known(d)]
         if unknown:
             raise HTTPException(404, f"no device {', '.join(map(repr, unknown))}")
         base = (public_url or str(request.base_url)).rstrip("/")
@@ -467,25 +467,6 @@ def create_app(
     app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
     app.mount("/static", StaticFiles(directory=ASSETS), name="static")
     return app
-
-
-def _known(fleet: Fleet, device_id: str) -> bool:
-    try:
-        fleet.get(device_id)
-        return True
-    except NotFound:
-        return False
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class WebServer:

@@ -152,6 +152,10 @@ class Fleet:
             raise NotFound(device_id)
         return d
 
+    def known(self, device_id: str) -> bool:
+        with self._lock:
+            return device_id in self._devices
+
     def devices(self) -> list[dict]:
         with self._lock:
             return [d.summary() for _, d in sorted(self._devices.items())]
@@ -234,12 +238,23 @@ class Fleet:
                     return {}
                 self._asking.add(device_id)
             try:
-                self._pool.submit(self._ask_info, device_id)
+                self._pool.submit(self._ask_in_background, device_id)
             except RuntimeError:  # stopped
                 pass
             return {}
         self._ask_info(device_id)
         return self.get(device_id).summary()
+
+    def _ask_in_background(self, device_id: str) -> None:
+        try:
+            self._ask_info(device_id)
+        finally:
+            with self._lock:
+                self._asking.discard(device_id)
+                again = device_id in self._again
+                self._again.discard(device_id)
+        if again:
+            self.refresh_info(device_id, wait=False)
 
     def _ask_info(self, device_id: str) -> None:
         d = self.get(device_id)
@@ -253,11 +268,6 @@ class Fleet:
                 pass  # no host on the UART, or a host without Sys.Info
         except (RpcError, TimeoutError, Offline, ConnectionError) as e:
             info, error = None, str(e)
-        finally:
-            with self._lock:
-                self._asking.discard(device_id)
-                again = device_id in self._again
-                self._again.discard(device_id)
         now = time.time()
         with self._lock:
             if isinstance(host, dict):
@@ -273,11 +283,6 @@ class Fleet:
                 d.info_error = error
             summary = d.summary()
         self.events.emit({"type": "device", "device": summary})
-        if again:
-            self.refresh_info(device_id, wait=False)
-
-    def info(self, device_id: str) -> dict | None:
-        return self.get(device_id).info
 
 
 def _ago(ts: float | None) -> str:

@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from cloud.shadow_service import no_delay, parse_broker_url
 
 
+def percentile(xs: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of xs; nan when there is none."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
 @dataclass
 class LoadResult:
     calls: int = 0
@@ -31,10 +39,7 @@ class LoadResult:
     crosstalk: int = 0  # answers with a wrong result, dst or id, or a second answer to one call
 
     def percentile(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        s = sorted(self.latencies)
-        return s[min(len(s) - 1, int(p / 100 * len(s)))]
+        return percentile(self.latencies, p)
 
     def summary(self) -> str:
         by = ", ".join(f"{k}: {v}" for k, v in sorted(self.outcomes.items(), key=lambda kv: str(kv[0])))
