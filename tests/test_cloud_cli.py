@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from conftest import unique_device, wait_until
@@ -44,11 +45,23 @@ class Running:
 @pytest.mark.parametrize("embedded", [False, True], ids=["mosquitto", "amqtt"])
 def test_local_cloud_virtual_ccm_and_cli_end_to_end(tmp_path, embedded):
     device = unique_device()
-    cloud = Running("cloud", "--db", str(tmp_path / "s.sqlite"), *(["--embedded"] if embedded else []))
+    cloud = Running(
+        "cloud",
+        "--db",
+        str(tmp_path / "s.sqlite"),
+        "--http",
+        "127.0.0.1:0",
+        "--bundles",
+        str(tmp_path / "bundles"),
+        *(["--embedded"] if embedded else []),
+    )
     try:
         broker = cloud.line_with("MQTT broker").split(" on ")[1].strip()
         assert ("amqtt" in cloud.lines[0]) == embedded
         cloud.line_with("shadow service up")
+        api_line = cloud.line_with("REST API:")  # "  REST API:  URL/api/docs  (Authorization: Bearer TOKEN)"
+        api = api_line.split()[2].removesuffix("/docs")
+        token = api_line.rsplit(" ", 1)[1].strip().rstrip(")")
         sim = Running("sim", "ccm", "--device-id", device, "--mqtt", broker.removeprefix("mqtt://"))
         try:
             path = sim.line_with("host UART is").rsplit(" ", 1)[1].strip()
@@ -77,6 +90,10 @@ def test_local_cloud_virtual_ccm_and_cli_end_to_end(tmp_path, embedded):
                 assert "delta" not in doc["state"]
                 bad = ccm("--port", port, "call", "No.Such", check=False)
                 assert bad.returncode != 0 and "method not found" in bad.stderr
+                # the dashboard's API, with the token the command printed
+                req = urllib.request.Request(f"{api}/devices", headers={"Authorization": f"Bearer {token}"})
+                devices = json.loads(urllib.request.urlopen(req, timeout=10).read())
+                assert any(d["id"] == device and d["online"] for d in devices)
         finally:
             assert sim.stop() == 0
     finally:
@@ -90,3 +107,21 @@ def test_cli_explains_a_missing_device_and_a_dead_broker():
     assert p.returncode != 0 and "no MQTT broker at 127.0.0.1:1" in p.stderr
     p = ccm("--port", "/dev/ttyUSB9", "shadow", "get", check=False)
     assert p.returncode != 0 and "mqtt://HOST:PORT/DEVICE_ID" in p.stderr
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--http", "127.0.0.1:99999"], "--http 127.0.0.1:99999: expected HOST:PORT"),
+        (["--http", "nonsense"], "expected HOST:PORT"),
+        (["--token", "short"], "--token: at least 8 characters"),
+        (["--public-url", "example.com"], "--public-url example.com: expected http://"),
+        (["--bundles", "/proc/no/such/dir"], "--bundles /proc/no/such/dir: cannot create it"),
+    ],
+)
+def test_cloud_mistakes_end_in_one_error_line(tmp_path, args, says):
+    if "--bundles" not in args:
+        args = [*args, "--bundles", str(tmp_path / "bundles")]
+    p = ccm("cloud", "--db", str(tmp_path / "s.sqlite"), *args, check=False)
+    assert p.returncode != 0 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("Error:")

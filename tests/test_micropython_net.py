@@ -149,3 +149,19 @@ def test_mutual_tls_to_mosquitto_at_the_heap_cap(certs, module):  # noqa: F811 -
             ccm, host = module(cfg)
             wait_until(lambda: connected(host), 30, "MQTT over TLS on MicroPython")
             assert app.call(device, "Sum", [20, 22]) == 42
+
+
+def test_a_clean_reboot_says_offline_then_online_at_the_heap_cap(mosquitto, cloud, module):
+    """Sys.Reboot ends the MQTT session with a clean DISCONNECT, which makes the broker drop the last
+    will: the CCM publishes it itself first, so the dashboard's presence sees the reboot."""
+    device = unique_device()
+    ccm, host = module(cloud_config(mosquitto.port, device))
+    wait_until(lambda: connected(host), 20, "MQTT up on MicroPython")
+    cloud.subscribe(f"{device}/status")
+    cloud.wait_message(f"{device}/status", lambda p: p == b"online")
+    mark = cloud.mark()
+    host.call("Sys.Reboot", {"delay_ms": 0})
+    i, _, _ = cloud.wait_message(f"{device}/status", lambda p: p == b"offline", timeout=20, after=mark)
+    cloud.wait_message(f"{device}/status", lambda p: p == b"online", timeout=30, after=i)
+    wait_until(lambda: connected(host), 20, "MQTT up again")
+    assert ccm.running()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from bundle.cli import _dotted, _print_json, _wait_for_ctrl_c, main
@@ -75,10 +77,17 @@ def cloud_cmd(
     if http_addr != "none":
         host, _, port_s = http_addr.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
-        if not port_s.isdigit():
-            raise click.UsageError(f"--http {http_addr}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        if not port_s.isdigit() or int(port_s) > 65535:
+            raise click.UsageError(f"--http {http_addr}: expected HOST:PORT with PORT 0-65535, e.g. 127.0.0.1:8080")
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise click.UsageError(f"--public-url {public_url}: expected http://HOST:PORT or https://…")
         if token is not None and len(token) < 8:
             raise click.UsageError("--token: at least 8 characters")
+        bundles_dir = bundles_dir or serve_dir or "ccm-bundles"
+        try:
+            os.makedirs(bundles_dir, exist_ok=True)
+        except OSError as e:
+            raise click.UsageError(f"--bundles {bundles_dir}: cannot create it ({e.strerror})") from None
         web = (host, int(port_s))
     started = None
     if not broker:
@@ -103,9 +112,7 @@ def cloud_cmd(
     dashboard = None
     if web:
         try:
-            dashboard = Dashboard(
-                broker, service, bundles_dir or serve_dir or "ccm-bundles", web[0], web[1], token, public_url
-            ).start()
+            dashboard = Dashboard(broker, service, bundles_dir, web[0], web[1], token, public_url).start()
         except OSError as e:
             service.stop()
             if bundles:
@@ -116,7 +123,9 @@ def cloud_cmd(
         click.echo(f"dashboard on {dashboard.url}; bundles uploaded there are kept in {dashboard.store.directory}")
         click.echo(f"  open:      {dashboard.login_url}")
         click.echo(f"  REST API:  {dashboard.url}/api/docs  (Authorization: Bearer {dashboard.token})")
-    click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}   (--host lamp: with an STM32 host)")
+    click.echo(
+        f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}   (--host lamp: with an STM32 host)"
+    )
     click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
     click.echo("Ctrl-C stops it.")
     _wait_for_ctrl_c()
