@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bundle import fwbundle  # noqa: E402
+from pc import fwbundle  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -11,10 +11,10 @@ import io
 
 import serial
 
-from ccm.board.virtual import FdUart
 from ccm.ota import an3155 as bl
 from ccm.ota.stm32 import PinSequence, flash_image
 from ccm.ota.stm32_chips import chip as chip_for
+from pc.uart import FdUart
 
 
 class SerialPort(FdUart):

@@ -9,13 +9,14 @@
   Wifi.Scan and Sys.GetInfo are served.
 """
 
+import asyncio
 import json
 
 from microdot import Microdot, Request, Response
 from microdot.websocket import with_websocket
 
 from ccm import rpc
-from ccm.compat import Waiter, dumps
+from ccm.compat import Waiter, dumps, sleep_ms_async
 from ccm.digest import DigestAuth
 
 AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
@@ -193,11 +194,23 @@ class RpcServer:
                 out["tag"] = tag
             await ws.send(dumps(out))
 
-    async def serve(self, host, port):
-        await self.app.start_server(host=host, port=port)
+    async def serve(self, host, port, listening=None):
+        """Serve until shut down. Port 0 takes a free port: `listening(server)` is called once it is
+        bound, so the board can learn the port it got (and keep it for the next boot)."""
+        task = asyncio.create_task(self.app.start_server(host=host, port=port))
+        try:
+            while self.app.server is None and not task.done():
+                await sleep_ms_async(5)
+            if listening is not None and self.app.server is not None:
+                listening(self.app.server)
+            await task
+        finally:
+            task.cancel()
 
-    def shutdown(self):
-        self.app.shutdown()
+    def stop(self):
+        """Stop serving; a server that never started (its port was taken, say) has nothing to stop."""
+        if self.app.server is not None:
+            self.app.shutdown()
 
 
 def _expects_reply(msg):

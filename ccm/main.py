@@ -59,7 +59,7 @@ class Ccm:
     def __init__(self, board, overrides=None, config=None, safe_mode=None):
         self.board = board
         self.overrides = overrides
-        self.config = config or Config(overrides, getattr(board, "config_path", None))
+        self.config = config or Config(overrides, board.config_path)
         self.safe_mode = safe_mode
         self.faults = {}  # part -> why it is not running
         self.router = Router(self.config, board, self._schedule_reboot)
@@ -157,7 +157,7 @@ class Ccm:
         link_config = Config(self.overrides) if self.safe_mode else self.config  # factory UART settings
         stream = await self.board.open_uart(link_config)
         self.link = HostLink(stream, self.router, link_config)
-        self.link.set_parity = getattr(self.board, "uart_parity", None)
+        self.link.set_parity = self.board.uart_parity
         self.router.host = self.link
         tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._housekeeping(HEALTHY_MS))]
         await sleep_ms_async(0)  # Sys.Init goes first: whatever the other parts report comes after it
@@ -178,33 +178,43 @@ class Ccm:
                 return True
             return False
         finally:
-            if self.mqtt is not None:
-                self.mqtt.stop()
-            if self.http is not None:
-                self.http.shutdown()
-            for t in tasks + self._jobs:
-                t.cancel()
-            self.router.host = None
+            self._stop_parts(tasks + self._jobs)
+
+    def _stop_parts(self, tasks):
+        """End this boot's parts. Stopping one that failed or never started must not fail the boot (nor
+        swallow the cancel that ends it), so each stop is on its own."""
+        for part in (self.mqtt, self.http):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception as e:
+                    print("ccm: stopping %s: %s" % (type(part).__name__, e))
+        for t in tasks:
+            t.cancel()
+        self.router.host = None
 
     def _start_network(self):
         """WiFi provisioning when the board has a radio; the /rpc server when rpc.http.enable."""
         tasks = []
-        if hasattr(self.board, "wlan_connect"):
+        if self.board.radio:
             from ccm.provision import AP, Provisioner
 
             self.provisioner = Provisioner(self.config, self.board, self.router)
             tasks.append(self.supervise("wifi", self.provisioner.run))
-        if self.config.get("rpc.http.enable") and hasattr(self.board, "http_address"):
+        address = self.board.http_address(self.config) if self.config.get("rpc.http.enable") else None
+        if address is not None:
             from ccm.http import RpcServer
 
             p = self.provisioner
             self.http = RpcServer(self.config, self.router, lambda: p is not None and p.state == AP)
-            host, port = self.board.http_address(self.config)
-            tasks.append(self.supervise("rpc.http", lambda: self.http.serve(host, port)))
+            board = self.board
+            tasks.append(
+                self.supervise("rpc.http", lambda: self.http.serve(address[0], address[1], board.http_listening))
+            )
         return tasks
 
     def host_update_marker(self):
-        d = getattr(self.board, "fs_dir", "")
+        d = self.board.fs_dir
         return (d + "/" if d else "/") + "host_ota.json"
 
     async def update_host(self, image, address, size, progress=None):
@@ -226,7 +236,7 @@ class Ccm:
         return t
 
     def fs_root(self):
-        return getattr(self.board, "fs_dir", "")
+        return self.board.fs_dir
 
     def _start_ota(self):
         """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured."""
@@ -235,7 +245,7 @@ class Ccm:
         from ccm.ota.selfupdate import TRIAL, SelfUpdate
 
         appliers = {"ccm_host": host_applier(self), "esp32": self_applier(self)}
-        self.ota = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, getattr(self.board, "fs_free", None))
+        self.ota = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free)
         self.ota.serve(self.router)
         su = SelfUpdate(self.fs_root(), self.board)
 
@@ -274,12 +284,12 @@ class Ccm:
     def _host_pins_idle(self):
         """BOOT0 low from boot on: whatever resets the host (its watchdog, a brown-out), it starts its
         application, not the ROM bootloader a floating pin might pick."""
-        if hasattr(self.board, "pin_write"):
+        if self.board.host_pins:
             self.board.pin_write(self.config.get("host.ota.stm32.boot0_pin"), 0)
 
     def _resume_host_update(self):
         """A host update cut short by a reboot is done again now."""
-        if not hasattr(self.board, "pin_write"):
+        if not self.board.host_pins:
             return []
         if self.ota is not None and self.ota.resume():
             return []  # the OTA receiver finishes its own job (and reports it)
@@ -314,8 +324,7 @@ class Ccm:
     async def set_clock(self):
         """TLS checks certificate dates: when the board's clock was never set (an ESP32 starts at
         2000-01-01), set it over SNTP first, retrying with back-off and saying why it waits."""
-        valid = getattr(self.board, "clock_valid", None)
-        if valid is None or valid():
+        if self.board.clock_valid():
             return
         server = self.config.get("sntp.server")
         if not self.config.get("sntp.enable"):
@@ -344,12 +353,12 @@ async def run_forever(board, overrides=None, switch=True, setup=None):
     `switch`: swap in a staged self-update at each boot (main.py does it itself on the module).
     `setup(ccm)` runs at each boot before the link comes up. A boot that fails (an exception out of the
     CCM) is recorded and counts towards safe mode; the board reboots as after Sys.Reboot."""
-    guard = BootGuard(getattr(board, "fs_dir", ""))
+    guard = BootGuard(board.fs_dir)
     while True:
         if switch:
             from ccm.ota.selfupdate import SelfUpdate
 
-            SelfUpdate(getattr(board, "fs_dir", ""), board).at_boot()
+            SelfUpdate(board.fs_dir, board).at_boot()
         ccm = None
         try:
             ccm = Ccm(board, overrides, safe_mode=guard.begin())

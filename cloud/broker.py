@@ -10,34 +10,18 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s") from None
-            time.sleep(0.02)
+from pc.net import listening_ports, pick_port, wait_listening
 
 
 class Mosquitto:
-    """A mosquitto process on a free port; `stop()`/`start()` again keep the same port (outage tests)."""
+    """A mosquitto process on a free port; `stop()`/`start()` again keep the same port (outage tests).
+    mosquitto cannot take port 0: a port is picked, and another one when that was taken meanwhile."""
 
     kind = "mosquitto"
 
@@ -45,7 +29,8 @@ class Mosquitto:
         self, port: int | None = None, tls: dict | None = None, users: dict | None = None, exe: str | None = None
     ):
         self.exe = exe or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.port = port or free_port()
+        self._repick = port is None  # until the first start succeeds, a taken port may be swapped for another
+        self.port = port or pick_port()
         self.tls = tls  # {"cafile", "certfile", "keyfile", "require_certificate"}
         self.users = users  # {user: password}: anonymous clients are refused
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-mosquitto-"))
@@ -87,14 +72,31 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         if not Path(self.exe).exists():
             raise FileNotFoundError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-        log = open(self.dir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([self.exe, "-c", str(self._conf())], stdout=log, stderr=log)
-        try:
-            wait_listening(self.port)
-        except TimeoutError:
+        for _ in range(5):
+            log_path = self.dir / "mosquitto.log"
+            log_path.write_bytes(b"")
+            with open(log_path, "ab") as log:
+                self.proc = subprocess.Popen([self.exe, "-c", str(self._conf())], stdout=log, stderr=log)
+            why = self._wait_listening()
+            if why is None:
+                self._repick = False
+                return self
             self.stop()
-            raise RuntimeError(f"mosquitto did not start: {(self.dir / 'mosquitto.log').read_text()[-2000:]}") from None
-        return self
+            if not (self._repick and "in use" in why):
+                raise RuntimeError(f"mosquitto did not start on 127.0.0.1:{self.port}: {why}")
+            self.port = pick_port()
+        raise RuntimeError(f"mosquitto did not start: every port tried was taken ({why})")
+
+    def _wait_listening(self, timeout: float = 10.0) -> str | None:
+        """None once mosquitto itself listens on our port, else why not (its log's last lines)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return (self.dir / "mosquitto.log").read_text(errors="replace")[-2000:].strip() or "it exited"
+            if self.port in listening_ports(self.proc.pid):
+                return None
+            time.sleep(0.02)
+        return f"not listening after {timeout:g} s"
 
     def stop(self) -> None:
         """Kill it hard: an outage, not a polite shutdown."""
@@ -142,7 +144,7 @@ class EmbeddedBroker:
     kind = "amqtt"
 
     def __init__(self, port: int | None = None):
-        self.port = port or free_port()
+        self.port = port or pick_port()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self.broker = None

@@ -115,7 +115,7 @@ class BundleStore:
         return path
 
     def entry(self, name: str) -> dict:
-        from bundle.fwbundle import inspect
+        from pc.fwbundle import inspect
 
         path = self.path(name)
         m = inspect(path, check=False).manifest
@@ -144,8 +144,8 @@ class BundleStore:
     def save(self, name: str, chunks) -> dict:
         """Store an upload (an iterable of byte chunks) as NAME.zip once it checks out; BundleRefused
         with the reason otherwise (nothing is kept)."""
-        from bundle.fwbundle import inspect
         from ccm.ota.bundle import BundleError
+        from pc.fwbundle import inspect
 
         safe = self.safe_name(name)
         tmp = os.path.join(self.directory, f".upload-{os.getpid()}-{threading.get_ident()}")

@@ -13,9 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ccm.board.virtual import VirtualBoard, open_uart
 from ccm.config import Config
 from ccm.main import Ccm, run_forever
+from pc.uart import open_uart
+from sim.board import VirtualBoard
 
 
 class VirtualCcm:
@@ -46,6 +47,9 @@ class VirtualCcm:
 
     @property
     def http_url(self) -> str:
+        """The /rpc URL, once its server listens (it takes a free port at the first boot and keeps it)."""
+        if not self.board.http_bound.wait(10):
+            raise RuntimeError(f"the virtual CCM's /rpc server is not listening: {self.ccm.faults if self.ccm else ''}")
         return f"http://127.0.0.1:{self.board.http_port}/rpc"
 
     @property
@@ -98,10 +102,21 @@ class VirtualCcm:
         return self
 
     def stop(self) -> None:
+        """Power off: the boot loop ends whatever it is doing (a reboot included), then the board closes.
+        Raises when the CCM's thread is still running after that, rather than leave it behind."""
+        self.board.powered = False  # a reboot under way now ends the loop instead of booting again
+        for _ in range(50):
+            if not self._thread.is_alive():
+                break
+            if not self.loop.is_closed():
+                try:
+                    self.loop.call_soon_threadsafe(self._task.cancel)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+            self._thread.join(timeout=0.2)
+        self.board.close()
         if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self._task.cancel)
-            self._thread.join(timeout=5)
-        self.uart.close()
+            raise RuntimeError("the virtual CCM did not stop: its thread is still running")
 
     def __enter__(self) -> VirtualCcm:
         return self.start()

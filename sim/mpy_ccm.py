@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bundle.build import FS_OFFSET, read_littlefs
-from ccm.board.virtual import open_raw_pty
+from pc.fwimage import FS_OFFSET, read_littlefs
+from pc.uart import open_raw_pty
 
 HERE = Path(__file__).resolve().parent
 

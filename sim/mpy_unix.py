@@ -22,14 +22,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bundle.build import mpy_cross_exe, rom_image, stage
-from ccm.board.virtual import open_raw_pty
+from pc.fwimage import mpy_cross_exe, rom_image, stage
+from pc.uart import open_raw_pty
 from sim.mpy_ccm import MicroPythonProcess
 
 HEAP_64 = "192K"  # the 64-bit equivalent of the ESP32's 96 KiB heap (see above)
 ROOT = Path(__file__).resolve().parent.parent
+LISTENING = "ccm: /rpc listening on 127.0.0.1:"  # what ccm/board/unix.py prints once its server is bound
 
 
 def micropython_exe() -> str:
@@ -97,16 +99,14 @@ def run_suite(modules: list[str], heap: str = HEAP_64, timeout: float = 120) -> 
 
 class UnixCcm(MicroPythonProcess):
     def __init__(self, config: dict | None = None, heap: str = HEAP_64, http_port: int | None = None, rom: bool = True):
-        from ccm.board.virtual import _free_port
-
         self.config = config or {}
         self.heap = heap
-        self.http_port = http_port or _free_port()
+        self._http_port = http_port or 0  # 0: the firmware binds a free port and prints it
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-unix-"))
         stage(self.dir, self.config)  # the module's filesystem, as `ccm build` makes it
         self.rom = rom  # the code in ROM (a frozen image or a romfs partition), else .mpy files on LittleFS
         if rom:
-            from bundle.build import ROM_TOPS
+            from pc.fwimage import ROM_TOPS
 
             (self.dir / "ccm.romfs").write_bytes(rom_image(self.dir))
             for top in ROM_TOPS:
@@ -117,7 +117,7 @@ class UnixCcm(MicroPythonProcess):
         self.output: list[str] = []
 
     def start(self) -> UnixCcm:
-        argv = ["--fd", str(self.master), "--fs", str(self.dir), "--http", str(self.http_port)]
+        argv = ["--fd", str(self.master), "--fs", str(self.dir), "--http", str(self._http_port)]
         rom = self.dir / "ccm.romfs" if self.rom else None
         if rom:
             argv += ["--rom-size", str(rom.stat().st_size)]
@@ -142,7 +142,21 @@ class UnixCcm(MicroPythonProcess):
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
-            self.output.append(line.rstrip("\n"))
+            line = line.rstrip("\n")
+            if line.startswith(LISTENING):
+                self._http_port = int(line.rsplit(":", 1)[1])
+            self.output.append(line)
+
+    @property
+    def http_port(self) -> int:
+        """The /rpc server's port, once it listens (the firmware prints it at its first boot)."""
+        deadline = time.monotonic() + 20
+        while not self._http_port:
+            if time.monotonic() > deadline or self.proc is None or self.proc.poll() is not None:
+                tail = "\n".join(self.output[-20:])
+                raise RuntimeError(f"the MicroPython CCM's /rpc server is not listening:\n{tail}")
+            time.sleep(0.02)
+        return self._http_port
 
     def sockets(self) -> int:
         """TCP sockets the process holds open (file descriptors that are sockets, from /proc)."""

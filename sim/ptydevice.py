@@ -8,7 +8,7 @@ import selectors
 import threading
 import time
 
-from ccm.board.virtual import open_raw_pty
+from pc.uart import open_raw_pty
 
 
 class PtyDevice:

@@ -1,5 +1,9 @@
 import asyncio
 import inspect
+import os
+import threading
+import time
+import weakref
 
 import pytest
 
@@ -14,11 +18,80 @@ def pytest_pyfunc_call(pyfuncitem):
     return None
 
 
+# -- the leak guard: a thread or a child process a test started must be gone when the test has ended --
+
+_wide_threads: weakref.WeakSet = weakref.WeakSet()  # started by fixtures wider than one test
+_wide_procs: set[int] = set()
+_before: dict[str, tuple] = {}
+
+
+def _children() -> set[int]:
+    """This process's live children (zombies are not running anything)."""
+    me, pids = os.getpid(), set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if int(ppid) == me and state != "Z":
+                pids.add(int(d))
+    return pids
+
+
+def _threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.is_alive() and t is not threading.main_thread()}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+    except OSError:
+        return "?"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """What a module- or session-wide fixture starts lives on past the test that first asked for it."""
+    if fixturedef.scope == "function":
+        return (yield)
+    threads, procs = _threads(), _children()
+    try:
+        return (yield)
+    finally:
+        _wide_threads.update(_threads() - threads)
+        _wide_procs.update(_children() - procs)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    _before["threads"], _before["procs"] = tuple(_threads()), tuple(_children())
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Fail the test that leaves a virtual device, broker, browser or thread running after its end."""
+    result = yield
+    old_threads, old_procs = set(_before.get("threads", ())), set(_before.get("procs", ()))
+    deadline = time.monotonic() + 5  # what was told to stop may take a moment to go
+    while True:
+        threads = {t for t in _threads() - old_threads if t not in _wide_threads}
+        procs = _children() - old_procs - _wide_procs
+        if not (threads or procs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if threads or procs:
+        what = [f"thread {t.name!r}" for t in threads] + [f"process {p} ({_cmdline(p)})" for p in procs]
+        raise AssertionError(f"{item.nodeid} left running after its end: " + ", ".join(sorted(what)))
+    return result
+
+
 # -- the cloud: a real mosquitto, the shadow service, paho-mqtt as the cloud application ------------
 
 import itertools  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
 
 _ids = itertools.count(1)
 

@@ -18,7 +18,8 @@ class TcpProxy:
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
 
     def _accept(self):
         while not self.closed:
@@ -38,7 +39,9 @@ class TcpProxy:
             with self.lock:
                 self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                self.threads.append(t)
+                t.start()
 
     def _pump(self, a, b):
         try:
@@ -69,7 +72,13 @@ class TcpProxy:
     def close(self):
         self.closed = True
         self.block()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() that close() alone leaves waiting
+        except OSError:
+            pass
         self.sock.close()
+        for t in self.threads:
+            t.join(5)
 
 
 class SntpServer:

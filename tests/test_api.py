@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import cloud_config, unique_device, wait_until
 
-from bundle import fwbundle
 from host_lib import Host
+from pc import fwbundle
 from sim.ccm import VirtualCcm
 
 TOKEN = "test-token-0123456789"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_micropython import run_on_micropython
 
-from bundle.build import FS_OFFSET, read_littlefs
+from pc.fwimage import FS_OFFSET, read_littlefs
 from sim.esp32_rom import VirtualEsp32Rom
 
 ROOT = Path(__file__).resolve().parent.parent

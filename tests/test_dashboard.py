@@ -7,7 +7,7 @@ import pytest
 from conftest import cloud_config, unique_device, wait_until
 from test_api import TOKEN
 
-from bundle import fwbundle
+from pc import fwbundle
 from sim.ccm import VirtualCcm
 
 CHROMIUM_ARGS = [

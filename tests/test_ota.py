@@ -14,10 +14,10 @@ from datetime import datetime
 import pytest
 from conftest import cloud_config, unique_device, wait_until
 
-from bundle import fwbundle
 from ccm.ota import fsarchive
 from ccm.rpc import RpcError
 from cloud.bundle_server import BundleServer
+from pc import fwbundle
 from sim.ccm import VirtualCcm
 from sim.stm32 import VirtualStm32, make_app_image
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bundle.cli import _int, main
+from bundle.cli.common import main, parse_int, user_errors
 
 
 @main.command("build")
@@ -18,7 +18,7 @@ from bundle.cli import _int, main
 )
 @click.option(
     "--fs-size",
-    type=_int,
+    type=parse_int,
     default="0x200000",
     show_default=True,
     metavar="N",
@@ -52,6 +52,7 @@ from bundle.cli import _int, main
     help="Also write DIR/manifest.py to freeze the firmware into a custom MicroPython image (its code then "
     "runs from flash, not the heap), and DIR/ccm.romfs, the same code for a romfs partition.",
 )
+@user_errors()
 def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, version, frozen_dir) -> None:
     """Compile the firmware with mpy-cross and pack it, with its factory config, into a LittleFS image.
 
@@ -62,12 +63,13 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, 
               ccm build --frozen frozen && make -C micropython/ports/esp32 FROZEN_MANIFEST=$PWD/frozen/manifest.py
     """
     from bundle import build
+    from pc.fwimage import read_littlefs
 
     try:
         image = build.build_fs(configs, fs_size, mpy_cross, march)
         with open(output, "wb") as f:
             f.write(image)
-        files = build.read_littlefs(image)
+        files = read_littlefs(image)
         click.echo(
             f"{output}: LittleFS {len(image) // 1024} KiB, {len(files)} files ({sum(map(len, files.values()))} bytes)"
         )
@@ -87,8 +89,6 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, 
                 f"{frozen_dir}/manifest.py: freezes {len(names) - 2} sources into a MicroPython image "
                 f"(FROZEN_MANIFEST=...); {rom}: {rom.stat().st_size} bytes for a romfs partition"
             )
-    except build.BuildError as e:
-        raise click.ClickException(str(e)) from None
     except OSError as e:  # an output path that cannot be written (-o, --merge, --bundle, --frozen)
         raise click.ClickException(f"cannot write {e.filename}: {e.strerror}. Pick a writable path.") from None
 
@@ -119,6 +119,7 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, 
 )
 @click.option("--connect-attempts", default=3, show_default=True, help="How often to try to reach the ROM loader.")
 @click.pass_context
+@user_errors()
 def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attempts) -> None:
     """Turn an ESP32 module into a CCM: MicroPython and the CCM filesystem, verified by esptool.
 
@@ -132,13 +133,10 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
         raise click.UsageError("no port: give --port PORT, the ESP32's USB-UART (e.g. /dev/ttyUSB0)")
     if not fs_only and not firmware:
         raise click.UsageError("give --firmware MICROPYTHON.BIN, or --fs-only if MicroPython is already on the module")
-    try:
-        image = build.build_fs(configs)
-        info = build.flash(
-            port, None if fs_only else firmware, image, reset=reset, stub=stub, erase=erase, attempts=connect_attempts
-        )
-    except build.BuildError as e:
-        raise click.ClickException(str(e)) from None
+    image = build.build_fs(configs)
+    info = build.flash(
+        port, None if fs_only else firmware, image, reset=reset, stub=stub, erase=erase, attempts=connect_attempts
+    )
     click.echo(
         f"{info['chip']} {info['mac']}: {'filesystem' if fs_only else 'MicroPython and filesystem'} written and verified"
     )

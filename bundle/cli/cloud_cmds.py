@@ -6,7 +6,7 @@ import os
 
 import click
 
-from bundle.cli import _dotted, _print_json, _wait_for_ctrl_c, main
+from bundle.cli.common import main, parse_dotted, print_json, user_errors, wait_for_ctrl_c
 
 
 @main.command("cloud")
@@ -128,7 +128,7 @@ def cloud_cmd(
     )
     click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
     click.echo("Ctrl-C stops it.")
-    _wait_for_ctrl_c()
+    wait_for_ctrl_c()
     if dashboard:
         dashboard.stop()
     service.stop()
@@ -147,20 +147,16 @@ def shadow(ctx: click.Context) -> None:
         raise click.UsageError("shadow commands go through the cloud: --port mqtt://HOST:PORT/DEVICE_ID")
 
 
+@user_errors()
 def _shadow_call(ctx: click.Context, fn) -> None:
-    from bundle.transport import MqttRpc, PortError
+    from bundle.transport import MqttRpc
     from cloud.client import ShadowError
 
+    link = MqttRpc(ctx.obj["port"])
     try:
-        link = MqttRpc(ctx.obj["port"])
-    except PortError as e:
-        raise click.ClickException(str(e)) from None
-    try:
-        _print_json(fn(link.cloud, link.device))
+        print_json(fn(link.cloud, link.device))
     except ShadowError as e:
         raise click.ClickException(f"shadow of {link.device}: {e.message} ({e.code})") from None
-    except TimeoutError as e:
-        raise click.ClickException(str(e)) from None
     finally:
         link.close()
 
@@ -177,5 +173,5 @@ def shadow_get(ctx: click.Context) -> None:
 @click.pass_context
 def shadow_desired(ctx: click.Context, pairs: tuple[str, ...]) -> None:
     """Set desired state, e.g. `on=true brightness=40 color.r=255` (`key=null` deletes)."""
-    state = _dotted(pairs)
+    state = parse_dotted(pairs)
     _shadow_call(ctx, lambda cloud, device: cloud.shadow_update(device, {"desired": state}, timeout=ctx.obj["timeout"]))

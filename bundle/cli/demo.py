@@ -10,7 +10,7 @@ import time
 
 import click
 
-from bundle.cli import WireTrace, main
+from bundle.cli.common import WireTrace, main
 from ccm.rpc import RpcError
 
 
@@ -39,13 +39,13 @@ def demo(embedded: bool) -> None:
     The firmware is built with arm-none-eabi-gcc when it is installed, else taken prebuilt from
     examples/stm32-lamp/prebuilt/.
     """
-    from bundle import fwbundle
     from bundle.cli.ota_cmds import StageBar
     from bundle.ota_client import OtaFailed, push
     from bundle.transport import WsRpc
     from cloud.broker import start_broker
     from cloud.client import CloudClient
     from cloud.shadow_service import ShadowService
+    from pc import fwbundle
     from sim.lamp_fw import FirmwareUnavailable, lamp_image
     from sim.product import LampProduct
 

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from bundle.cli import _open_rpc, main
+from bundle.cli.common import main, open_rpc_link, user_errors
 
 STAGES = {
     "upload": "Uploading",
@@ -81,6 +81,7 @@ class StageBar:
 )
 @click.option("--src-dir", type=click.Path(file_okay=False), help="Where relative src= paths are.")
 @click.argument("parts", nargs=-1, required=True, metavar="NAME:type=T,src=FILE,addr=A...")
+@user_errors()
 def create_fw_bundle(output, name, platform, version, build_id, description, compress, sign_keys, src_dir, parts):
     """Make a firmware bundle the CCM understands (the manual's §4, mos-compatible).
 
@@ -93,18 +94,15 @@ def create_fw_bundle(output, name, platform, version, build_id, description, com
               ccm create-fw-bundle -o fw.zip --platform ccm_host --version 2.0 --sign-key ota.pem \\
                   host_fw:type=STM32,src=build/lamp.hex
     """
-    from bundle import fwbundle
+    from pc import fwbundle
 
     if platform not in fwbundle.PLATFORMS:
         raise click.BadParameter(
             f"{platform!r}: the CCM takes {' or '.join(fwbundle.PLATFORMS)}", param_hint="--platform"
         )
-    try:
-        m = fwbundle.create(
-            output, name, platform, list(parts), version, build_id, description, compress, sign_keys, src_dir
-        )
-    except fwbundle.SpecError as e:
-        raise click.ClickException(str(e)) from None
+    m = fwbundle.create(
+        output, name, platform, list(parts), version, build_id, description, compress, sign_keys, src_dir
+    )
     size = sum(p["size"] for p in m["parts"].values())
     signed = f", signed ({len(sign_keys)} key{'s' if len(sign_keys) > 1 else ''})" if sign_keys else ""
     click.echo(f"{output}: {m['platform']} {m['name']} {m['version']}, {len(m['parts'])} part(s), {size} bytes{signed}")
@@ -116,8 +114,8 @@ def bundle_group() -> None:
 
 
 def _inspect(path: str, pubkey: str | None, check: bool):
-    from bundle import fwbundle
     from ccm.ota.bundle import BundleError
+    from pc import fwbundle
 
     try:
         return fwbundle.inspect(path, pubkey, check)
@@ -194,29 +192,23 @@ def ota_cmd(ctx: click.Context, file: str, chunk_size: int | None, commit_timeou
               ccm --port mqtt://127.0.0.1:1883/ccm-000000 ota fw.zip
     """
     from bundle.ota_client import OtaFailed, push
-    from bundle.transport import PortError
 
     port = ctx.obj["port"] or ""
     if chunk_size is None:
         chunk_size = 2048 if "://" in port else 512
     data = open(file, "rb").read()
-    link = _open_rpc(ctx)
+    link = open_rpc_link(ctx)
     bar = StageBar()
     t0 = time.monotonic()
     try:
         st = push(
             link, data, chunk_size, commit_timeout, call_timeout=ctx.obj["timeout"], progress=bar, wait=not no_wait
         )
-    except OtaFailed as e:
-        bar.close()
-        raise click.ClickException(f"OTA failed: {e}") from None
-    except TimeoutError as e:
-        bar.close()
-        raise click.ClickException(f"OTA failed: {e}. Is the CCM still reachable at {port}?") from None
-    except PortError as e:
-        bar.close()
-        raise click.ClickException(str(e)) from None
+    except (OtaFailed, TimeoutError) as e:
+        hint = f". Is the CCM still reachable at {port}?" if isinstance(e, TimeoutError) else ""
+        raise click.ClickException(f"OTA failed: {e}{hint}") from None
     finally:
+        bar.close()
         link.close()
     bar.close()
     dt = time.monotonic() - t0

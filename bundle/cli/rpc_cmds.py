@@ -6,7 +6,7 @@ import json
 
 import click
 
-from bundle.cli import _print_json, _run, _value, main
+from bundle.cli.common import main, parse_value, print_json, run_call
 
 
 @main.command()
@@ -26,7 +26,7 @@ def call(ctx: click.Context, method: str, params: str | None) -> None:
         raise click.BadParameter(
             f'not JSON: {e}. Quote it for the shell, e.g. \'{{"key":"device"}}\'', param_hint="PARAMS"
         ) from None
-    _print_json(_run(ctx, method, p))
+    print_json(run_call(ctx, method, p))
 
 
 @main.command()
@@ -41,7 +41,7 @@ def info(ctx: click.Context) -> None:
 @click.pass_context
 def config_get(ctx: click.Context, key: str | None) -> None:
     """Print the configuration, or the sub-tree at KEY (e.g. wifi.sta). Secrets show as ***."""
-    _print_json(_run(ctx, "Config.Get", {"key": key} if key else None))
+    print_json(run_call(ctx, "Config.Get", {"key": key} if key else None))
 
 
 @main.command("config-set")
@@ -63,20 +63,20 @@ def config_set(ctx: click.Context, pairs: tuple[str, ...], no_save: bool, no_reb
             raise click.BadParameter(f"{pair!r}: expected key=value, e.g. wifi.sta.ssid=Home", param_hint="KEY=VALUE")
         current = None
         try:
-            current = _run(ctx, "Config.Get", {"key": key})
+            current = run_call(ctx, "Config.Get", {"key": key})
         except click.ClickException:
             pass  # unknown key: Config.Set names it below
         node = patch
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = text if isinstance(current, str) else _value(text)
+        node[leaf] = text if isinstance(current, str) else parse_value(text)
     params: dict = {"config": patch}
     if not no_save:
         params["save"] = True
         if not no_reboot:
             params["reboot"] = True
-    _run(ctx, "Config.Set", params)
+    run_call(ctx, "Config.Set", params)
     click.echo("saved, rebooting" if params.get("reboot") else ("saved" if params.get("save") else "set (not saved)"))
 
 
@@ -87,7 +87,7 @@ def config_set(ctx: click.Context, pairs: tuple[str, ...], no_save: bool, no_reb
 def wifi(ctx: click.Context, ssid: str, password: str) -> None:
     """Join the CCM to a WiFi network (sets wifi.sta.*, saves, reboots), like `mos wifi`."""
     sta = {"enable": True, "ssid": ssid, "pass": password}
-    _run(ctx, "Config.Set", {"config": {"wifi": {"sta": sta}}, "save": True, "reboot": True})
+    run_call(ctx, "Config.Set", {"config": {"wifi": {"sta": sta}}, "save": True, "reboot": True})
     click.echo(f"WiFi set to {ssid}; the CCM reboots and joins it")
 
 
@@ -95,5 +95,5 @@ def wifi(ctx: click.Context, ssid: str, password: str) -> None:
 @click.pass_context
 def reboot(ctx: click.Context) -> None:
     """Reboot the CCM."""
-    _run(ctx, "Sys.Reboot")
+    run_call(ctx, "Sys.Reboot")
     click.echo("rebooting")

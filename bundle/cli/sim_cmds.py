@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bundle.cli import WireTrace, _wait_for_ctrl_c, main
+from bundle.cli.common import WireTrace, main, wait_for_ctrl_c
 
 
 @main.group()
@@ -64,7 +64,7 @@ def sim_ccm(
         click.echo(f"CCM firmware from {flash_path} on MicroPython; its host UART is {fb.path}")
         click.echo(f"  ccm --port {fb.path} call RPC.List")
         click.echo("Ctrl-C stops it.")
-        _wait_for_ctrl_c()
+        wait_for_ctrl_c()
         fb.stop()
         return
 
@@ -84,7 +84,7 @@ def sim_ccm(
         if mqtt_server:
             click.echo("  in the dashboard of `ccm cloud`: switch it through its shadow, call Sum, update its firmware")
         click.echo("Ctrl-C stops it.")
-        _wait_for_ctrl_c()
+        wait_for_ctrl_c()
         p.stop()
         return
     try:
@@ -100,7 +100,7 @@ def sim_ccm(
     click.echo(f"  ccm --port {v.path} call RPC.List")
     click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')
     click.echo("Ctrl-C stops it.")
-    _wait_for_ctrl_c()
+    wait_for_ctrl_c()
     v.stop()
 
 
@@ -116,7 +116,7 @@ def sim_esp32(flash_path: str) -> None:
     click.echo(f"virtual ESP32 ROM loader on {rom.path}, flash in {flash_path}")
     click.echo(f"  ccm --port {rom.path} flash --no-reset --no-stub --firmware MICROPYTHON.BIN")
     click.echo("Ctrl-C stops it (the flash file is saved).")
-    _wait_for_ctrl_c()
+    wait_for_ctrl_c()
     rom.stop()
 
 
@@ -161,5 +161,5 @@ def sim_stm32(profile: str, baud: int, image: str | None) -> None:
         )
     click.echo(f"  stm32flash -m 8n1 -w fw.bin {mcu.path}")
     click.echo("Ctrl-C stops it.")
-    _wait_for_ctrl_c()
+    wait_for_ctrl_c()
     mcu.stop()

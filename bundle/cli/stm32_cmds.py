@@ -8,7 +8,7 @@ import termios
 import click
 import serial
 
-from bundle.cli import _Bar, _int, main
+from bundle.cli.common import ProgressBar, main, parse_int
 
 
 def stm32_options(f):
@@ -74,7 +74,7 @@ def _stm32_port(ctx: click.Context, kw: dict):
         raise click.ClickException(f"cannot open {port}: {e}") from None
 
 
-def _stm32_run(coro_fn, port):
+def _stm32run_call(coro_fn, port):
     from bundle import stm32_tool
     from ccm.ota import an3155
     from ccm.ota.stm32 import FlashError
@@ -118,7 +118,7 @@ def stm32_info(ctx: click.Context, **kw) -> None:
         await pins.application()
         return info
 
-    info = _stm32_run(go, port)
+    info = _stm32run_call(go, port)
     c = CHIPS.get(info.pid)
     click.echo(f"product ID   0x{info.pid:03X} {c.name if c else '(not in the chip table)'}")
     if c:
@@ -131,7 +131,7 @@ def stm32_info(ctx: click.Context, **kw) -> None:
 @stm32.command("flash")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "--address", type=_int, default="0x08000000", show_default=True, metavar="ADDR", help="Where the image goes."
+    "--address", type=parse_int, default="0x08000000", show_default=True, metavar="ADDR", help="Where the image goes."
 )
 @stm32_options
 @click.pass_context
@@ -141,9 +141,9 @@ def stm32_flash(ctx: click.Context, file: str, address: int, **kw) -> None:
 
     image = open(file, "rb").read()
     port, pins = _stm32_port(ctx, kw)
-    bar = _Bar()
+    bar = ProgressBar()
     try:
-        summary = _stm32_run(lambda: stm32_tool.flash(port, pins, image, address, bar), port)
+        summary = _stm32run_call(lambda: stm32_tool.flash(port, pins, image, address, bar), port)
     finally:
         bar.close()
     click.echo(
@@ -154,8 +154,8 @@ def stm32_flash(ctx: click.Context, file: str, address: int, **kw) -> None:
 
 @stm32.command("read")
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
-@click.option("--address", type=_int, default="0x08000000", show_default=True, metavar="ADDR")
-@click.option("--size", type=_int, required=True, metavar="N", help="Bytes to read (0x… accepted).")
+@click.option("--address", type=parse_int, default="0x08000000", show_default=True, metavar="ADDR")
+@click.option("--size", type=parse_int, required=True, metavar="N", help="Bytes to read (0x… accepted).")
 @stm32_options
 @click.pass_context
 def stm32_read(ctx: click.Context, file: str, address: int, size: int, **kw) -> None:
@@ -163,9 +163,9 @@ def stm32_read(ctx: click.Context, file: str, address: int, size: int, **kw) -> 
     from bundle import stm32_tool
 
     port, pins = _stm32_port(ctx, kw)
-    bar = _Bar()
+    bar = ProgressBar()
     try:
-        data = _stm32_run(lambda: stm32_tool.read(port, pins, address, size, bar), port)
+        data = _stm32run_call(lambda: stm32_tool.read(port, pins, address, size, bar), port)
     finally:
         bar.close()
     with open(file, "wb") as f:
@@ -191,5 +191,5 @@ def stm32_erase(ctx: click.Context, pages: str | None, mass: bool, **kw) -> None
             a, _, b = part.partition("-")
             page_list += list(range(int(a, 0), int(b or a, 0) + 1))
     port, pins = _stm32_port(ctx, kw)
-    info, count = _stm32_run(lambda: stm32_tool.erase(port, pins, page_list), port)
+    info, count = _stm32run_call(lambda: stm32_tool.erase(port, pins, page_list), port)
     click.echo(f"erased {count} pages of 0x{info.pid:03X}")

@@ -1,1 +1,59 @@
-"""The hardware seam: esp32.py on the module, virtual.py under CPython."""
+"""The hardware seam: what the CCM asks of the board it runs on.
+
+`Board` names every call and gives the defaults a board may leave out, so the rest of the firmware asks
+the board (`board.radio`, `board.host_pins`) instead of probing it. The boards: `esp32.py` (the module),
+`unix.py` and `wasm.py` (MicroPython's unix and WebAssembly ports, in tests), and the virtual board of
+the simulator (`sim/board.py`, CPython).
+"""
+
+
+class Board:
+    arch = "?"
+    fw_id = ""
+    mac = ""
+    fs_dir = ""  # the filesystem's root ("" is /)
+    config_path = None  # where Config.Save writes; None: nowhere (the settings live in memory only)
+    radio = False  # wlan_* and ap_*: WiFi provisioning runs
+    host_pins = False  # pin_write reaches the host's BOOT0/NRST: host OTA can flash it
+
+    async def open_uart(self, config):
+        """The host UART (host.rpc.uart.*) as a stream: read(n), write(b), drain()."""
+        raise NotImplementedError
+
+    def uart_parity(self, parity, baud=None):
+        """8E1 ("E") for the STM32 bootloader, 8N1 ("N") for JSON-RPC; a board without parity ignores it."""
+
+    def heap_free(self):
+        return None
+
+    def fs_free(self):
+        """Bytes free on the filesystem, or None when unknown."""
+        return None
+
+    def clock_valid(self):
+        """False while the clock was never set (an ESP32 starts at 2000-01-01)."""
+        return True
+
+    def set_clock(self, unix_seconds):
+        pass
+
+    def http_address(self, config):
+        """(host, port) the /rpc server listens on, or None: no network, no server."""
+        return None
+
+    def http_listening(self, server):
+        """The /rpc server is bound (port 0 took a free port: a board may keep the one it got)."""
+
+    def ota_partition(self):
+        """The next OTA app partition (esp32.Partition's block API), or None: no app updates."""
+        return None
+
+    def app_mark_valid(self):
+        pass
+
+    def app_rollback(self):
+        pass
+
+    def reboot(self):
+        """True: boot again in this process (virtual boards); a module resets and never returns."""
+        return True

@@ -7,6 +7,7 @@ import sys
 import machine
 import network
 
+from ccm.board import Board
 from ccm.compat import ticks_diff, ticks_ms
 
 _WLAN_ERRORS = {
@@ -16,9 +17,11 @@ _WLAN_ERRORS = {
 }
 
 
-class Esp32Board:
+class Esp32Board(Board):
     arch = "esp32"
     config_path = "/conf.json"
+    radio = True
+    host_pins = True
 
     def __init__(self):
         self.sta = network.WLAN(network.STA_IF)

@@ -11,8 +11,10 @@ import asyncio
 import gc
 import sys
 
+from ccm.board import Board
 
-class UnixBoard:
+
+class UnixBoard(Board):
     arch = "unix"
 
     def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01"):
@@ -33,13 +35,39 @@ class UnixBoard:
     def http_address(self, config):
         return "127.0.0.1", self.http_port
 
+    def http_listening(self, server):
+        """Port 0 took a free port: find which (this port's sockets have no getsockname; /proc knows),
+        keep it for the next boots, and tell the parent on stdout."""
+        if self.http_port == 0:
+            self.http_port = _listening_port()
+            print("ccm: /rpc listening on 127.0.0.1:%d" % self.http_port)
+
     def reboot(self):
         return True  # boot again, on the same pty
 
 
+def _listening_port():
+    """The port of this process's listening TCP socket: its inode among our fds, in /proc/net/tcp."""
+    import os
+
+    inodes = set()
+    for fd in range(3, 256):
+        try:
+            inodes.add(os.stat("/proc/self/fd/%d" % fd)[1])
+        except OSError:
+            pass
+    with open("/proc/self/net/tcp") as f:
+        f.readline()
+        for line in f:
+            p = line.split()
+            if p[3] == "0A" and int(p[9]) in inodes:  # 0A: LISTEN
+                return int(p[1].split(":")[1], 16)
+    return 0
+
+
 def main(argv=None):
     """`--fd N` the UART, `--fs DIR` the filesystem (conf0.json there holds the factory settings),
-    `--http PORT` the /rpc server's port on 127.0.0.1."""
+    `--http PORT` the /rpc server's port on 127.0.0.1 (0: a free one, printed once bound)."""
     args = list(argv if argv is not None else sys.argv[1:])
     opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0"}
     while args:

@@ -7,6 +7,8 @@ import gc
 
 import ccm_host
 
+from ccm.board import Board
+
 
 class WasmUart:
     async def read(self, n):
@@ -19,7 +21,7 @@ class WasmUart:
         pass
 
 
-class WasmBoard:
+class WasmBoard(Board):
     arch = "wasm"
     fw_id = "micropython-wasm"
 

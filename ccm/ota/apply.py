@@ -15,7 +15,7 @@ def host_applier(ccm):
         parts = [(n, p) for n, p in bundle.parts.items() if str(p.get("type", "")).upper() == "STM32"]
         if not parts:
             raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
-        if not hasattr(ccm.board, "pin_write") or ccm.link is None:
+        if not ccm.board.host_pins or ccm.link is None:
             raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
         info = None
         for name, p in parts:
@@ -53,7 +53,7 @@ def self_applier(ccm):
                 r = bundle.reader(name)
                 files += su.stage_fs(r.read)
             elif kind == "app":
-                if not hasattr(ccm.board, "ota_partition"):
+                if ccm.board.ota_partition() is None:
                     raise OtaError("this board has no OTA partition for an app part")
                 su.stage_app(bundle.reader(name).read, p["size"], progress)
                 app = True

@@ -1,4 +1,4 @@
-"""Test vectors for the OTA core tests, made once on the PC with bundle/fwbundle.py and `cryptography`
+"""Test vectors for the OTA core tests, made once on the PC with pc/fwbundle.py and `cryptography`
 (ECDSA P-256, a fixed test key): base64 so the same module loads on MicroPython."""
 
 PUBKEY_PEM = '-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAERxw+dYxJBChbun5TEY7Q9SSt6wdX\n0lvS+Oew1236cUzdUg96yoqLkXrMN/Ud6PDJu+OthYOC5wLcJaEtCfeoWA==\n-----END PUBLIC KEY-----\n'

@@ -7,11 +7,12 @@ import os
 
 from fwtest import FakeHost, scratch_path, uart_pair
 
+from ccm import board
 from ccm.compat import sleep_ms_async
 from ccm.main import SAFE_AFTER, BootGuard, run_forever
 
 
-class Board:
+class Board(board.Board):
     """Just enough of a board: a UART in memory, a directory for files, reboots that are counted."""
 
     arch = "test"

@@ -1,190 +1,16 @@
-"""The virtual CCM board (CPython): its UART on a pseudo-terminal, a TCP port or a real serial device.
-
-A host program opens `PtyUart.path` exactly as it would open /dev/ttyUSB0. The board keeps the slave
-side open itself, so the CCM can boot and write before a host attaches, and a host may close and
-reopen the port at will (like unplugging a USB-UART).
+"""The virtual CCM board (CPython): the firmware's `Board` with its UART on a pty, a TCP port or a real
+serial device (pc/uart.py), its filesystem in a directory, a simulated WLAN, pins wired to a virtual
+STM32, and the PC's loopback as its network.
 """
 
 import asyncio
-import errno
 import hashlib
 import os
-import pty
-import termios
-import tty
+
+from ccm.board import Board
+from pc.uart import PtyUart
 
 FW_ID = "virtual"
-
-
-class FdUart:
-    """A UART over a file descriptor (a pty or a serial device): `read`/`write`/`drain` like asyncio streams."""
-
-    def __init__(self, fd, trace=None):
-        self.fd = fd
-        os.set_blocking(fd, False)
-        self._out = bytearray()
-        self.trace = trace  # trace(direction, bytes) sees every byte: "rx" host→CCM, "tx" CCM→host
-
-    async def read(self, n):
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = os.read(self.fd, n)
-            except BlockingIOError:
-                data = None
-            except OSError as e:  # EIO: the other side of a pty is closed; wait for a host
-                if e.errno != errno.EIO:
-                    raise
-                await asyncio.sleep(0.05)
-                continue
-            if data:
-                if self.trace:
-                    self.trace("rx", data)
-                return data
-            fut = loop.create_future()
-            loop.add_reader(self.fd, fut.set_result, None)
-            try:
-                await fut
-            finally:
-                loop.remove_reader(self.fd)
-
-    def write(self, data):
-        if self.trace:
-            self.trace("tx", bytes(data))
-        self._out += data
-
-    async def drain(self):
-        loop = asyncio.get_running_loop()
-        while self._out:
-            try:
-                n = os.write(self.fd, self._out)
-                del self._out[:n]
-                continue
-            except BlockingIOError:
-                pass
-            fut = loop.create_future()
-            loop.add_writer(self.fd, fut.set_result, None)
-            try:
-                await fut
-            finally:
-                loop.remove_writer(self.fd)
-
-    def close(self):
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-
-
-def open_raw_pty():
-    """(master fd, slave fd, slave path) of a new pty in raw mode: no echo, no CR/LF translation, a clean
-    8-bit wire. Keeping the slave open lets the master side run before and between hosts."""
-    master, slave = pty.openpty()
-    tty.setraw(slave, termios.TCSANOW)
-    return master, slave, os.ttyname(slave)
-
-
-class PtyUart(FdUart):
-    """The UART on a new pseudo-terminal: the host opens `path` as it would open /dev/ttyUSB0."""
-
-    def __init__(self, trace=None):
-        master, self._slave, self.path = open_raw_pty()
-        FdUart.__init__(self, master, trace)
-
-    def close(self):
-        FdUart.close(self)
-        try:
-            os.close(self._slave)
-        except OSError:
-            pass
-
-
-class SerialUart(FdUart):
-    """The UART on an existing serial device (a USB-UART wired to a real host MCU, or a pty's path)."""
-
-    def __init__(self, path, baudrate=115200, trace=None):
-        import serial  # PC side only
-
-        self.serial = serial.Serial(path, baudrate, timeout=0)
-        self.path = path
-        FdUart.__init__(self, self.serial.fileno(), trace)
-
-    def close(self):
-        self.serial.close()
-
-
-class TcpUart:
-    """The UART as a TCP port on 127.0.0.1: hosts connect with pyserial's `socket://127.0.0.1:PORT`.
-
-    One host at a time; while none is connected, what the CCM sends is lost, as on an unwired UART.
-    """
-
-    def __init__(self, port=0, trace=None):
-        self.port = port
-        self.trace = trace
-        self._server = None
-        self._conn = None  # (reader, writer) of the connected host
-        self._connected = None
-
-    @property
-    def path(self):
-        return "socket://127.0.0.1:%d" % self.port
-
-    async def start(self):
-        if self._server is None:
-            self._connected = asyncio.Event()
-            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-            self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader, writer):
-        if self._conn is not None:
-            self._conn[1].close()
-        self._conn = (reader, writer)
-        self._connected.set()
-
-    async def read(self, n):
-        while True:
-            await self._connected.wait()
-            reader, writer = self._conn
-            try:
-                data = await reader.read(n)
-            except ConnectionError:
-                data = b""
-            if data:
-                if self.trace:
-                    self.trace("rx", data)
-                return data
-            if self._conn is not None and self._conn[0] is reader:  # the host hung up: wait for the next
-                self._conn = None
-                self._connected.clear()
-
-    def write(self, data):
-        if self.trace:
-            self.trace("tx", bytes(data))
-        if self._conn is not None:
-            self._conn[1].write(data)
-
-    async def drain(self):
-        if self._conn is not None:
-            try:
-                await self._conn[1].drain()
-            except ConnectionError:
-                pass
-
-    def close(self):
-        if self._conn is not None:
-            self._conn[1].close()
-        if self._server is not None:
-            self._server.close()
-
-
-def open_uart(spec, trace=None):
-    """`pty` (default): a new pseudo-terminal; `tcp:PORT`: a TCP port; anything else: a serial device path."""
-    if not spec or spec == "pty":
-        return PtyUart(trace)
-    if spec.startswith("tcp:"):
-        return TcpUart(int(spec[4:] or 0), trace)
-    return SerialUart(spec, trace=trace)
 
 
 DEFAULT_NETWORKS = [
@@ -194,7 +20,7 @@ DEFAULT_NETWORKS = [
 ]
 
 
-class VirtualBoard:
+class VirtualBoard(Board):
     """The CCM's hardware on a PC: a UART (pty, TCP or a real serial port), a filesystem in a directory,
     a simulated WLAN (joins only with the right password), pins a test can drive (the factory-reset
     button) and an LED whose every change is recorded. Its network is the PC's loopback: the /rpc
@@ -203,17 +29,23 @@ class VirtualBoard:
 
     arch = "virtual"
     fw_id = FW_ID
+    radio = True
+    host_pins = True
 
     def __init__(self, uart=None, device_id="ccm-000000", fs_dir=None, networks=None, http_port=None):
         import tempfile
+        import threading
 
         self.uart = uart or PtyUart()
         self.mac = ":".join("%02X" % b for b in hashlib.sha256(device_id.encode()).digest()[:6])
         self.boots = 0
+        self.powered = True  # False once stopped for good: a reboot then ends the boot loop
+        self._own_fs = fs_dir is None  # a directory made here goes when the board is closed
         self.fs_dir = fs_dir or tempfile.mkdtemp(prefix="ccm-fs-")
         self.config_path = os.path.join(self.fs_dir, "conf.json")
         self.networks = list(DEFAULT_NETWORKS if networks is None else networks)
-        self.http_port = http_port or _free_port()
+        self.http_port = http_port or 0  # 0: the first boot's server takes a free port and keeps it
+        self.http_bound = threading.Event()  # set once the /rpc server listens on http_port
         self.pins = {}  # pin -> level a test drives; unset pins read 1 (pulled up)
         self.pin_modes = {}  # pin -> "push-pull" | "open-drain", as last driven
         self.led = []  # (ticks_ms, pin, value), most recent last
@@ -229,9 +61,16 @@ class VirtualBoard:
 
     async def open_uart(self, config):
         self.boots += 1
-        if hasattr(self.uart, "start"):
-            await self.uart.start()
+        await self.uart.start()
         return self.uart
+
+    def close(self):
+        """Power off for good: the UART closes, and a filesystem directory made for this board goes."""
+        self.uart.close()
+        if self._own_fs:
+            import shutil
+
+            shutil.rmtree(self.fs_dir, ignore_errors=True)
 
     def heap_free(self):
         return None  # CPython has no fixed heap to report
@@ -257,7 +96,7 @@ class VirtualBoard:
         self.joined = None
         self.ap = None
         self.partition.boot()
-        return True
+        return self.powered
 
     # -- the app partition (esp32.Partition's OTA API, and the bootloader's rollback) -----------
     def ota_partition(self):
@@ -272,6 +111,10 @@ class VirtualBoard:
     # -- network ------------------------------------------------------------------------------
     def http_address(self, config):
         return "127.0.0.1", self.http_port
+
+    def http_listening(self, server):
+        self.http_port = server.sockets[0].getsockname()[1]
+        self.http_bound.set()
 
     async def wlan_scan(self):
         await asyncio.sleep(0.05)
@@ -375,11 +218,3 @@ class VirtualPartition:
     def rollback(self):
         self.trial = False
         self.running = "factory"
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

