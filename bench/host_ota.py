@@ -122,10 +122,10 @@ def time_ccm_incremental():
         v.start()
         try:
             t0 = time.perf_counter()
-            a = v.run_coro(v.ccm.update_host(str(Path(d, "v2.bin")), FLASH_BASE, SIZE), 300)
+            a = v.run_coro(v.ccm.host_update.flash(str(Path(d, "v2.bin")), FLASH_BASE, SIZE), 300)
             full = time.perf_counter() - t0
             t0 = time.perf_counter()
-            b = v.run_coro(v.ccm.update_host(str(Path(d, "v3.bin")), FLASH_BASE, SIZE), 300)
+            b = v.run_coro(v.ccm.host_update.flash(str(Path(d, "v3.bin")), FLASH_BASE, SIZE), 300)
             incremental = time.perf_counter() - t0
             assert not a["incremental"] and b["incremental"] and b["pages_erased"] == 3
             assert bytes(mcu.core.flash[:SIZE]) == bytes(v3) and b["host"]["fw_version"] == "2.0"

@@ -69,12 +69,12 @@ class Ccm:
         config_mod.serve(self.router, self.config)
         self.guard = None  # the BootGuard, told when this boot has lasted
         self.link = None
+        self.host_update = None  # ccm/ota/host.py: flashing the host, once the link is up
         self.mqtt = None
-        self.shadow = None
+        self.cloud = None
         self.provisioner = None
         self.http = None
         self.ota = None
-        self.last_host_update = None
         self._jobs = []  # work that ends with this boot
         self._stop = asyncio.Event()
         self._reboot_delay = -1
@@ -112,7 +112,9 @@ class Ccm:
             def offline(params, call):
                 raise rpc.RpcError(rpc.NOT_CONNECTED, "not connected: the cloud did not start: " + why)
 
-            for name in ("MQTT.Pub", "MQTT.Sub", "MQTT.Unsub", "Shadow.Report", "Shadow.Get"):
+            from ccm import cloud
+
+            for name in cloud.methods():
                 self.router.add(name, offline)
         if part == "cloud" and self.link is not None:
             self.link.notify("Cloud.Status", {"connected": False, "reason": why})
@@ -159,10 +161,13 @@ class Ccm:
         self.link = HostLink(stream, self.router, link_config)
         self.link.set_parity = self.board.uart_parity
         self.router.host = self.link
+        from ccm.ota.host import HostUpdate
+
+        self.host_update = HostUpdate(self.link, self.board, self.config, self.fs_root(), self.spawn)
         tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._housekeeping(HEALTHY_MS))]
         await sleep_ms_async(0)  # Sys.Init goes first: whatever the other parts report comes after it
         if not self.safe_mode:
-            self._optional("host pins", self._host_pins_idle)
+            self._optional("host pins", self.host_update.pins_idle)
             self._optional("ota", self._start_ota)
             tasks += self._optional("network", self._start_network)
             tasks += self._optional("cloud", self._start_cloud)
@@ -213,22 +218,6 @@ class Ccm:
             )
         return tasks
 
-    def host_update_marker(self):
-        d = self.board.fs_dir
-        return (d + "/" if d else "/") + "host_ota.json"
-
-    async def update_host(self, image, address, size, progress=None):
-        """Re-flash the host from a staged image file (the OTA transports call this). The work belongs
-        to this boot: a reboot cuts it short, and the next boot does it again from the marker."""
-        from ccm.ota.stm32 import update_host
-
-        job = asyncio.create_task(
-            update_host(self.link, self.board, self.config, image, address, size, progress, self.host_update_marker())
-        )
-        self._jobs.append(job)
-        self.last_host_update = await job
-        return self.last_host_update
-
     def spawn(self, coro):
         """Run background work that belongs to this boot (a reboot cancels it)."""
         t = asyncio.create_task(coro)
@@ -244,8 +233,10 @@ class Ccm:
         from ccm.ota.receiver import OtaReceiver
         from ccm.ota.selfupdate import TRIAL, SelfUpdate
 
-        appliers = {"ccm_host": host_applier(self), "esp32": self_applier(self)}
-        self.ota = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free)
+        appliers = {"ccm_host": host_applier(self.host_update), "esp32": self_applier(self)}
+        self.ota = OtaReceiver(
+            self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending
+        )
         self.ota.serve(self.router)
         su = SelfUpdate(self.fs_root(), self.board)
 
@@ -281,38 +272,23 @@ class Ccm:
         if url:
             self.spawn(self.ota.poll(url, self.config.get("ota.poll_interval_s")))
 
-    def _host_pins_idle(self):
-        """BOOT0 low from boot on: whatever resets the host (its watchdog, a brown-out), it starts its
-        application, not the ROM bootloader a floating pin might pick."""
-        if self.board.host_pins:
-            self.board.pin_write(self.config.get("host.ota.stm32.boot0_pin"), 0)
-
     def _resume_host_update(self):
-        """A host update cut short by a reboot is done again now."""
-        if not self.board.host_pins:
+        """A host flash cut short by a reboot (its record says so) is done again now."""
+        if not self.host_update.wired() or self.host_update.pending() is None:
             return []
         if self.ota is not None and self.ota.resume():
-            return []  # the OTA receiver finishes its own job (and reports it)
-        from ccm.ota.stm32 import UpdateMarker, resume
-
-        if UpdateMarker(self.host_update_marker()).get() is None:
-            return []
-
-        async def go():
-            self.last_host_update = await resume(self.link, self.board, self.config, self.host_update_marker())
-
-        return [asyncio.create_task(go())]
+            return []  # it came from a bundle: the OTA receiver finishes its job (and reports it)
+        return [asyncio.create_task(self.host_update.resume())]
 
     def _start_cloud(self):
-        """MQTT and the shadow bridge when mqtt.enable is set; the client reconnects by itself."""
+        """The cloud connection and its capabilities (ccm/cloud.py) when mqtt.enable is set; the client
+        reconnects by itself."""
         if not self.config.get("mqtt.enable"):
             return []
-        from ccm.shadow import ShadowBridge, client_from_config
+        from ccm import cloud
 
-        self.mqtt = client_from_config(self.config)
-        self.shadow = ShadowBridge(self.config, self.router, self.mqtt)
-        if self.ota is not None:
-            self.shadow.attach_ota(self.ota)
+        self.cloud = cloud.start(self.config, self.router, self.ota)
+        self.mqtt = self.cloud.client
 
         async def cloud():
             if self.mqtt.ssl is not None:

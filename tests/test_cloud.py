@@ -80,7 +80,7 @@ def test_sys_init_makes_the_host_resubscribe_after_a_ccm_reboot(product, cloud):
     wait_until(lambda: product.seen.inits, what="Sys.Init after the reboot")
     assert product.seen.inits[0]["device_id"] == product.device
     wait_until(
-        lambda: product.v.ccm.mqtt and product.v.ccm.mqtt.state == 2 and "cmd/#" in product.v.ccm.shadow.host_subs
+        lambda: product.v.ccm.mqtt and product.v.ccm.mqtt.state == 2 and "cmd/#" in product.v.ccm.cloud.host_mqtt.subs
     )
     time.sleep(0.2)  # let SUBSCRIBE reach the broker
     cloud.publish("cmd/x", "after reboot")

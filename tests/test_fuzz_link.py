@@ -71,4 +71,4 @@ def test_every_built_in_refuses_wrong_params_with_nothing_done(uart):
     assert reboots == []
     assert (open(conf, "rb").read() if os.path.exists(conf) else None) == saved
     assert v.call("OTA.Status")["state"] == 0
-    assert v.ccm.mqtt.queue == [] and v.ccm.shadow.host_subs == {}
+    assert v.ccm.mqtt.queue == [] and v.ccm.cloud.host_mqtt.subs == {}

@@ -392,7 +392,7 @@ def test_shadow_desired_ota_updates_once_and_reports(mosquitto, shadow_service, 
             assert "delta" not in cloud.shadow_get(device)["state"]
             boots = list(p.mcu.boots)
             p.v.call("Sys.Reboot", {"delay_ms": 0})  # a reconnect replays get/accepted: not applied again
-            wait_until(lambda: p.v.ccm.shadow is not None and p.v.call("Sys.GetInfo")["cloud"]["connected"])
+            wait_until(lambda: p.v.ccm.cloud is not None and p.v.call("Sys.GetInfo")["cloud"]["connected"])
             wait_until(lambda: p.v.ccm.ota.current == "2.0", what="the resync")
             assert p.mcu.boots == boots
     finally:

@@ -31,7 +31,7 @@ def test_every_cloud_call_is_answered_under_overload(busy_product, mosquitto, ca
     assert r.lost == 0 and r.crosstalk == 0, r.summary()
     assert set(r.outcomes) <= {"result", rpc.QUEUE_FULL, rpc.HOST_TIMEOUT}, r.summary()
     assert r.outcomes["result"] > 0 and r.outcomes[rpc.QUEUE_FULL] > 0, r.summary()  # the bounds were reached
-    shadow = v.ccm.shadow
-    wait_until(lambda: shadow.rpc_open == 0, what="every reply acknowledged by the broker")
+    cloud_rpc = v.ccm.cloud.rpc
+    wait_until(lambda: cloud_rpc.open == 0, what="every reply acknowledged by the broker")
     refused = v.call("Sys.GetInfo")["cloud"].get("rpc_refused", 0)  # up front, by mqtt.queue_size
     assert 0 < refused <= r.outcomes[rpc.QUEUE_FULL]  # the rest: rpc.max_pending calls already at the host

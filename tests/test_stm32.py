@@ -130,7 +130,7 @@ def product(tmp_path):
 
 
 def update(v, path, size=None, progress=None, timeout=120):
-    return v.run_coro(v.ccm.update_host(path, FLASH_BASE, size or len(V2), progress), timeout)
+    return v.run_coro(v.ccm.host_update.flash(path, FLASH_BASE, size or len(V2), progress), timeout)
 
 
 def test_the_bootloader_runs_at_its_own_baud_rate_and_the_link_returns_to_its_own(product):
@@ -202,8 +202,8 @@ def test_ccm_reboot_mid_flash_resumes_at_the_next_boot(product):
     with pytest.raises(BaseException):  # noqa: B017 - the update is cut short by the reboot
         update(v, path, progress=progress, timeout=60)
     assert fired
-    wait_until(lambda: v.board.boots >= 2 and v.ccm.last_host_update, timeout=120, what="the resumed update")
-    assert v.ccm.last_host_update["host"]["fw_version"] == "2.0"
+    wait_until(lambda: v.board.boots >= 2 and v.ccm.host_update.last, timeout=120, what="the resumed update")
+    assert v.ccm.host_update.last["host"]["fw_version"] == "2.0"
     assert bytes(mcu.core.flash[: len(V2)]) == V2
 
 
@@ -231,7 +231,7 @@ def test_calls_for_the_host_get_busy_while_it_is_flashed(product):
     v, mcu, path = product
 
     async def both():
-        job = asyncio.ensure_future(v.ccm.update_host(path, FLASH_BASE, len(V2)))
+        job = asyncio.ensure_future(v.ccm.host_update.flash(path, FLASH_BASE, len(V2)))
         await asyncio.sleep(0.3)
         try:
             await v.ccm.router.call("Sum", [1, 2])

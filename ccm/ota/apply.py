@@ -1,8 +1,8 @@
 """What a checked bundle does, by platform (DESIGN §6). Each applier is
 `async fn(bundle, progress(stage, done, total), receiver) -> message` and raises OtaError with a reason.
 
-- `ccm_host`: each part of type STM32 is unpacked to ota/host.bin and flashed through the host-update
-  step (AN3155); success only once the host answers Sys.Info again.
+- `ccm_host`: each part of type STM32 is unpacked to ota/host.bin and flashed by the host update
+  (ccm/ota/host.py, AN3155); success only once the host answers Sys.Info again.
 - `esp32`: `fs` parts are staged beside the running files, an `app` part goes to the next OTA
   partition; the CCM reboots into them on trial (ccm/ota/selfupdate.py).
 """
@@ -10,12 +10,14 @@
 from ccm.ota.receiver import OtaError
 
 
-def host_applier(ccm):
+def host_applier(host):
+    """`host`: the HostUpdate (ccm/ota/host.py) that owns flashing the host."""
+
     async def apply(bundle, progress, receiver):
         parts = [(n, p) for n, p in bundle.parts.items() if str(p.get("type", "")).upper() == "STM32"]
         if not parts:
             raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
-        if not ccm.board.host_pins or ccm.link is None:
+        if not host.wired():
             raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
         info = None
         for name, p in parts:
@@ -28,7 +30,7 @@ def host_applier(ccm):
                     bundle.copy_part(name, out, lambda d, t: progress("unpacking", d, t))
             except OSError as e:
                 raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
-            summary = await ccm.update_host(path, addr, p["size"], progress)
+            summary = await host.flash(path, addr, p["size"], progress)
             info = summary.get("host")
             if info is None:
                 raise OtaError(

@@ -40,9 +40,11 @@ def _invalid(msg):
 
 class OtaReceiver:
     """One CCM's OTA state. `appliers[platform](bundle, progress) -> result` does the platform's work
-    (async); `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left."""
+    (async); `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
+    `host_pending()` is the host flash a reboot cut short (ccm/ota/host.py's record), if any: the one
+    thing that decides whether an interrupted ccm_host apply is resumed."""
 
-    def __init__(self, config, root, appliers, spawn, fs_free=None):
+    def __init__(self, config, root, appliers, spawn, fs_free=None, host_pending=None):
         self.config = config
         self.dir = (root.rstrip("/") if root else "") + "/ota"
         makedirs(self.dir)
@@ -51,6 +53,7 @@ class OtaReceiver:
         self.appliers = appliers
         self.spawn = spawn
         self.fs_free = fs_free
+        self.host_pending = host_pending
         self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
         self.state = IDLE
         self.stage = ""
@@ -83,7 +86,8 @@ class OtaReceiver:
         write_json(self.state_path, state)
 
     def _after_reboot(self, job):
-        if job.get("stage") == "applying" and job.get("resume"):
+        resumable = job.get("platform") == "ccm_host" and self.host_pending is not None and self.host_pending()
+        if job.get("stage") == "applying" and resumable:
             self.state = PROGRESS
             self.stage = "applying"
             self.version = job.get("version")
@@ -313,7 +317,7 @@ class OtaReceiver:
 
         self.state = PROGRESS
         self._stage("applying", 0, "applying %s %s" % (platform, version))
-        self._save({"stage": "applying", "platform": platform, "version": version, "resume": platform == "ccm_host"})
+        self._save({"stage": "applying", "platform": platform, "version": version})
 
         def progress(stage, done, total):
             if stage != self.stage:
@@ -412,9 +416,21 @@ class OtaReceiver:
         return True
 
     # -- triggers -----------------------------------------------------------------------------------
+    def busy(self):
+        return self.state == PROGRESS
+
     def wanted(self, version):
         """False when `version` is already installed (a trigger must not apply it again)."""
         return version is None or version not in self.installed.values()
+
+    def note_installed(self, version, url):
+        """A trigger found `version` (from `url`) already installed: what reported.ota says runs."""
+        self.current = version
+        self.current_url = url
+
+    def start_update(self, url, commit_timeout_s=0, version=None):
+        """Pull and apply `url` in the background (the shadow's and the poll's trigger)."""
+        self.spawn(self.update(url, commit_timeout_s, version, url))
 
     async def poll(self, url, interval_s):
         """The manual's "periodically poll a given URL": the URL gives {version, url}; a version not

@@ -8,12 +8,11 @@ bootloader lists it, else each block read back as it is written), BOOT0 low, res
 Any failure (NACK, silence, a host reset mid-write) starts the whole update again, a bounded number of
 times: the bootloader is in ROM, so the host is always recoverable.
 
-`update_host(path, …)` wraps it with a marker file, so an update cut short by a CCM reboot is done
-again at the next boot (`resume`), and with the wait for the host's `Sys.Info` afterwards.
+Who drives it — the pins, the UART lent by the link, the record that resumes a flash after a reboot —
+is ccm/ota/host.py.
 """
 
 from ccm.compat import sleep_ms_async
-from ccm.files import read_json, remove, write_json
 from ccm.ota import an3155 as bl
 from ccm.ota.stm32_chips import chip as chip_for
 
@@ -56,22 +55,6 @@ class PinSequence:
 
     async def application(self):
         await self._reset_into(False)
-
-
-class BoardLines:
-    """BOOT0 and NRST on two GPIOs of the CCM (host.ota.stm32.boot0_pin / rst_pin)."""
-
-    def __init__(self, board, boot0_pin, rst_pin, rst_open_drain=True):
-        self.board = board
-        self.boot0_pin = boot0_pin
-        self.rst_pin = rst_pin
-        self.rst_open_drain = rst_open_drain
-
-    def boot0(self, level):
-        self.board.pin_write(self.boot0_pin, 1 if level else 0)
-
-    def reset(self, level):
-        self.board.pin_write(self.rst_pin, 1 if level else 0, self.rst_open_drain)
 
 
 def _page_of(chip, addr):
@@ -207,120 +190,3 @@ async def _attempt(stream, address, size, port, pins, progress, only_pages=None)
         "blocks_skipped": skipped,
         "verified_by": "checksum" if use_crc else "read-back",
     }
-
-
-class UpdateMarker:
-    """The file that says a host update is under way: written before the first erase, removed after
-    success. Found at boot, it means the last update was cut short and must be done again."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def set(self, image, address, size):
-        self.set_record({"image": image, "address": address, "size": size})
-
-    def set_record(self, record):
-        write_json(self.path, record)
-
-    def get(self):
-        return read_json(self.path) or None
-
-    def clear(self):
-        remove(self.path)
-
-
-class FlashedImage:
-    """What the CCM last flashed onto the host: its SHA-256 and per-page digests. When the host reports
-    running exactly that (`fw_id` in Sys.Info), the next update rewrites only the pages that differ."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def get(self):
-        return UpdateMarker(self.path).get()
-
-    def set(self, record):
-        UpdateMarker(self.path).set_record(record)
-
-
-def _sha256_file(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(1024)
-            if not chunk:
-                return _hex(h.digest())
-            h.update(chunk)
-
-
-async def update_host(link, board, config, image, address, size, progress=None, marker_path=None, retries=3):
-    """Flash the staged image file onto the host, then wait for the host's Sys.Info (its answer is
-    returned). The host link is paused meanwhile: forwarded calls get -32004 busy."""
-    cfg = config.get("host.ota.stm32")
-    pins = PinSequence(BoardLines(board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
-    marker = UpdateMarker(marker_path) if marker_path else None
-    record = FlashedImage(marker_path.replace("host_ota.json", "host_image.json")) if marker_path else None
-    only = None
-    if record and not (marker and marker.get()):  # never incremental when finishing an interrupted update
-        prev = record.get()
-        running = await _host_fw_id(link)
-        if prev and running and prev.get("fw_id") == running and prev.get("address") == address:
-            chip = chip_for(prev["pid"])
-            with open(image, "rb") as f:
-                now = page_digests(f, chip, address, size)
-            only = [int(p) for p, d in now.items() if prev["pages"].get(p) != d]
-    if marker:
-        marker.set(image, address, size)
-    port = link.borrow()
-    port.bauds = {"E": cfg["uart"]["baud_rate"], "N": config.get("host.rpc.uart.baud_rate")}
-    try:
-        summary = await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, retries, only)
-    finally:
-        link.give_back()
-    if marker:
-        marker.clear()
-    if record:
-        chip = chip_for(summary["pid"])
-        with open(image, "rb") as f:
-            pages = page_digests(f, chip, address, size)
-        record.set(
-            {"fw_id": _sha256_file(image), "pid": summary["pid"], "address": address, "size": size, "pages": pages}
-        )
-    summary["host"] = await wait_for_host(link)
-    return summary
-
-
-async def _host_fw_id(link):
-    from ccm.rpc import RpcError
-
-    try:
-        info = await link.call("Sys.Info", None, 1000)
-    except RpcError:
-        return None
-    return info.get("fw_id") if type(info) is dict else None
-
-
-async def wait_for_host(link, timeout_ms=10000):
-    """The freshly booted host's Sys.Info; None if it stays silent (a garbage image)."""
-    from ccm.compat import ticks_diff, ticks_ms
-    from ccm.rpc import RpcError
-
-    t0 = ticks_ms()
-    while ticks_diff(ticks_ms(), t0) < timeout_ms:
-        try:
-            info = await link.call("Sys.Info", None, 500)
-            link.info = info
-            return info
-        except RpcError:
-            await sleep_ms_async(100)
-    return None
-
-
-async def resume(link, board, config, marker_path, progress=None):
-    """At boot: finish an update a reboot interrupted. None when there was none."""
-    m = UpdateMarker(marker_path).get()
-    if not m:
-        return None
-    return await update_host(link, board, config, m["image"], m["address"], m["size"], progress, marker_path)

@@ -1,12 +1,13 @@
-"""The shadow bridge's get on the module's own runtime (issue 13, item 4): every client's shadow get is
+"""The shadow's get on the module's own runtime (issue 13, item 4): every client's shadow get is
 answered on the same get/accepted topic; only the answer to the CCM's own get (its clientToken) may
 send the host Shadow.Delta. Portable (CPython + MicroPython)."""
 
 import json
 
+from ccm.cloud import Cloud
 from ccm.config import Config
 from ccm.router import Router
-from ccm.shadow import ShadowBridge
+from ccm.shadow import Shadow
 
 
 class Client:
@@ -40,9 +41,9 @@ def test_only_the_answer_to_the_ccms_own_get_reaches_the_host():
     router = Router(cfg)
     router.host = host = Host()
     client = Client()
-    bridge = ShadowBridge(cfg, router, client)
+    bridge = Shadow(Cloud(cfg, router, client), cfg, router)
     prefix = "$aws/things/lamp-1/shadow"
-    bridge._on_connect()
+    client.on_connect()
     get = [json.loads(p) for t, p in client.published if t == prefix + "/get"][0]
     answer = {"state": {"desired": {"on": True}, "reported": {}, "delta": {"on": True}}, "version": 4}
 

@@ -1,0 +1,150 @@
+"""Re-flashing the host, owned here from the pins to the host's first answer (docs/architecture.md).
+
+`HostUpdate` drives BOOT0/NRST through the board, lends the flasher the host UART (JSON-RPC pauses:
+forwarded calls get -32004 busy), flashes through the STM32 ROM bootloader (ccm/ota/stm32.py), waits for
+the host's `Sys.Info`, and keeps two files:
+
+- `host_ota.json`, the one record of a flash under way: written before the first erase, removed after
+  success. Found at boot, the flash was cut short and is done again (`pending()`, `resume()`); when it
+  came from a bundle the record names it (`ota`), and the OTA receiver finishes and reports the update.
+- `host_image.json`, what was last flashed (its SHA-256 and per-page digests): when the host reports
+  running exactly that (`fw_id` in Sys.Info), the next flash rewrites only the pages that differ.
+"""
+
+from ccm.compat import sleep_ms_async
+from ccm.files import read_json, remove, write_json
+from ccm.ota.stm32 import PinSequence, flash_image, page_digests
+from ccm.ota.stm32_chips import chip as chip_for
+
+
+class BoardLines:
+    """BOOT0 and NRST on two GPIOs of the CCM (host.ota.stm32.boot0_pin / rst_pin)."""
+
+    def __init__(self, board, boot0_pin, rst_pin, rst_open_drain=True):
+        self.board = board
+        self.boot0_pin = boot0_pin
+        self.rst_pin = rst_pin
+        self.rst_open_drain = rst_open_drain
+
+    def boot0(self, level):
+        self.board.pin_write(self.boot0_pin, 1 if level else 0)
+
+    def reset(self, level):
+        self.board.pin_write(self.rst_pin, 1 if level else 0, self.rst_open_drain)
+
+
+class HostUpdate:
+    def __init__(self, link, board, config, fs_root, spawn):
+        self.link = link
+        self.board = board
+        self.config = config
+        root = (fs_root.rstrip("/") if fs_root else "") + "/"
+        self.record_path = root + "host_ota.json"
+        self.image_path = root + "host_image.json"
+        self.spawn = spawn  # runs work that belongs to this boot: a reboot cuts a flash short
+        self.last = None  # the summary of the last flash this boot (with the host's Sys.Info)
+
+    def wired(self):
+        """False when this board cannot drive the host's BOOT0/NRST: nothing can be flashed."""
+        return self.board.host_pins and self.link is not None
+
+    def pins_idle(self):
+        """BOOT0 low from boot on: whatever resets the host (its watchdog, a brown-out), it starts its
+        application, not the ROM bootloader a floating pin might pick."""
+        if self.board.host_pins:
+            self.board.pin_write(self.config.get("host.ota.stm32.boot0_pin"), 0)
+
+    def pending(self):
+        """The record of a flash a reboot cut short, or None."""
+        return read_json(self.record_path) or None
+
+    async def flash(self, image, address, size, progress=None, ota=None):
+        """Flash the staged image file onto the host and return the summary, `host` being its Sys.Info
+        afterwards (None: the image does not boot). `ota`: the bundle this comes from, kept in the record."""
+        job = self.spawn(self._flash(image, address, size, progress, ota))
+        self.last = await job
+        return self.last
+
+    async def resume(self, progress=None):
+        """At boot: finish the flash a reboot cut short. None when there was none."""
+        r = self.pending()
+        if r is None:
+            return None
+        return await self.flash(r["image"], r["address"], r["size"], progress, r.get("ota"))
+
+    async def _flash(self, image, address, size, progress, ota):
+        cfg = self.config.get("host.ota.stm32")
+        pins = PinSequence(BoardLines(self.board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
+        only = None
+        if self.pending() is None:  # never incremental when finishing an interrupted flash
+            only = await self._changed_pages(image, address, size)
+        record = {"image": image, "address": address, "size": size}
+        if ota is not None:
+            record["ota"] = ota
+        write_json(self.record_path, record)
+        port = self.link.borrow()
+        port.bauds = {"E": cfg["uart"]["baud_rate"], "N": self.config.get("host.rpc.uart.baud_rate")}
+        try:
+            summary = await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, 3, only)
+        finally:
+            self.link.give_back()
+        remove(self.record_path)
+        chip = chip_for(summary["pid"])
+        with open(image, "rb") as f:
+            pages = page_digests(f, chip, address, size)
+        flashed = {"fw_id": _sha256_file(image), "pid": summary["pid"], "address": address, "size": size}
+        flashed["pages"] = pages
+        write_json(self.image_path, flashed)
+        summary["host"] = await wait_for_host(self.link)
+        return summary
+
+    async def _changed_pages(self, image, address, size):
+        """The pages that differ from what the host runs, when it runs what we flashed last; else None."""
+        prev = read_json(self.image_path)
+        if not prev or prev.get("address") != address:
+            return None
+        running = await _host_fw_id(self.link)
+        if not running or prev.get("fw_id") != running:
+            return None
+        with open(image, "rb") as f:
+            now = page_digests(f, chip_for(prev["pid"]), address, size)
+        return [int(p) for p, d in now.items() if prev["pages"].get(p) != d]
+
+
+def _sha256_file(path):
+    import binascii
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1024)
+            if not chunk:
+                return binascii.hexlify(h.digest()).decode()
+            h.update(chunk)
+
+
+async def _host_fw_id(link):
+    from ccm.rpc import RpcError
+
+    try:
+        info = await link.call("Sys.Info", None, 1000)
+    except RpcError:
+        return None
+    return info.get("fw_id") if type(info) is dict else None
+
+
+async def wait_for_host(link, timeout_ms=10000):
+    """The freshly booted host's Sys.Info; None if it stays silent (a garbage image)."""
+    from ccm.compat import ticks_diff, ticks_ms
+    from ccm.rpc import RpcError
+
+    t0 = ticks_ms()
+    while ticks_diff(ticks_ms(), t0) < timeout_ms:
+        try:
+            info = await link.call("Sys.Info", None, 500)
+            link.info = info
+            return info
+        except RpcError:
+            await sleep_ms_async(100)
+    return None

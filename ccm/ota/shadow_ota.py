@@ -1,0 +1,45 @@
+"""OTA through the shadow (docs/protocol.md): `desired.ota {url, version, commit_timeout?}` starts an update
+unless that version is installed or one is in progress; `reported.ota {state, progress, message,
+version, target, url}` follows the OTA receiver, `version` being what is installed — so the delta on
+desired.ota stays until the update has succeeded. `ota` is taken out of every delta: it is the CCM's,
+not the host's."""
+
+from ccm.compat import dumps
+
+
+class ShadowOta:
+    def __init__(self, shadow, receiver):
+        self.shadow = shadow
+        self.receiver = receiver
+        receiver.listeners.append(self.report)
+        shadow.takers.append(self.take)
+
+    def report(self, st):
+        r = {"state": st["state"], "progress": st["progress"], "message": st["message"]}
+        rec = self.receiver
+        if rec.current is not None:
+            r["version"] = rec.current
+        if st.get("version") is not None:
+            r["target"] = st["version"]
+        if rec.current_url:
+            r["url"] = rec.current_url
+        self.shadow.publish_reported('{"ota":%s}' % dumps(r), tag="ota")
+
+    def take(self, d):
+        if type(d) is not dict or "ota" not in d:
+            return d
+        d = dict(d)
+        want = d.pop("ota")
+        if type(want) is not dict:
+            return d
+        url = want.get("url")
+        version = want.get("version")
+        rec = self.receiver
+        if type(url) is not str or rec.busy():
+            return d
+        if not rec.wanted(version):
+            rec.note_installed(version, url)
+            self.report(rec.status())  # already installed: say so, do not apply again
+            return d
+        rec.start_update(url, want.get("commit_timeout", 0) or 0, version)
+        return d

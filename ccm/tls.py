@@ -1,0 +1,56 @@
+"""TLS for the MQTT connection (mqtt.ssl_*): the context MqttClient connects with, and certificate files
+as MicroPython's mbedTLS takes them."""
+
+
+def mqtt_context(config):
+    """The TLS context for mqtt.ssl_*; an unreadable or invalid file is named in the error."""
+    import ssl
+    import sys
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    mpy = sys.implementation.name == "micropython"
+    ca = config.get("mqtt.ssl_ca_cert")
+    if ca:
+        if mpy:  # MicroPython's mbedTLS may take DER only: PEM files are decoded here
+            _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cadata=der_file(ca)))
+        else:
+            _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cafile=ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if hasattr(ctx, "check_hostname"):
+        ctx.check_hostname = bool(ca) and bool(config.get("mqtt.ssl_server_name", True))
+    cert = config.get("mqtt.ssl_cert")
+    if cert:
+        key = config.get("mqtt.ssl_key")
+        if mpy:
+            load = lambda: ctx.load_cert_chain(der_file(cert), der_file(key))  # noqa: E731
+        else:
+            load = lambda: ctx.load_cert_chain(cert, key)  # noqa: E731
+        _tls_file("mqtt.ssl_cert/ssl_key", cert + ", " + key, load)
+    return ctx
+
+
+def der_file(path):
+    """A certificate or key file as DER: PEM (-----BEGIN …----- base64 -----END …-----) is decoded, the
+    first block only; DER is returned as it is. The MicroPython unix port's mbedTLS parses no PEM, and
+    DER is what MicroPython's own TLS tests use."""
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    start = data.find(b"-----BEGIN")
+    if start < 0:
+        return data
+    body = data.find(b"\n", start) + 1
+    end = data.find(b"-----END", body)
+    if body <= 0 or end < 0:
+        raise ValueError("a PEM block without its -----END line")
+    return binascii.a2b_base64(data[body:end].replace(b"\r", b"").replace(b"\n", b""))
+
+
+def _tls_file(setting, path, load):
+    try:
+        load()
+    except (OSError, ValueError) as e:  # missing file; MicroPython: ValueError("invalid cert")
+        raise ValueError("%s %s cannot be used: %s" % (setting, path, e)) from None
