@@ -1,5 +1,5 @@
 """The CCM's live heap on real MicroPython (the WebAssembly port: 32-bit, the ESP32's word size), per
-scenario, against the 96 KB heap of a plain ESP32 and the 64 KiB aim (DESIGN §2, issue 11).
+scenario, against the 96 KB heap of a plain ESP32 and the 64 KiB aim (docs/architecture.md, the runtimes, issue 11).
 
     .venv/bin/python bench/memory.py
 

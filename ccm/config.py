@@ -1,4 +1,4 @@
-"""The configuration tree (DESIGN §5; the manual §10–§13): compiled-in defaults overlaid by the saved file.
+"""The configuration tree (docs/protocol.md, provisioning; the manual §10–§13): compiled-in defaults overlaid by the saved file.
 
 - `Config.get("a.b")` reads a key or a sub-tree.
 - `Config.set(patch, acl)` deep-merges a patch, type-checked against the defaults; unknown keys and

@@ -1,4 +1,4 @@
-"""HTTP and WebSocket `/rpc` (DESIGN §5), on microdot, routed through the same router as the UART.
+"""HTTP and WebSocket `/rpc` (docs/protocol.md, provisioning), on microdot, routed through the same router as the UART.
 
 - `POST /rpc` with a JSON-RPC frame (or batch): the JSON-RPC response.
 - `POST /rpc` with `{"config": {…}}` and no method: the manual's provisioning shortcut, Config.Set + save.

@@ -1,4 +1,4 @@
-"""The UART link to the host (DESIGN §3): framer in, one writer out, calls to the host.
+"""The UART link to the host (docs/protocol.md, the UART link): framer in, one writer out, calls to the host.
 
 `stream` is anything with `await read(n)`, `write(bytes)` and `await drain()`: asyncio.StreamReader over
 machine.UART on the ESP32, a pty on the virtual board, an in-memory pipe in tests.

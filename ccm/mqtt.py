@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 for the CCM: a sans-I/O packet codec and a small asyncio client (DESIGN §4).
+"""MQTT 3.1.1 for the CCM: a sans-I/O packet codec and a small asyncio client (docs/protocol.md, the cloud).
 
 The codec (`encode_*`, `PacketReader`, `parse_*`) turns packets into bytes and bytes into packets, and
 runs anywhere. `MqttClient` moves those bytes over asyncio streams (TLS when configured) and keeps the
@@ -356,7 +356,7 @@ class MqttClient:
     # -- the connection -----------------------------------------------------------------------
     async def _session(self):
         """One connection, from CONNECT to its end. MicroPython's streams differ from CPython's
-        (DESIGN §2): close() does nothing until wait_closed(), a write() while another task is in
+        (docs/architecture.md, the runtimes): close() does nothing until wait_closed(), a write() while another task is in
         drain() is lost, and a pending read() only ends when data or EOF comes. So: one task writes
         (the flusher), reads wake up at least every POLL_MS to see a dead broker or stop(), and the
         socket is closed with wait_closed() whatever ends the session."""

@@ -1,4 +1,4 @@
-"""Provisioning (DESIGN §5; the manual §10–§11): WiFi station with retry, the `CCM-xxxxxx` access point
+"""Provisioning (docs/protocol.md, provisioning; the manual §10–§11): WiFi station with retry, the `CCM-xxxxxx` access point
 while unprovisioned, the factory-reset button, and the status LED.
 
 The board does the radio and the pins (`wlan_connect`, `ap_start`, `wlan_scan`, `pin_read`,

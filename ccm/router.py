@@ -1,4 +1,4 @@
-"""Who answers what (DESIGN §3): the CCM's own methods, else the host.
+"""Who answers what (docs/protocol.md, the UART link): the CCM's own methods, else the host.
 
 Every caller — the host on the UART, the cloud over MQTT, a WebSocket client, code in this process —
 hands its frames to `Router.dispatch` with a `send` for the replies. Methods the CCM serves are answered

@@ -1,4 +1,4 @@
-"""Sans-I/O JSON-RPC 2.0 over newline-delimited frames (DESIGN §3).
+"""Sans-I/O JSON-RPC 2.0 over newline-delimited frames (docs/protocol.md, the UART link).
 
 Bytes go in (`Framer.feed`), parsed frames come out; `Dispatcher` turns a frame into replies through a
 method table; `Pending` tracks calls we made and expires them by the clock we are given. Nothing here
@@ -10,7 +10,7 @@ import json
 
 from ccm.compat import dumps, ticks_add, ticks_diff
 
-# JSON-RPC 2.0 §5.1 error codes, and the CCM's server errors (DESIGN §3).
+# JSON-RPC 2.0 §5.1 error codes, and the CCM's server errors (docs/protocol.md, the UART link).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -256,7 +256,7 @@ def _scan_close(data, i, end, depth, in_str, esc):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parsing: one frame's bytes to a value, with the same verdict on CPython and MicroPython (DESIGN §2-3).
+# Parsing: one frame's bytes to a value, with the same verdict on CPython and MicroPython (docs/protocol.md, the UART link).
 #
 # Both json modules accept text that is not JSON, or that cannot be sent on again: CPython takes encoded
 # and escaped lone surrogates (its bytes decoder uses surrogatepass), NaN and Infinity; MicroPython takes
@@ -569,7 +569,7 @@ class Dispatcher:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Params of the CCM's own methods: checked whole before a handler does anything (DESIGN §3).
+# Params of the CCM's own methods: checked whole before a handler does anything (docs/protocol.md, the UART link).
 
 REQUIRED = object()  # a member `take` insists on
 ANY = None  # a member of any JSON type

@@ -149,7 +149,7 @@ class CloudClient:
         with self._cv:
             return self._dropped + len(self.messages)
 
-    # -- RPC over MQTT (DESIGN §4) --------------------------------------------------------------
+    # -- RPC over MQTT (docs/protocol.md, the cloud) --------------------------------------------------------------
     def call(self, device_id: str, method: str, params: Any = None, timeout: float = 10.0) -> Any:
         reply_topic = f"{self.client_id}/rpc"
         if reply_topic not in self._subs:

@@ -5,7 +5,7 @@
     fleet.call("ccm-0001", "Sum", [2, 3])
     fleet.events.subscribe(fn)  # fn(event) on every change worth showing: presence, info, OTA, shadows
 
-Presence comes from the retained `{device}/status` topic (DESIGN §4), shadows from the shadow service
+Presence comes from the retained `{device}/status` topic (docs/protocol.md, the cloud), shadows from the shadow service
 in this process (its listeners: no extra MQTT traffic per update), versions from `Sys.GetInfo`, asked
 when a device comes online, after an OTA succeeds, and whenever the dashboard looks at the device.
 """

@@ -1,4 +1,4 @@
-"""An AWS IoT compatible device shadow service over any MQTT broker (DESIGN §4).
+"""An AWS IoT compatible device shadow service over any MQTT broker (docs/protocol.md, the cloud).
 
     ccm cloud --broker mqtt://127.0.0.1:1883 --db shadows.sqlite
 

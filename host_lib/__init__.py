@@ -165,7 +165,7 @@ class Host:
         with self._lock:
             self._write(rpc.encode_notification(method, params, self.jsonrpc))
 
-    # -- helpers for the CCM's services (DESIGN §3) ---------------------------------------------
+    # -- helpers for the CCM's services (docs/protocol.md, the UART link) ---------------------------------------------
     def mqtt_pub(self, topic: str, message: str, qos: int = 0, retain: bool = False, wait: bool = False) -> Any:
         """Publish through the CCM. With wait=True, returns once sent (qos 0) or acknowledged (qos 1)."""
         params: dict = {"topic": topic, "message": message}

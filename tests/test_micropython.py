@@ -77,7 +77,7 @@ def test_framer_and_dispatcher_allocate_under_1_kib_per_frame_on_micropython():
 
 @pytest.mark.parametrize("compress", [False, True], ids=["stored", "deflated"])
 def test_ota_receiver_live_heap_stays_within_its_budget_on_micropython(compress):
-    """DESIGN §2 memory budget: receiving, checking and reading back a bundle keeps the live heap within
+    """docs/architecture.md, the runtimes memory budget: receiving, checking and reading back a bundle keeps the live heap within
     24 KiB of idle (bench/ota.py measures 1 MiB; here 256 KiB, sampled every 64 KiB and at each stage)."""
     import sys
 

@@ -1,4 +1,4 @@
-"""Bundles and OTA end to end (DESIGN §6): `ccm create-fw-bundle` with the manual's arguments, `ccm ota`
+"""Bundles and OTA end to end (docs/protocol.md, OTA): `ccm create-fw-bundle` with the manual's arguments, `ccm ota`
 over WebSocket and MQTT into a virtual CCM wired to a virtual STM32, the shadow and poll triggers, the
 CCM's own update with commit and rollback, and every fault of the issue refused cleanly."""
 

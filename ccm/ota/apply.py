@@ -1,4 +1,4 @@
-"""What a checked bundle does, by platform (DESIGN §6). Each applier is
+"""What a checked bundle does, by platform (docs/protocol.md, OTA). Each applier is
 `async fn(bundle, progress(stage, done, total), receiver) -> message` and raises OtaError with a reason.
 
 - `ccm_host`: each part of type STM32 is unpacked to ota/host.bin and flashed by the host update

@@ -1,4 +1,4 @@
-"""Firmware bundles (DESIGN §6): a zip compatible with `mos create-fw-bundle`, checked as a stream.
+"""Firmware bundles (docs/protocol.md, OTA): a zip compatible with `mos create-fw-bundle`, checked as a stream.
 
     manifest.json        first entry, stored: name, platform, version, build_id, build_timestamp,
                          parts{name: {type, src, addr, size, cs_sha1, cs_sha256, ...}}

@@ -1,5 +1,5 @@
 """HTTP(S) GET into a file, as a stream: how `OTA.Update {url}`, the shadow trigger and the poll pull
-a bundle (DESIGN §6). HTTP/1.0 so the body is never chunked; redirects followed; a server that stalls
+a bundle (docs/protocol.md, OTA). HTTP/1.0 so the body is never chunked; redirects followed; a server that stalls
 for `stall_ms` or sends more than `max_size` bytes ends the download with a FetchError that says so.
 """
 

@@ -1,4 +1,4 @@
-"""The OTA receiver (DESIGN §6): `OTA.*` on the router, the bundle staged on the filesystem, checked,
+"""The OTA receiver (docs/protocol.md, OTA): `OTA.*` on the router, the bundle staged on the filesystem, checked,
 then handed to the applier for its platform.
 
     OTA.Status            {state: 0 idle | 1 in progress | 2 error | 3 success, progress, message, stage, …}

@@ -1,4 +1,4 @@
-"""The CCM updating itself (DESIGN §6, mos's semantics): staged, switched at the next boot, kept only
+"""The CCM updating itself (docs/protocol.md, OTA, mos's semantics): staged, switched at the next boot, kept only
 when committed.
 
 - `fs` part: the new firmware files are unpacked beside the running ones (ota/fs.new/). At the next

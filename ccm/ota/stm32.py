@@ -1,4 +1,4 @@
-"""Re-flashing the host STM32 through its ROM bootloader (DESIGN §6): the host-update step.
+"""Re-flashing the host STM32 through its ROM bootloader (docs/protocol.md, OTA): the host-update step.
 
 `flash_image(read, address, size, port, pins)` does one whole update from a stream of image bytes:
 BOOT0 high and a reset pulse, the UART to 8E1, sync, Get/Get ID (a chip the image does not fit is

@@ -625,7 +625,7 @@ void ccm_error(struct ccm_req *r, int code, const char *message) {
   if (r->id != NULL) answer_error(r->ctx, r->id, r->id_len, code, message);
 }
 
-/* -- built-ins every host serves (DESIGN §3) ------------------------------------------------------ */
+/* -- built-ins every host serves (docs/protocol.md, the UART link) ------------------------------------------------------ */
 static void rpc_list(struct ccm_req *r) {
   struct ccm *c = r->ctx;
   int i;

@@ -1,4 +1,4 @@
-/* ccm.h — the host side of the CCM link, in C (DESIGN §3).
+/* ccm.h — the host side of the CCM link, in C (docs/protocol.md, the UART link).
  *
  * Portable C99 for microcontrollers: no heap, no libc (only <stddef.h> <stdint.h> <stdarg.h>),
  * no recursion over input. The application feeds it the bytes its UART received and gives it one
@@ -54,7 +54,7 @@ extern "C" {
 #endif
 #define CCM_MAX_DEPTH 32 /* nesting levels of a frame, as the CCM accepts */
 
-/* JSON-RPC 2.0 error codes, and the CCM's server errors (DESIGN §3). */
+/* JSON-RPC 2.0 error codes, and the CCM's server errors (docs/protocol.md, the UART link). */
 #define CCM_PARSE_ERROR (-32700)
 #define CCM_INVALID_REQUEST (-32600)
 #define CCM_METHOD_NOT_FOUND (-32601)
@@ -166,7 +166,7 @@ int ccm_call(struct ccm *c, const char *method, ccm_result_fn fn, void *userdata
 /* {"method":…,"params":<fmt>}: no id, no answer. */
 void ccm_notify(struct ccm *c, const char *method, const char *params_fmt, ...);
 
-/* The CCM's services (DESIGN §3). Reports and publishes without a callback are notifications. */
+/* The CCM's services (docs/protocol.md, the UART link). Reports and publishes without a callback are notifications. */
 #define ccm_shadow_report(c, ...) ccm_notify((c), "Shadow.Report", __VA_ARGS__)
 #define ccm_shadow_get(c, fn, ud) ccm_call((c), "Shadow.Get", (fn), (ud), 5000, NULL)
 #define ccm_sys_getinfo(c, fn, ud) ccm_call((c), "Sys.GetInfo", (fn), (ud), 5000, NULL)

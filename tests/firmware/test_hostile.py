@@ -1,5 +1,5 @@
 """Hostile frames on the host link (issue 10): none stops it, every request gets exactly one well-formed
-answer. Portable: the same verdicts on CPython and MicroPython, whose json modules differ (DESIGN §2)."""
+answer. Portable: the same verdicts on CPython and MicroPython, whose json modules differ (docs/architecture.md, the runtimes)."""
 
 import json
 
