@@ -83,11 +83,40 @@ def test_stm32loader_erases_writes_and_verifies(mcu):
     port.close()
 
 
+class SyncDriver:
+    """Runs AN3155 operations over a blocking pyserial port: a test pokes the virtual bootloader step by step."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def run(self, op):
+        value = error = None
+        while True:
+            more, step = bl.advance(op, value, error)
+            if not more:
+                return step
+            value = error = None
+            if step[0] == bl.WRITE:
+                self.port.write(step[1])
+            else:
+                try:
+                    value = self._read(step[1], step[2])
+                except bl.Timeout as e:
+                    error = e  # the operation decides: retry (sync) or give up
+
+    def _read(self, n, timeout_ms):
+        self.port.timeout = timeout_ms / 1000
+        data = self.port.read(n)
+        if len(data) < n:
+            raise bl.Timeout("the bootloader sent %d of %d bytes within %d ms" % (len(data), n, timeout_ms))
+        return data
+
+
 def test_nack_paths_of_the_virtual_bootloader():
     with VirtualStm32("f103") as m:
         m.reset(boot0=True)
         p = serial.Serial(m.path, 115200, timeout=2)
-        d = bl.SyncDriver(p)
+        d = SyncDriver(p)
         info = bl.Info()
         d.run(bl.op_connect(info))
         p.write(b"\x11\x11")  # bad complement

@@ -1,8 +1,8 @@
 """The STM32 system bootloader's USART protocol (ST AN3155), client side, sans-I/O.
 
 Each operation is a generator that yields what it needs from the wire — `(WRITE, bytes)` or
-`(READ, n, timeout_ms)` — and is sent back the bytes read. `Bootloader.run` drives one with asyncio
-streams (on the CCM), `SyncDriver` with a pyserial port (on a PC). The protocol lives here once.
+`(READ, n, timeout_ms)` — and is sent back the bytes read. `AsyncDriver` runs one over an asyncio-style
+stream: the CCM's UART, and the PC's port under `ccm stm32`. The protocol lives here once.
 """
 
 ACK = 0x79
@@ -253,35 +253,6 @@ def advance(op, value=None, error=None):
         return True, (op.throw(error) if error else op.send(value))
     except StopIteration as e:
         return False, e.value
-
-
-class SyncDriver:
-    """Runs operations over a pyserial-style port (PC side: `ccm stm32`)."""
-
-    def __init__(self, port):
-        self.port = port
-
-    def run(self, op):
-        value = error = None
-        while True:
-            more, step = advance(op, value, error)
-            if not more:
-                return step
-            value = error = None
-            if step[0] == WRITE:
-                self.port.write(step[1])
-            else:
-                try:
-                    value = self._read(step[1], step[2])
-                except Timeout as e:
-                    error = e  # the operation decides: retry (sync) or give up
-
-    def _read(self, n, timeout_ms):
-        self.port.timeout = timeout_ms / 1000
-        data = self.port.read(n)
-        if len(data) < n:
-            raise Timeout("the bootloader sent %d of %d bytes within %d ms" % (len(data), n, timeout_ms))
-        return data
 
 
 class AsyncDriver:
