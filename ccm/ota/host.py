@@ -13,8 +13,9 @@ the host's `Sys.Info`, and keeps two files:
 
 from ccm.compat import sleep_ms_async
 from ccm.files import read_json, remove, write_json
-from ccm.ota.stm32 import PinSequence, flash_image, page_digests
-from ccm.ota.stm32_chips import chip as chip_for
+
+# The flasher (ccm/ota/stm32.py, an3155.py, the chip table: ~20 KB of heap with .mpy files) is imported
+# only while the host is flashed: a boot holds only this module.
 
 
 class BoardLines:
@@ -73,6 +74,9 @@ class HostUpdate:
         return await self.flash(r["image"], r["address"], r["size"], progress, r.get("ota"))
 
     async def _flash(self, image, address, size, progress, ota):
+        from ccm.ota.stm32 import PinSequence, flash_image, page_digests
+        from ccm.ota.stm32_chips import chip as chip_for
+
         cfg = self.config.get("host.ota.stm32")
         pins = PinSequence(BoardLines(self.board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
         only = None
@@ -103,6 +107,9 @@ class HostUpdate:
         prev = read_json(self.image_path)
         if not prev or prev.get("address") != address:
             return None
+        from ccm.ota.stm32 import page_digests
+        from ccm.ota.stm32_chips import chip as chip_for
+
         running = await _host_fw_id(self.link)
         if not running or prev.get("fw_id") != running:
             return None
