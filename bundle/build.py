@@ -1,7 +1,7 @@
 """`ccm build` and `ccm flash`: firmware files compiled with mpy-cross, packed into a LittleFS image in
 MicroPython's ESP32 geometry, and written with esptool's Python API.
 
-The filesystem holds `boot.py`, `main.py` (which starts the CCM), `ccm/**.mpy`, `lib/microdot/*.mpy`
+The filesystem holds `boot.py`, `main.py` (which starts the CCM), `ccm/**.mpy`
 and `conf0.json`, the factory configuration (`--config k=v`: device.id, mqtt.server, conf_acl, …)
 that Config.Set/Save overlays and a factory reset returns to.
 """
@@ -71,13 +71,12 @@ FROZEN_MANIFEST = """# ccm-bridge frozen into a MicroPython image: its bytecode 
 #   make -C ports/esp32 BOARD={board} FROZEN_MANIFEST={manifest}
 include("$(PORT_DIR)/boards/manifest.py")
 package("ccm", base_path="{src}", opt=3)
-package("microdot", base_path="{src}/lib", opt=3)
 """
 
 
 def frozen(dest: Path, board: str = "ESP32_GENERIC") -> list[str]:
     """A directory to freeze into a custom MicroPython image: manifest.py (MicroPython's manifest
-    language: the port's own modules + ccm/ + microdot), the sources it names, and ccm.romfs — the same
+    language: the port's own modules + ccm/), the sources it names, and ccm.romfs — the same
     code as a ROMFS image, for builds with a romfs partition (`mpremote romfs deploy ccm.romfs`)."""
     src = dest / "src"
     sources = firmware_sources(("wasm.py", "unix.py"))

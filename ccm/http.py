@@ -1,4 +1,4 @@
-"""HTTP and WebSocket `/rpc` (docs/protocol.md, provisioning), on microdot, routed through the same router as the UART.
+"""HTTP and WebSocket `/rpc` (docs/protocol.md, provisioning), routed through the same router as the UART.
 
 - `POST /rpc` with a JSON-RPC frame (or batch): the JSON-RPC response.
 - `POST /rpc` with `{"config": {…}}` and no method: the manual's provisioning shortcut, Config.Set + save.
@@ -7,20 +7,26 @@
 - HTTP Digest authentication (RFC 7616; MD5 challenged, SHA-256 accepted) once `rpc.auth.password` is set.
 - While unprovisioned (the access point is up) only `wifi.*` may be set and only Config.Set, Config.Save,
   Wifi.Scan and Sys.GetInfo are served.
+
+The server is our own, on asyncio streams: one route with two shapes needs no framework, and a plain
+ESP32's heap cannot spare one (microdot cost 26 KB of it with .mpy files; this module costs a third).
+One request per connection (`Connection: close`); bodies and WebSocket messages are bounded by
+`rpc.max_frame_size`, request lines and headers by MAX_LINE and MAX_HEADERS.
 """
 
 import asyncio
 import json
-
-from microdot import Microdot, Request, Response
-from microdot.websocket import with_websocket
+import struct
 
 from ccm import rpc
-from ccm.compat import Waiter, dumps, sleep_ms_async
+from ccm.compat import Waiter, dumps
 from ccm.digest import DigestAuth
 
 AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
 AP_ACL = "wifi.*"
+MAX_LINE = 2048  # a request line or header longer than this is refused
+MAX_HEADERS = 32
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 # JSON-RPC error code → HTTP status for /rpc/<Method>
 HTTP_STATUS = {
@@ -34,6 +40,19 @@ HTTP_STATUS = {
     rpc.BUSY: 503,
     rpc.QUEUE_FULL: 503,
 }
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 class Caller:
@@ -45,48 +64,41 @@ class Caller:
         self.methods = methods  # allowed methods, None: all
 
 
-class Http11Response(Response):
-    """A response whose status line says HTTP/1.1: WebSocket clients refuse an HTTP/1.0 answer to their
-    upgrade request, so a 401 to one must be 1.1 for the client to see the challenge."""
+class Refused(Exception):
+    """A request that gets an HTTP error before it is dispatched."""
 
-    async def write(self, stream):
-        self.headers["Connection"] = "close"
-        await Response.write(self, _Http11Stream(stream))
-
-
-class _Http11Stream:
-    def __init__(self, stream):
-        self.stream = stream
-        self.first = True
-
-    async def awrite(self, data):
-        if self.first:
-            self.first = False
-            data = data.replace(b"HTTP/1.0 ", b"HTTP/1.1 ", 1)
-        await self.stream.awrite(data)
+    def __init__(self, status, body):
+        self.status = status
+        self.body = body
 
 
 class RpcServer:
-    """The /rpc endpoints on one microdot app."""
+    """The /rpc endpoints on one listening socket."""
 
     def __init__(self, config, router, provisioning=lambda: False):
         self.config = config
         self.router = router
         self.provisioning = provisioning  # True while unprovisioned: the AP rules apply
         self.device_id = config.get("device.id")
-        Request.max_content_length = config.get("rpc.max_frame_size")
-        Request.max_body_length = config.get("rpc.max_frame_size")
-        self.app = Microdot()
+        self.limit = config.get("rpc.max_frame_size")
+        self.server = None
         self._auth = None
-        self.app.before_request(self._authenticate)
-        self.app.route("/rpc", methods=["POST"])(self._post_frame)
-        self.app.route("/rpc", methods=["GET"])(with_websocket(self._websocket))
-        self.app.route("/rpc/<method>", methods=["POST", "GET"])(self._post_method)
-        self.app.errorhandler(413)(
-            lambda req: self._http_error(
-                rpc.INVALID_REQUEST, "frame too large: rpc.max_frame_size is %d" % config.get("rpc.max_frame_size"), 413
-            )
-        )
+
+    async def serve(self, host, port, listening=None):
+        """Serve until stopped. Port 0 takes a free port: `listening(server)` is called once it is bound,
+        so the board can learn the port it got (and keep it for the next boot)."""
+        self.server = await asyncio.start_server(self._connection, host, port)
+        try:
+            if listening is not None:
+                listening(self.server)
+            await self.server.wait_closed()
+        finally:
+            self.server.close()
+
+    def stop(self):
+        """Stop serving; a server that never started (its port was taken, say) has nothing to stop."""
+        if self.server is not None:
+            self.server.close()
 
     # -- auth --------------------------------------------------------------------------------
     def auth(self):
@@ -98,16 +110,77 @@ class RpcServer:
             a = self._auth = DigestAuth(self.config.get("rpc.auth.realm"), self.config.get("rpc.auth.user"), pw)
         return a
 
-    async def _authenticate(self, request):
+    def _authenticate(self, method, headers):
+        """None when the request may go on, else the 401 response's (body, extra header lines)."""
         a = self.auth()
         if a is None:
             return None
-        why = a.check(request.method, request.headers.get("Authorization"))
+        why = a.check(method, headers.get("authorization"))
         if why is None:
             return None
         body = dumps({"error": {"code": 401, "message": "unauthorized: %s (HTTP Digest, user %s)" % (why, a.user)}})
-        headers = {"WWW-Authenticate": a.challenge(why == "stale"), "Content-Type": "application/json"}
-        return Http11Response(body, 401, headers, "Unauthorized")
+        return body, "".join("WWW-Authenticate: %s\r\n" % c for c in a.challenge(why == "stale"))
+
+    # -- one connection: one request --------------------------------------------------------
+    async def _connection(self, reader, writer):
+        try:
+            await self._request(reader, writer)
+        except Refused as e:
+            await _respond(writer, e.status, e.body)
+        except (OSError, EOFError, ValueError, IndexError):
+            pass  # the client went away or sent something that is not HTTP: nothing to answer
+        finally:
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:
+                pass
+
+    async def _request(self, reader, writer):
+        line = await _line(reader)
+        parts = line.split()
+        if len(parts) != 3:
+            raise Refused(400, _error(rpc.INVALID_REQUEST, "not an HTTP request line"))
+        method, target = parts[0].decode(), parts[1].decode()
+        headers = {}
+        while True:
+            h = await _line(reader)
+            if not h.strip():
+                break
+            if len(headers) >= MAX_HEADERS:
+                raise Refused(431, _error(rpc.INVALID_REQUEST, "too many header lines"))
+            k, _, v = h.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        path = target.split("?", 1)[0]
+        denied = self._authenticate(method, headers)
+        if denied is not None:
+            await _respond(writer, 401, denied[0], denied[1])
+            return
+        if path == "/rpc" and method == "GET" and headers.get("upgrade", "").lower() == "websocket":
+            await self._websocket(reader, writer, headers)
+            return
+        body = await self._body(reader, headers)
+        if path == "/rpc" and method == "POST":
+            status, out = await self._post_frame(body)
+        elif path.startswith("/rpc/") and method in ("POST", "GET"):
+            status, out = await self._post_method(body, _unquote(path[5:]))
+        elif path == "/rpc" or path.startswith("/rpc/"):
+            status, out = (
+                405,
+                _error(rpc.INVALID_REQUEST, "method not allowed: POST a frame, or GET with a WebSocket upgrade"),
+            )
+        else:
+            status, out = 404, _error(rpc.METHOD_NOT_FOUND, "not found: the endpoints are /rpc and /rpc/<Method>")
+        await _respond(writer, status, out)
+
+    async def _body(self, reader, headers):
+        try:
+            n = int(headers.get("content-length") or 0)
+        except ValueError:
+            raise Refused(400, _error(rpc.INVALID_REQUEST, "Content-Length is not a number")) from None
+        if n > self.limit:
+            raise Refused(413, _error(rpc.INVALID_REQUEST, "frame too large: rpc.max_frame_size is %d" % self.limit))
+        return await reader.readexactly(n) if n > 0 else b""
 
     # -- dispatch ----------------------------------------------------------------------------
     def caller(self, name):
@@ -131,53 +204,62 @@ class RpcServer:
             return None
         return await w.wait()
 
-    def _http_error(self, code, message, status=None):
-        return Response(
-            dumps({"error": {"code": code, "message": message}}),
-            status or HTTP_STATUS.get(code, 500),
-            {"Content-Type": "application/json"},
-        )
-
-    async def _post_frame(self, request):
+    async def _post_frame(self, body):
         try:
-            msg = rpc.parse(request.body or b"")
+            msg = rpc.parse(body)
         except rpc.ParseError as e:
-            return _json(rpc.encode_error(None, rpc.PARSE_ERROR, "%s: the body is not a JSON-RPC frame" % e))
+            return 200, rpc.encode_error(None, rpc.PARSE_ERROR, "%s: the body is not a JSON-RPC frame" % e)
         if type(msg) is dict and "method" not in msg and "config" in msg:
             msg = {"id": 1, "method": "Config.Set", "params": {"config": msg["config"], "save": True}}
         if type(msg) not in (dict, list):
-            return _json(rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected a JSON-RPC frame"))
+            return 200, rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected a JSON-RPC frame")
         reply = await self.call(msg, self.caller("http"))
-        return _json(reply) if reply is not None else Response(b"", 200)
+        return 200, reply if reply is not None else b""
 
-    async def _post_method(self, request, method):
+    async def _post_method(self, body, method):
         params = None
-        if request.body:
+        if body:
             try:
-                params = rpc.parse(request.body)
+                params = rpc.parse(body)
             except rpc.ParseError as e:
-                return self._http_error(rpc.PARSE_ERROR, "%s: the body must be the params, as JSON" % e)
+                return 400, _error(rpc.PARSE_ERROR, "%s: the body must be the params, as JSON" % e)
         msg = {"id": 1, "method": method}
         if params is not None:
             msg["params"] = params
         reply = json.loads(await self.call(msg, self.caller("http")))
         if "error" in reply:
             e = reply["error"]
-            return self._http_error(e.get("code", rpc.INTERNAL_ERROR), e.get("message", "error"))
-        return _json(dumps(reply.get("result")))
+            code = e.get("code", rpc.INTERNAL_ERROR)
+            return HTTP_STATUS.get(code, 500), _error(code, e.get("message", "error"))
+        return 200, dumps(reply.get("result"))
 
-    async def _websocket(self, request, ws):
+    # -- WebSocket (RFC 6455) ------------------------------------------------------------------
+    async def _websocket(self, reader, writer, headers):
+        import binascii
+        import hashlib
+
+        key = headers.get("sec-websocket-key", "").encode()
+        if not key:
+            raise Refused(400, _error(rpc.INVALID_REQUEST, "a WebSocket upgrade without Sec-WebSocket-Key"))
+        accept = binascii.b2a_base64(hashlib.sha1(key + WS_GUID).digest()).strip().decode()
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept.encode()
+        )
+        await writer.drain()
         caller = self.caller("ws")
         while True:
-            data = await ws.receive()
+            data = await self._ws_receive(reader, writer)
+            if data is None:
+                return
             try:
-                msg = rpc.parse(data if type(data) is bytes else data.encode())
-            except Exception as e:  # ParseError, or a str the browser could not have sent (lone surrogate)
-                await ws.send(rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1].decode())
+                msg = rpc.parse(data)
+            except rpc.ParseError as e:
+                await _ws_send(writer, rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1])
                 continue
             if type(msg) is not dict:
-                await ws.send(
-                    rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected an object")[:-1].decode()
+                await _ws_send(
+                    writer, rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected an object")[:-1]
                 )
                 continue
             src = msg.pop("src", None)
@@ -192,34 +274,104 @@ class RpcServer:
                 out["dst"] = src
             if tag is not None:
                 out["tag"] = tag
-            await ws.send(dumps(out))
+            await _ws_send(writer, dumps(out))
 
-    async def serve(self, host, port, listening=None):
-        """Serve until shut down. Port 0 takes a free port: `listening(server)` is called once it is
-        bound, so the board can learn the port it got (and keep it for the next boot)."""
-        task = asyncio.create_task(self.app.start_server(host=host, port=port))
-        try:
-            while self.app.server is None and not task.done():
-                await sleep_ms_async(5)
-            if listening is not None and self.app.server is not None:
-                listening(self.app.server)
-            await task
-        finally:
-            task.cancel()
+    async def _ws_receive(self, reader, writer):
+        """The next whole message (fragments joined), or None once the peer closed or broke the rules.
+        Pings are answered here."""
+        buf = b""
+        while True:
+            h = await reader.readexactly(2)
+            op, n = h[0] & 0x0F, h[1] & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", await reader.readexactly(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", await reader.readexactly(8))[0]
+            mask = await reader.readexactly(4) if h[1] & 0x80 else None
+            if len(buf) + n > self.limit:
+                await _ws_send(writer, struct.pack(">H", 1009), 8)  # too big: close, message too big
+                return None
+            data = await reader.readexactly(n) if n else b""
+            if mask is not None:
+                data = bytearray(data)
+                for i in range(n):
+                    data[i] ^= mask[i & 3]
+                data = bytes(data)
+            if op == 8:  # close: answer it, and end
+                await _ws_send(writer, data[:2], 8)
+                return None
+            if op == 9:
+                await _ws_send(writer, data, 10)
+            elif op in (0, 1, 2):
+                buf += data
+                if h[0] & 0x80:
+                    return buf
+            elif op != 10:
+                await _ws_send(writer, struct.pack(">H", 1002), 8)  # an opcode RFC 6455 does not define
+                return None
 
-    def stop(self):
-        """Stop serving; a server that never started (its port was taken, say) has nothing to stop."""
-        if self.app.server is not None:
-            self.app.shutdown()
+
+async def _line(reader):
+    line = await reader.readline()
+    if not line:
+        raise EOFError
+    if len(line) > MAX_LINE:
+        raise Refused(431, _error(rpc.INVALID_REQUEST, "a request line or header over %d bytes" % MAX_LINE))
+    return line
+
+
+async def _respond(writer, status, body, extra=""):
+    if type(body) is str:
+        body = body.encode()
+    if body.endswith(b"\n"):
+        body = body[:-1]
+    head = "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n" % (
+        status,
+        REASONS.get(status, "Error"),
+        len(body),
+        extra,
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+
+
+async def _ws_send(writer, data, op=1):
+    """One unmasked frame (a server's frames are never masked): text by default."""
+    if type(data) is str:
+        data = data.encode()
+    n = len(data)
+    if n < 126:
+        head = struct.pack(">BB", 0x80 | op, n)
+    elif n < 65536:
+        head = struct.pack(">BBH", 0x80 | op, 126, n)
+    else:
+        head = struct.pack(">BBQ", 0x80 | op, 127, n)
+    writer.write(head + data)
+    await writer.drain()
+
+
+def _error(code, message):
+    return dumps({"error": {"code": code, "message": message}})
+
+
+def _unquote(s):
+    """%XX escapes in a method name, as a browser or curl may send them."""
+    if "%" not in s:
+        return s
+    b = s.encode()
+    out = bytearray()
+    i = 0
+    while i < len(b):
+        if b[i] == 0x25 and i + 2 < len(b):
+            out.append(int(b[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(b[i])
+            i += 1
+    return out.decode()
 
 
 def _expects_reply(msg):
     if type(msg) is list:
         return any(type(m) is not dict or "id" in m or "method" not in m for m in msg)
     return type(msg) is not dict or "id" in msg or "method" not in msg
-
-
-def _json(body):
-    if type(body) is bytes and body.endswith(b"\n"):
-        body = body[:-1]
-    return Response(body, 200, {"Content-Type": "application/json"})

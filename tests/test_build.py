@@ -52,7 +52,7 @@ def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
         str(p.relative_to(ROOT).with_suffix(".mpy")) for p in (ROOT / "ccm").rglob("*.py") if p.name != "virtual.py"
     }
     assert modules <= set(files)
-    assert {"boot.py", "main.py", "lib/microdot/microdot.mpy", "lib/microdot/websocket.mpy"} <= set(files)
+    assert {"boot.py", "main.py", "ccm/http.mpy"} <= set(files)
     assert all(files[m][:1] == b"M" for m in modules)  # .mpy magic
     assert json.loads(files["conf0.json"]) == {
         "device": {"id": "lamp-0042"},
@@ -241,15 +241,15 @@ def test_build_frozen_writes_a_manifest_naming_real_packages_and_a_romfs_that_ru
         seen.append(name)
 
     exec((frozen / "manifest.py").read_text(), {"include": lambda path: seen.append(path), "package": package})
-    assert seen == ["$(PORT_DIR)/boards/manifest.py", "ccm", "microdot"]
+    assert seen == ["$(PORT_DIR)/boards/manifest.py", "ccm"]
     assert not (frozen / "src/ccm/board/virtual.py").exists() and (frozen / "src/ccm/board/esp32.py").exists()
 
     from sim.mpy_unix import micropython_cmd
 
-    code = "import ccm.main, microdot, ccm.http\nprint(ccm.main.__file__, microdot.__file__)\n"
+    code = "import ccm.main, ccm.http\nprint(ccm.main.__file__, ccm.http.__file__)\n"
     r = subprocess.run(micropython_cmd("192K", [], code, frozen / "ccm.romfs"), capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.split() == ["/rom/ccm/main.mpy", "/rom/lib/microdot/__init__.mpy"]
+    assert r.stdout.split() == ["/rom/ccm/main.mpy", "/rom/ccm/http.mpy"]
 
 
 def test_build_output_that_cannot_be_written_is_one_line(tmp_path):

@@ -323,10 +323,13 @@ def test_other_clients_shadow_gets_do_not_send_the_host_the_delta_again(mosquitt
 
     device = unique_device()
     cloud.shadow_update(device, {"desired": {"on": True}})  # a delta that stands: this host never reports
-    v = VirtualCcm(cloud_config(mosquitto.port, device)).start()
+    proxy = TcpProxy(mosquitto.port)  # the broker is out of reach until the host listens: a Shadow.Delta
+    proxy.block()  # sent before the host opened the port would be flushed with the stale input
+    v = VirtualCcm(cloud_config(proxy.port, device)).start()
     host, seen = attach_host(v)
     host.on("Shadow.Delta")(seen.deltas.append)
     host.start()
+    proxy.allow()
     try:
         wait_until(lambda: seen.deltas, what="the delta from the CCM's own get")
         time.sleep(0.3)
@@ -339,3 +342,4 @@ def test_other_clients_shadow_gets_do_not_send_the_host_the_delta_again(mosquitt
     finally:
         host.close()
         v.stop()
+        proxy.close()

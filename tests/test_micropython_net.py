@@ -165,3 +165,38 @@ def test_a_clean_reboot_says_offline_then_online_at_the_heap_cap(mosquitto, clou
     cloud.wait_message(f"{device}/status", lambda p: p == b"online", timeout=30, after=i)
     wait_until(lambda: connected(host), 20, "MQTT up again")
     assert ccm.running()
+
+
+def test_a_ca_bundle_loads_whole_at_the_heap_cap(certs, tmp_path, module):  # noqa: F811 - the fixture
+    """mqtt.ssl_ca_cert may hold a chain or a bundle: here three CA certificates, the broker's own last.
+    Only the first one was loaded before, so the broker could not be verified."""
+    from test_cloud import openssl
+
+    from cloud.broker import Mosquitto
+
+    for name in ("other1", "other2"):
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=ccm {name} CA",
+            cwd=tmp_path,
+        )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(
+        "".join((p).read_text() for p in (tmp_path / "other1.pem", tmp_path / "other2.pem", certs / "ca.pem"))
+    )
+    assert bundle.read_text().count("BEGIN CERTIFICATE") == 3
+    files = {"cafile": "ca.pem", "certfile": "server.pem", "keyfile": "server.key"}
+    with Mosquitto(tls={k: str(certs / v) for k, v in files.items()}) as broker:
+        ccm, host = module(cloud_config(broker.port, unique_device(), ssl_ca_cert=str(bundle)))
+        wait_until(lambda: connected(host), 30, "MQTT over TLS, the CA third in the bundle")
