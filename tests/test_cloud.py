@@ -1,13 +1,12 @@
 """The cloud bridge end to end: host_lib ⇄ pty ⇄ virtual CCM ⇄ real mosquitto ⇄ paho-mqtt (the cloud)."""
 
 import json
-import subprocess
 import time
 from types import SimpleNamespace
 
 import pytest
 from conftest import cloud_config, unique_device, wait_until
-from netutil import TcpProxy
+from netutil import TcpProxy, make_pki
 
 from ccm import rpc
 from host_lib import Host, RpcError
@@ -171,66 +170,9 @@ def test_broker_outage_queues_qos1_reports_loss_and_resyncs_the_shadow(mosquitto
         proxy.close()
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ccm test CA",
-        cwd=d,
-    )
-    for name, ext in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ("device", "extendedKeyUsage=clientAuth"),
-    ):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        (d / f"{name}.ext").write_text(ext + "\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            cwd=d,
-        )
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def test_mutual_tls_against_mosquitto_requiring_client_certificates(certs):

@@ -55,7 +55,9 @@ def test_portable_firmware_tests_pass_on_micropython():
 def test_micropython_runner_reports_failures(tmp_path):
     """The runner must fail when a test fails, or a green run would mean nothing."""
     (tmp_path / "test_broken.py").write_text("def test_fails():\n    assert 1 == 2\n\nasync def test_ok():\n    pass\n")
-    out = run_on_micropython("--dir", f"{tmp_path}=/fw", "--dir", "tests/mpy=/mpy", "tests/mpy/runner.py", "test_broken")
+    out = run_on_micropython(
+        "--dir", f"{tmp_path}=/fw", "--dir", "tests/mpy=/mpy", "tests/mpy/runner.py", "test_broken"
+    )
     assert out.returncode != 0
     assert "mpy: 1 passed, 1 failed" in out.stdout
     probe = tmp_path / "probe.py"

@@ -170,7 +170,7 @@ def test_a_clean_reboot_says_offline_then_online_at_the_heap_cap(mosquitto, clou
 def test_a_ca_bundle_loads_whole_at_the_heap_cap(certs, tmp_path, module):  # noqa: F811 - the fixture
     """mqtt.ssl_ca_cert may hold a chain or a bundle: here three CA certificates, the broker's own last.
     Only the first one was loaded before, so the broker could not be verified."""
-    from test_cloud import openssl
+    from netutil import openssl
 
     from cloud.broker import Mosquitto
 

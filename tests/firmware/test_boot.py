@@ -84,7 +84,9 @@ async def test_boots_that_keep_failing_run_in_safe_mode_with_the_link_up():
     host = FakeHost(host_end)
     init = await host.frame()
     assert init["method"] == "Sys.Init" and "device.id bad" in init["params"]["safe_mode"]
-    host.write(b'{"id":1,"method":"Config.Set","params":{"config":{"device":{"id":"good"}},"save":true,"reboot":true}}\n')
+    host.write(
+        b'{"id":1,"method":"Config.Set","params":{"config":{"device":{"id":"good"}},"save":true,"reboot":true}}\n'
+    )
     assert (await host.frame())["result"] is True
     init = await host.frame()
     assert init["method"] == "Sys.Init" and "safe_mode" not in init["params"], init
