@@ -228,49 +228,63 @@ class Ccm:
         return self.board.fs_dir
 
     def _start_ota(self):
-        """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured."""
-        from ccm.ota.apply import host_applier, self_applier
+        """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured. The
+        appliers (ccm/ota/apply.py) and the self-update (ccm/ota/selfupdate.py) load only when used."""
         from ccm.ota.receiver import OtaReceiver
-        from ccm.ota.selfupdate import TRIAL, SelfUpdate
 
-        appliers = {"ccm_host": host_applier(self.host_update), "esp32": self_applier(self)}
+        host, ccm = self.host_update, self
+
+        async def apply_host(bundle, progress, receiver):
+            from ccm.ota.apply import apply_host
+
+            return await apply_host(host, bundle, progress, receiver)
+
+        async def apply_self(bundle, progress, receiver):
+            from ccm.ota.apply import apply_self
+
+            return await apply_self(ccm, bundle, progress, receiver)
+
+        appliers = {"ccm_host": apply_host, "esp32": apply_self}
         self.ota = OtaReceiver(
             self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending
         )
         self.ota.serve(self.router)
-        su = SelfUpdate(self.fs_root(), self.board)
-
-        def commit(params, call):
-            rpc.take(params)
-            if not su.commit():
-                raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
-            return True
-
-        def revert(params, call):
-            rpc.take(params)
-            if not su.revert():
-                raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
-            self.router.request_reboot(300)
-            return True
-
-        self.router.add("OTA.Commit", commit)
-        self.router.add("OTA.Revert", revert)
-        rec = su.record()
-        if rec.get("state") == TRIAL:
+        self.router.add("OTA.Commit", self._commit)
+        self.router.add("OTA.Revert", self._revert)
+        rec = read_json((self.fs_root() or "") + "/ota/self.json")
+        if rec.get("state") == "trial":  # selfupdate.TRIAL: this boot runs a self-update on trial
             timeout = rec.get("commit_timeout") or 0
             if not timeout:
-                su.commit()  # no explicit commit asked for: booting this far is enough
+                self._self_update().commit()  # no explicit commit asked for: booting this far is enough
             else:
 
                 async def deadline():
                     await sleep_ms_async(timeout * 1000)
-                    if su.revert("no OTA.Commit within %d s" % timeout):
+                    if self._self_update().revert("no OTA.Commit within %d s" % timeout):
                         self.router.request_reboot(100)
 
                 self.spawn(deadline())
         url = self.config.get("ota.poll_url")
         if url:
             self.spawn(self.ota.poll(url, self.config.get("ota.poll_interval_s")))
+
+    def _self_update(self):
+        from ccm.ota.selfupdate import SelfUpdate
+
+        return SelfUpdate(self.fs_root(), self.board)
+
+    def _commit(self, params, call):
+        rpc.take(params)
+        if not self._self_update().commit():
+            raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
+        return True
+
+    def _revert(self, params, call):
+        rpc.take(params)
+        if not self._self_update().revert():
+            raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
+        self.router.request_reboot(300)
+        return True
 
     def _resume_host_update(self):
         """A host flash cut short by a reboot (its record says so) is done again now."""

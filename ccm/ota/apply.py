@@ -1,5 +1,6 @@
-"""What a checked bundle does, by platform (docs/protocol.md, OTA). Each applier is
-`async fn(bundle, progress(stage, done, total), receiver) -> message` and raises OtaError with a reason.
+"""What a checked bundle does, by platform (docs/protocol.md, OTA). The receiver's appliers call these
+(main.py binds their first argument), `progress(stage, done, total)`; each returns a message and raises
+OtaError with a reason. Loaded only when a bundle is applied.
 
 - `ccm_host`: each part of type STM32 is unpacked to ota/host.bin and flashed by the host update
   (ccm/ota/host.py, AN3155); success only once the host answers Sys.Info again.
@@ -10,63 +11,56 @@
 from ccm.ota.receiver import OtaError
 
 
-def host_applier(host):
+async def apply_host(host, bundle, progress, receiver):
     """`host`: the HostUpdate (ccm/ota/host.py) that owns flashing the host."""
-
-    async def apply(bundle, progress, receiver):
-        parts = [(n, p) for n, p in bundle.parts.items() if str(p.get("type", "")).upper() == "STM32"]
-        if not parts:
-            raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
-        if not host.wired():
-            raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
-        info = None
-        for name, p in parts:
-            addr = p.get("addr")
-            if type(addr) is not int:
-                raise OtaError("bad bundle: part %s has no numeric addr" % name)
-            path = receiver.dir + "/host.bin"
-            try:
-                with open(path, "wb") as out:
-                    bundle.copy_part(name, out, lambda d, t: progress("unpacking", d, t))
-            except OSError as e:
-                raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
-            summary = await host.flash(path, addr, p["size"], progress)
-            info = summary.get("host")
-            if info is None:
-                raise OtaError(
-                    "the host was flashed and verified but does not answer Sys.Info: the image does not boot "
-                    "(flash a working one; the bootloader is in ROM, so the host stays recoverable)"
-                )
-        return "host updated: it runs %s" % info.get("fw_version")
-
-    return apply
+    parts = [(n, p) for n, p in bundle.parts.items() if str(p.get("type", "")).upper() == "STM32"]
+    if not parts:
+        raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
+    if not host.wired():
+        raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
+    info = None
+    for name, p in parts:
+        addr = p.get("addr")
+        if type(addr) is not int:
+            raise OtaError("bad bundle: part %s has no numeric addr" % name)
+        path = receiver.dir + "/host.bin"
+        try:
+            with open(path, "wb") as out:
+                bundle.copy_part(name, out, lambda d, t: progress("unpacking", d, t))
+        except OSError as e:
+            raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
+        summary = await host.flash(path, addr, p["size"], progress)
+        info = summary.get("host")
+        if info is None:
+            raise OtaError(
+                "the host was flashed and verified but does not answer Sys.Info: the image does not boot "
+                "(flash a working one; the bootloader is in ROM, so the host stays recoverable)"
+            )
+    return "host updated: it runs %s" % info.get("fw_version")
 
 
-def self_applier(ccm):
-    async def apply(bundle, progress, receiver):
-        from ccm.ota.selfupdate import SelfUpdate
+async def apply_self(ccm, bundle, progress, receiver):
+    from ccm.ota.selfupdate import SelfUpdate
 
-        su = SelfUpdate(receiver.dir[: -len("/ota")], ccm.board)
-        files = []
-        app = False
-        for name, p in bundle.parts.items():
-            kind = p.get("type")
-            if kind == "fs":
-                r = bundle.reader(name)
-                files += su.stage_fs(r.read)
-            elif kind == "app":
-                if ccm.board.ota_partition() is None:
-                    raise OtaError("this board has no OTA partition for an app part")
-                su.stage_app(bundle.reader(name).read, p["size"], progress)
-                app = True
-            else:
-                raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
-        su.staged(files, app, bundle.manifest.get("version"), receiver.commit_timeout)
-        ccm.router.request_reboot(500)
-        return "staged %d files%s; rebooting into them (commit within %s)" % (
-            len(files),
-            " and an app image" if app else "",
-            ("%d s" % receiver.commit_timeout) if receiver.commit_timeout else "the first boot",
-        )
-
-    return apply
+    su = SelfUpdate(receiver.dir[: -len("/ota")], ccm.board)
+    files = []
+    app = False
+    for name, p in bundle.parts.items():
+        kind = p.get("type")
+        if kind == "fs":
+            r = bundle.reader(name)
+            files += su.stage_fs(r.read)
+        elif kind == "app":
+            if ccm.board.ota_partition() is None:
+                raise OtaError("this board has no OTA partition for an app part")
+            su.stage_app(bundle.reader(name).read, p["size"], progress)
+            app = True
+        else:
+            raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
+    su.staged(files, app, bundle.manifest.get("version"), receiver.commit_timeout)
+    ccm.router.request_reboot(500)
+    return "staged %d files%s; rebooting into them (commit within %s)" % (
+        len(files),
+        " and an app image" if app else "",
+        ("%d s" % receiver.commit_timeout) if receiver.commit_timeout else "the first boot",
+    )
