@@ -109,10 +109,18 @@ def run_suite(modules: list[str], heap: str = HEAP_64, timeout: float = 120) -> 
 
 
 class UnixCcm(MicroPythonProcess):
-    def __init__(self, config: dict | None = None, heap: str = HEAP_64, http_port: int | None = None, rom: bool = True):
+    def __init__(
+        self,
+        config: dict | None = None,
+        heap: str = HEAP_64,
+        http_port: int | None = None,
+        rom: bool = True,
+        rtc: int | None = None,
+    ):
         self.config = config or {}
         self.heap = heap
         self._http_port = http_port or 0  # 0: the firmware binds a free port and prints it
+        self.rtc = rtc  # the module's clock at power-up (None: the PC's)
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-unix-"))
         stage(self.dir, self.config)  # the module's filesystem, as `ccm build` makes it
         self.rom = rom  # the code in ROM (a frozen image or a romfs partition), else .mpy files on LittleFS
@@ -132,6 +140,8 @@ class UnixCcm(MicroPythonProcess):
         rom = self.dir / "ccm.romfs" if self.rom else None
         if rom:
             argv += ["--rom-size", str(rom.stat().st_size)]
+        if self.rtc is not None:
+            argv += ["--rtc", str(self.rtc)]
         code = "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
         self.proc = subprocess.Popen(
             micropython_cmd(self.heap, [str(self.dir), str(self.dir / "lib")], code, rom),

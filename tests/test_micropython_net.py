@@ -200,3 +200,28 @@ def test_a_ca_bundle_loads_whole_at_the_heap_cap(certs, tmp_path, module):  # no
     with Mosquitto(tls={k: str(certs / v) for k, v in files.items()}) as broker:
         ccm, host = module(cloud_config(broker.port, unique_device(), ssl_ca_cert=str(bundle)))
         wait_until(lambda: connected(host), 30, "MQTT over TLS, the CA third in the bundle")
+
+
+def test_a_module_just_powered_up_sets_its_clock_over_sntp_before_tls_at_the_heap_cap(certs, module):  # noqa: F811
+    """SNTP before TLS on MicroPython: the clock reads 2000-01-01 (as an ESP32's after power-up), so the CCM
+    says it waits for the time while SNTP is silent, sets it over MicroPython's UDP socket once the server
+    answers, then connects over TLS."""
+    from netutil import SntpServer
+
+    from cloud.broker import Mosquitto
+
+    files = {"cafile": "ca.pem", "certfile": "server.pem", "keyfile": "server.key"}
+    sntp = SntpServer()
+    try:
+        with Mosquitto(tls={k: str(certs / v) for k, v in files.items()}) as broker:
+            cfg = cloud_config(broker.port, unique_device(), ssl_ca_cert=str(certs / "ca.pem"))
+            cfg["sntp"] = {"server": f"127.0.0.1:{sntp.port}"}
+            ccm, host = module(cfg, rtc=946684800)
+            info = wait_until(lambda: (i := host.call("Sys.GetInfo"))["faults"].get("clock") and i, 20, "no time")
+            assert "time unknown: SNTP 127.0.0.1" in info["faults"]["clock"] and not info["cloud"]["connected"]
+            sntp.start()
+            wait_until(lambda: connected(host), 40, "TLS once the clock is set")
+            assert sntp.answered >= 1 and any("clock set to" in line for line in ccm.output)
+            assert "clock" not in host.call("Sys.GetInfo")["faults"]
+    finally:
+        sntp.stop()

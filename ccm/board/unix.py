@@ -17,11 +17,12 @@ from ccm.board import Board
 class UnixBoard(Board):
     arch = "unix"
 
-    def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01"):
+    def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01", rtc=None):
         self.fs_dir = fs_dir
         self.config_path = fs_dir + "/conf.json"
         self.mac = mac
         self.http_port = http_port
+        self.rtc = rtc  # None: the PC's clock; seconds: a module's RTC (946684800 = just powered up)
         self.fw_id = "micropython-%d.%d.%d-unix" % sys.implementation.version[:3]
         # the parent made the fd non-blocking: a host that stops reading never stalls the loop
         self._stream = asyncio.StreamReader(open(fd, "r+b"))
@@ -31,6 +32,17 @@ class UnixBoard(Board):
 
     def heap_free(self):
         return gc.mem_free()
+
+    def clock_valid(self):
+        if self.rtc is None:
+            return True
+        from ccm.sntp import VALID_AFTER
+
+        return self.rtc >= VALID_AFTER
+
+    def set_clock(self, unix_seconds):
+        self.rtc = unix_seconds
+        print("ccm: clock set to %d" % unix_seconds)
 
     def http_address(self, config):
         return "127.0.0.1", self.http_port
@@ -67,15 +79,17 @@ def _listening_port():
 
 def main(argv=None):
     """`--fd N` the UART, `--fs DIR` the filesystem (conf0.json there holds the factory settings),
-    `--http PORT` the /rpc server's port on 127.0.0.1 (0: a free one, printed once bound)."""
+    `--http PORT` the /rpc server's port on 127.0.0.1 (0: a free one, printed once bound), `--rtc SECONDS`
+    a module's clock that was never set (946684800: 2000-01-01, as after power-up) instead of the PC's."""
     args = list(argv if argv is not None else sys.argv[1:])
-    opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0"}
+    opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0", "--rtc": ""}
     while args:
         k = args.pop(0)
         opts[k] = args.pop(0)
     from ccm.main import factory_config, run_forever
 
-    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"])
+    rtc = int(opts["--rtc"]) if opts["--rtc"] else None
+    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc)
     gc.collect()
     rom = int(opts["--rom-size"])
     heap = gc.mem_free() + gc.mem_alloc() - (rom + 31) // 32 * 32 if rom else gc.mem_free() + gc.mem_alloc()
