@@ -20,7 +20,6 @@ import struct
 
 from ccm import rpc
 from ccm.compat import Waiter, dumps
-from ccm.digest import DigestAuth
 
 AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
 AP_ACL = "wifi.*"
@@ -107,6 +106,8 @@ class RpcServer:
             return None
         a = self._auth
         if a is None or a.password != pw or a.user != self.config.get("rpc.auth.user"):
+            from ccm.digest import DigestAuth  # only once a password is set: an open /rpc does not load it
+
             a = self._auth = DigestAuth(self.config.get("rpc.auth.realm"), self.config.get("rpc.auth.user"), pw)
         return a
 
@@ -129,6 +130,8 @@ class RpcServer:
             await _respond(writer, e.status, e.body)
         except (OSError, EOFError, ValueError, IndexError):
             pass  # the client went away or sent something that is not HTTP: nothing to answer
+        except MemoryError:
+            pass  # no heap for this request: its connection closes, the link and the server go on
         finally:
             try:
                 writer.close()
