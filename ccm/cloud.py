@@ -77,8 +77,8 @@ def methods():
 
 
 def start(config, router, ota=None):
-    """The connection for mqtt.* with every capability on it; `ota`, the OTA receiver, adds OTA through
-    the shadow. The client is not running yet: `cloud.client.run()`."""
+    """The connection for mqtt.* with every capability on it; `ota` (the Ccm: its load_ota() and
+    ota_listeners) adds OTA through the shadow. The client is not running yet: `cloud.client.run()`."""
     from ccm.cloud_rpc import CloudRpc
     from ccm.mqtt import client_from_config
     from ccm.mqtt_host import HostMqtt
@@ -91,5 +91,5 @@ def start(config, router, ota=None):
     if ota is not None:
         from ccm.ota.shadow_ota import ShadowOta
 
-        ShadowOta(cloud.shadow, ota)
+        ShadowOta(cloud.shadow, ota.load_ota, ota.ota_listeners)
     return cloud

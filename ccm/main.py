@@ -10,6 +10,7 @@ from ccm.files import read_json, write_json
 from ccm.link import HostLink
 from ccm.router import Router
 
+OTA_METHODS = ("OTA.Status", "OTA.Begin", "OTA.Write", "OTA.End", "OTA.Update")  # the receiver's (serve())
 SAFE_AFTER = 3  # boots in a row that failed before one runs in safe mode
 HEALTHY_MS = 30000  # a boot that ran this long without failing counts as good
 
@@ -74,7 +75,8 @@ class Ccm:
         self.cloud = None
         self.provisioner = None
         self.http = None
-        self.ota = None
+        self.ota = None  # the OTA receiver, once something needs it (load_ota)
+        self.ota_listeners = []  # fn(status) the receiver is to tell of every change, once loaded
         self._jobs = []  # work that ends with this boot
         self._stop = asyncio.Event()
         self._reboot_delay = -1
@@ -228,8 +230,37 @@ class Ccm:
         return self.board.fs_dir
 
     def _start_ota(self):
-        """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured. The
-        appliers (ccm/ota/apply.py) and the self-update (ccm/ota/selfupdate.py) load only when used."""
+        """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured.
+        The receiver loads at the first OTA call or trigger (or now, when a job a reboot interrupted
+        waits in ota/state.json); its appliers and the self-update code load only when used."""
+        for name in OTA_METHODS:
+            self.router.add(name, self._ota_first_call(name))
+        self.router.add("OTA.Commit", self._commit)
+        self.router.add("OTA.Revert", self._revert)
+        root = self.fs_root() or ""
+        rec = read_json(root + "/ota/self.json")
+        if rec.get("state") == "trial":  # selfupdate.TRIAL: this boot runs a self-update on trial
+            timeout = rec.get("commit_timeout") or 0
+            if not timeout:
+                self._self_update().commit()  # no explicit commit asked for: booting this far is enough
+            else:
+
+                async def deadline():
+                    await sleep_ms_async(timeout * 1000)
+                    if self._self_update().revert("no OTA.Commit within %d s" % timeout):
+                        self.router.request_reboot(100)
+
+                self.spawn(deadline())
+        if read_json(root + "/ota/state.json").get("job"):
+            self.load_ota()
+        url = self.config.get("ota.poll_url")
+        if url:
+            self.spawn(self.load_ota().poll(url, self.config.get("ota.poll_interval_s")))
+
+    def load_ota(self):
+        """The OTA receiver, loaded (and serving OTA.*) the first time something needs it."""
+        if self.ota is not None:
+            return self.ota
         from ccm.ota.receiver import OtaReceiver
 
         host, ccm = self.host_update, self
@@ -245,28 +276,18 @@ class Ccm:
             return await apply_self(ccm, bundle, progress, receiver)
 
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
-        self.ota = OtaReceiver(
-            self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending
-        )
-        self.ota.serve(self.router)
-        self.router.add("OTA.Commit", self._commit)
-        self.router.add("OTA.Revert", self._revert)
-        rec = read_json((self.fs_root() or "") + "/ota/self.json")
-        if rec.get("state") == "trial":  # selfupdate.TRIAL: this boot runs a self-update on trial
-            timeout = rec.get("commit_timeout") or 0
-            if not timeout:
-                self._self_update().commit()  # no explicit commit asked for: booting this far is enough
-            else:
+        r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending)
+        r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
+        r.serve(self.router)
+        self.ota = r
+        return r
 
-                async def deadline():
-                    await sleep_ms_async(timeout * 1000)
-                    if self._self_update().revert("no OTA.Commit within %d s" % timeout):
-                        self.router.request_reboot(100)
+    def _ota_first_call(self, name):
+        def first(params, call):
+            self.load_ota()  # serves OTA.* from now on: hand this call to it
+            return self.router.local.methods[name](params, call)
 
-                self.spawn(deadline())
-        url = self.config.get("ota.poll_url")
-        if url:
-            self.spawn(self.ota.poll(url, self.config.get("ota.poll_interval_s")))
+        return first
 
     def _self_update(self):
         from ccm.ota.selfupdate import SelfUpdate
@@ -290,7 +311,7 @@ class Ccm:
         """A host flash cut short by a reboot (its record says so) is done again now."""
         if not self.host_update.wired() or self.host_update.pending() is None:
             return []
-        if self.ota is not None and self.ota.resume():
+        if self.load_ota().resume():
             return []  # it came from a bundle: the OTA receiver finishes its job (and reports it)
         return [asyncio.create_task(self.host_update.resume())]
 
@@ -301,7 +322,7 @@ class Ccm:
             return []
         from ccm import cloud
 
-        self.cloud = cloud.start(self.config, self.router, self.ota)
+        self.cloud = cloud.start(self.config, self.router, self)
         self.mqtt = self.cloud.client
 
         async def cloud():

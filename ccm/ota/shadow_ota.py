@@ -8,15 +8,17 @@ from ccm.compat import dumps
 
 
 class ShadowOta:
-    def __init__(self, shadow, receiver):
+    def __init__(self, shadow, load, listeners):
+        """`load()`: the OTA receiver (loaded on first use); `listeners`: what the receiver tells of its
+        changes, once loaded."""
         self.shadow = shadow
-        self.receiver = receiver
-        receiver.listeners.append(self.report)
+        self.load = load
+        listeners.append(self.report)
         shadow.takers.append(self.take)
 
     def report(self, st):
         r = {"state": st["state"], "progress": st["progress"], "message": st["message"]}
-        rec = self.receiver
+        rec = self.load()
         if rec.current is not None:
             r["version"] = rec.current
         if st.get("version") is not None:
@@ -34,8 +36,10 @@ class ShadowOta:
             return d
         url = want.get("url")
         version = want.get("version")
-        rec = self.receiver
-        if type(url) is not str or rec.busy():
+        if type(url) is not str:
+            return d
+        rec = self.load()
+        if rec.busy():
             return d
         if not rec.wanted(version):
             rec.note_installed(version, url)
