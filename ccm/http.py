@@ -294,21 +294,21 @@ class RpcServer:
             if len(buf) + n > self.limit:
                 await _ws_send(writer, struct.pack(">H", 1009), 8)  # too big: close, message too big
                 return None
-            data = await reader.readexactly(n) if n else b""
-            if mask is not None:
-                data = bytearray(data)
+            data = bytearray(await reader.readexactly(n)) if n else bytearray()
+            if mask is not None:  # unmasked in place: an OTA chunk is the largest thing held here
                 for i in range(n):
                     data[i] ^= mask[i & 3]
-                data = bytes(data)
             if op == 8:  # close: answer it, and end
-                await _ws_send(writer, data[:2], 8)
+                await _ws_send(writer, bytes(data[:2]), 8)
                 return None
             if op == 9:
-                await _ws_send(writer, data, 10)
+                await _ws_send(writer, bytes(data), 10)
             elif op in (0, 1, 2):
+                if h[0] & 0x80 and not buf:
+                    return data  # a whole message in one frame, as clients send them: no copy
                 buf += data
                 if h[0] & 0x80:
-                    return buf
+                    return bytes(buf)
             elif op != 10:
                 await _ws_send(writer, struct.pack(">H", 1002), 8)  # an opcode RFC 6455 does not define
                 return None
