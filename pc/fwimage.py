@@ -50,7 +50,9 @@ def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | N
     for src, rel in sources:
         out = dest / rel.with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [exe, "-o", str(out), "-s", str(rel)]
+        # -O3, as the frozen image: no line-number tables (6.5% less bytecode, and on a stock image bytecode
+        # sits in the heap); the firmware reports faults by type and message, not by traceback line
+        cmd = [exe, "-O3", "-o", str(out), "-s", str(rel)]
         if march:
             cmd.append(f"-march={march}")
         r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)

@@ -233,13 +233,16 @@ def test_stm32flash_writes_the_firmware_and_the_chip_runs_it(tmp_path):
             ["stm32flash", "-m", "8n1", "-w", str(image), "-v", mcu.path], capture_output=True, text=True, timeout=120
         )
         assert w.returncode == 0, w.stdout + w.stderr
-        mcu.reset(boot0=False)  # the firmware boots: it asks the CCM who it is, then serves
+        # the port is open before the firmware boots: pyserial flushes what arrived before it opened, and
+        # under load the whole hello could come and go first
         port = serial.Serial(mcu.path, 115200, timeout=0.2)
+        mcu.reset(boot0=False)  # the firmware boots: it asks the CCM who it is, then serves
         try:
             hello = b""
+            deadline = time.monotonic() + 30  # a liveness bound, not a speed check
             while b"MQTT.Sub" not in hello:
                 chunk = port.read(256)
-                assert chunk or len(hello) < 1000, hello
+                assert time.monotonic() < deadline and (chunk or len(hello) < 1000), hello
                 hello += chunk
             assert hello.startswith(b'{"id":1,"method":"Sys.GetInfo"}\n')
             port.write(b'{"id":1,"method":"Sys.Info"}\n{"id":2,"method":"Sum","params":[40,2]}\n')
