@@ -167,7 +167,7 @@ def works_at(heap_kib: int, rom: bool, flows: Flows) -> str | None:
             CloudClient(flows.broker.url, client_id="app-" + dev, tls=flows.cloud_tls()) as cloud,
         ):
             host.export("Sum", lambda p: p[0] + p[1])
-            step = "MQTT over TLS"
+            step = "MQTT over TLS" if flows.tls else "MQTT"
             wait(lambda: host.call("Sys.GetInfo")["cloud"]["connected"], "not connected")
             assert cloud.call(dev, "Sum", [1, 2]) == 3
             assert host.call("Shadow.Report", {"reported": {"n": 1}}) is True
