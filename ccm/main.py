@@ -392,16 +392,42 @@ def factory_config(path="/conf0.json"):
     return read_json(path)
 
 
+def run_module(board, factory, reset):
+    """The CCM until power-off, as a module runs it. Whatever escapes the boot loop — an exception, a
+    KeyboardInterrupt from a Ctrl-C on the REPL's UART, anything but SystemExit — is recorded for the next
+    boot's safe-mode count and `reset()` is called (a module resets and never returns; a test board
+    returns True and the CCM boots again on a fresh event loop). It never falls back to the REPL."""
+    while True:
+        try:
+            asyncio.run(run_forever(board, factory, switch=False))
+            return
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: B036 - KeyboardInterrupt too: the host link must stay up
+            why = "%s: %s" % (type(e).__name__, e)
+            print("ccm: the CCM stopped:", why)
+            BootGuard(board.fs_dir).failed(why)
+        if not reset():
+            return
+        asyncio.new_event_loop()  # the interrupted boot's tasks go with the old loop
+
+
 def start():
-    """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off. It
-    never returns to the REPL: whatever escapes is recorded for the next boot's safe-mode count, and
-    the module resets."""
+    """Entry point on the module (main.py calls this): the ESP32 board, the CCM until power-off."""
+    import machine
+
+    try:
+        import micropython
+
+        micropython.kbd_intr(-1)  # Ctrl-C on UART0 (the REPL) is a byte, not a KeyboardInterrupt
+    except (ImportError, AttributeError):
+        pass
     try:
         from ccm.board.esp32 import Esp32Board
 
-        asyncio.run(run_forever(Esp32Board(), factory_config(), switch=False))
+        board = Esp32Board()
     except Exception as e:  # e.g. a MemoryError or a bad pin before the CCM was up
         BootGuard("").failed("%s: %s" % (type(e).__name__, e))
-    import machine
-
+        machine.reset()
+    run_module(board, factory_config(), machine.reset)
     machine.reset()

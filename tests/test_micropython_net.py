@@ -225,3 +225,21 @@ def test_a_module_just_powered_up_sets_its_clock_over_sntp_before_tls_at_the_hea
             assert "clock" not in host.call("Sys.GetInfo")["faults"]
     finally:
         sntp.stop()
+
+
+def test_a_keyboard_interrupt_does_not_stop_the_ccm_at_the_heap_cap(module):
+    """A Ctrl-C reaching MicroPython raises KeyboardInterrupt, which is no Exception: it used to end the
+    CCM (on a module: back to the REPL, the host link gone). It is recorded and the CCM boots again."""
+    ccm, host = module({"device": {"id": unique_device()}})
+    assert host.call("Sys.GetInfo")["device_id"]
+    os.kill(ccm.proc.pid, signal.SIGINT)  # the unix port raises KeyboardInterrupt in the running code
+    wait_until(lambda: any("KeyboardInterrupt" in line for line in ccm.output), 20, "the interrupt recorded")
+    assert ccm.running(), "\n".join(ccm.output[-20:])
+    wait_until(lambda: _answers(host), 20, "the link after the interrupt")
+
+
+def _answers(host):
+    try:
+        return bool(host.call("Sys.GetInfo")["device_id"])
+    except Exception:
+        return False

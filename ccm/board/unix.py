@@ -86,7 +86,7 @@ def main(argv=None):
     while args:
         k = args.pop(0)
         opts[k] = args.pop(0)
-    from ccm.main import factory_config, run_forever
+    from ccm.main import factory_config, run_module
 
     rtc = int(opts["--rtc"]) if opts["--rtc"] else None
     board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc)
@@ -94,4 +94,4 @@ def main(argv=None):
     rom = int(opts["--rom-size"])
     heap = gc.mem_free() + gc.mem_alloc() - (rom + 31) // 32 * 32 if rom else gc.mem_free() + gc.mem_alloc()
     print("ccm: booting on MicroPython %s (unix), heap %d, code in %s" % (sys.version, heap, "ROM" if rom else "files"))
-    asyncio.run(run_forever(board, factory_config(opts["--fs"] + "/conf0.json"), switch=False))
+    run_module(board, factory_config(opts["--fs"] + "/conf0.json"), board.reboot)
