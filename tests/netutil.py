@@ -131,9 +131,8 @@ def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(d):
-    """A test CA (ca.pem), a server certificate for 127.0.0.1/localhost and a device (client) certificate,
-    each with its key, made with openssl in the directory `d`."""
+def make_ca(d, name="ca", cn="ccm test CA"):
+    """A self-signed CA certificate NAME.pem with its key NAME.key, made with openssl in the directory `d`."""
     openssl(
         "req",
         "-x509",
@@ -141,15 +140,21 @@ def make_pki(d):
         "rsa:2048",
         "-nodes",
         "-keyout",
-        "ca.key",
+        f"{name}.key",
         "-out",
-        "ca.pem",
+        f"{name}.pem",
         "-days",
         "2",
         "-subj",
-        "/CN=ccm test CA",
+        f"/CN={cn}",
         cwd=d,
     )
+
+
+def make_pki(d):
+    """A test CA (ca.pem), a server certificate for 127.0.0.1/localhost and a device (client) certificate,
+    each with its key, made with openssl in the directory `d`."""
+    make_ca(d)
     for name, ext in (
         ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         ("device", "extendedKeyUsage=clientAuth"),

@@ -170,27 +170,12 @@ def test_a_clean_reboot_says_offline_then_online_at_the_heap_cap(mosquitto, clou
 def test_a_ca_bundle_loads_whole_at_the_heap_cap(certs, tmp_path, module):  # noqa: F811 - the fixture
     """mqtt.ssl_ca_cert may hold a chain or a bundle: here three CA certificates, the broker's own last.
     Only the first one was loaded before, so the broker could not be verified."""
-    from netutil import openssl
+    from netutil import make_ca
 
     from cloud.broker import Mosquitto
 
     for name in ("other1", "other2"):
-        openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN=ccm {name} CA",
-            cwd=tmp_path,
-        )
+        make_ca(tmp_path, name, f"ccm {name} CA")
     bundle = tmp_path / "bundle.pem"
     bundle.write_text(
         "".join((p).read_text() for p in (tmp_path / "other1.pem", tmp_path / "other2.pem", certs / "ca.pem"))
