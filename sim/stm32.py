@@ -554,5 +554,5 @@ class VirtualStm32(PtyDevice):
         # off or silent: the bytes fall on the floor
 
     def stop(self) -> None:
+        self._stop_app()  # the core first: it writes to the pty, whose fds go next (and may be reused)
         super().stop()
-        self._stop_app()

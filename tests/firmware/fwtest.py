@@ -62,13 +62,15 @@ def uart_pair():
 
 
 def scratch_path(name):
-    """A writable file path: a temp dir on CPython, the root of MicroPython's filesystem."""
+    """A writable file path: a temp dir on CPython; on MicroPython one relative to the working directory —
+    the unix port runs in a directory of its own (its "/" is the PC's, which two suites running side by
+    side would share), the WebAssembly port's is the root of its in-memory filesystem."""
     try:
         import tempfile
 
         return tempfile.mkdtemp() + "/" + name
     except ImportError:
-        return "/" + name
+        return name or "."
 
 
 class FakeHost:
