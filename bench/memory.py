@@ -232,6 +232,8 @@ def unix_table(exe: str | None):
     from sim.mpy_unix import micropython_exe, word_bits
 
     if exe:
+        if not os.access(exe, os.X_OK):
+            raise SystemExit(f"--micropython {exe}: not an executable MicroPython unix build")
         os.environ["CCM_MICROPYTHON"] = exe
     bits = word_bits()
     tls = subprocess.run([micropython_exe(), "-c", "import ssl"], capture_output=True).returncode == 0
