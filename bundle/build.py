@@ -94,16 +94,16 @@ def frozen(dest: Path, board: str = "ESP32_GENERIC") -> list[str]:
 def fs_bundle(output: str, version: str | None = None, mpy_cross: str | None = None, march: str | None = None) -> dict:
     """An `esp32` bundle of the firmware files (part `fs`, type fs) for `ccm ota`: the CCM stages them
     and switches at its next boot. conf0.json stays out: a module keeps its factory configuration."""
+    from ccm import FW_VERSION
     from ccm.ota import fsarchive
     from pc import fwbundle
 
+    version = version or FW_VERSION
     with tempfile.TemporaryDirectory(prefix="ccm-build-") as d:
-        names = stage(Path(d), {}, mpy_cross, march)
+        names = stage(Path(d), {}, mpy_cross, march, version)  # the files say which version they are
         files = {n: (Path(d) / n).read_bytes() for n in names if n != "conf0.json"}
     part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack(files))
-    from ccm import FW_VERSION
-
-    return fwbundle.create(output, "ccm", "esp32", [], version or FW_VERSION, parts=[part])
+    return fwbundle.create(output, "ccm", "esp32", [], version, parts=[part])
 
 
 def check_firmware(path: str, fs_offset: int = FS_OFFSET) -> bytes:

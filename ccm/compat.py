@@ -1,6 +1,7 @@
 """The few places where MicroPython and CPython differ, behind one name each."""
 
 import json
+import sys
 import time
 
 try:
@@ -118,3 +119,16 @@ def random_bytes(n):
     import random
 
     return bytes(random.getrandbits(8) for _ in range(n))
+
+
+def unload(*names):
+    """Forget modules loaded for one job (an update, a request) so that the GC frees their code once
+    nothing uses it: on a stock image the bytecode of .mpy files sits in the heap. MicroPython only:
+    CPython keeps its modules (its tests hold references to them)."""
+    if sys.implementation.name != "micropython":
+        return
+    for name in names:
+        if sys.modules.pop(name, None) is not None:
+            parent, _, leaf = name.rpartition(".")
+            if parent in sys.modules and hasattr(sys.modules[parent], leaf):
+                delattr(sys.modules[parent], leaf)

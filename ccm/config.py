@@ -175,8 +175,14 @@ class Config:
 
     def __init__(self, overrides=None, path=None):
         self.path = path
-        self.base = merge(DEFAULTS, overrides or {})  # the factory configuration: what a reset returns to
-        self.tree = merge(self.base, self.load_saved() if path else {})
+        self.factory = overrides or {}  # what the image sets over DEFAULTS: a reset returns to this
+        self.tree = merge(merge(DEFAULTS, self.factory), self.load_saved() if path else {})
+
+    @property
+    def base(self):
+        """The factory configuration (DEFAULTS under the image's settings), made when asked for: one
+        tree fewer on the heap for the whole boot."""
+        return merge(DEFAULTS, self.factory)
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, key, default=None):

@@ -42,11 +42,11 @@ def parse_auth_header(value):
 class DigestAuth:
     """RFC 7616 Digest with qop=auth. Nonces carry their time and a keyed hash, so no table is kept."""
 
-    def __init__(self, realm, user, password):
+    def __init__(self, realm, user, password, secret=None):
         self.realm = realm
         self.user = user
         self.password = password
-        self.secret = binascii.hexlify(random_bytes(16)).decode()
+        self.secret = secret or binascii.hexlify(random_bytes(16)).decode()  # the nonces' key
 
     def _nonce(self, t):
         return "%d-%s" % (t, _h("SHA-256", "%d:%s" % (t, self.secret))[:32])

@@ -14,7 +14,6 @@ One request per connection (`Connection: close`); bodies and WebSocket messages 
 `rpc.max_frame_size`, request lines and headers by MAX_LINE and MAX_HEADERS.
 """
 
-import asyncio
 import json
 import struct
 
@@ -72,32 +71,17 @@ class Refused(Exception):
 
 
 class RpcServer:
-    """The /rpc endpoints on one listening socket."""
+    """The /rpc endpoints: serves the connections ccm/listener.py accepts. `keep` outlives this object
+    (the listener drops it, and this module, between requests)."""
 
-    def __init__(self, config, router, provisioning=lambda: False):
+    def __init__(self, config, router, provisioning=lambda: False, keep=None):
         self.config = config
         self.router = router
         self.provisioning = provisioning  # True while unprovisioned: the AP rules apply
         self.device_id = config.get("device.id")
         self.limit = config.get("rpc.max_frame_size")
-        self.server = None
+        self.keep = {} if keep is None else keep
         self._auth = None
-
-    async def serve(self, host, port, listening=None):
-        """Serve until stopped. Port 0 takes a free port: `listening(server)` is called once it is bound,
-        so the board can learn the port it got (and keep it for the next boot)."""
-        self.server = await asyncio.start_server(self._connection, host, port)
-        try:
-            if listening is not None:
-                listening(self.server)
-            await self.server.wait_closed()
-        finally:
-            self.server.close()
-
-    def stop(self):
-        """Stop serving; a server that never started (its port was taken, say) has nothing to stop."""
-        if self.server is not None:
-            self.server.close()
 
     # -- auth --------------------------------------------------------------------------------
     def auth(self):
@@ -108,7 +92,9 @@ class RpcServer:
         if a is None or a.password != pw or a.user != self.config.get("rpc.auth.user"):
             from ccm.digest import DigestAuth  # only once a password is set: an open /rpc does not load it
 
-            a = self._auth = DigestAuth(self.config.get("rpc.auth.realm"), self.config.get("rpc.auth.user"), pw)
+            realm, user = self.config.get("rpc.auth.realm"), self.config.get("rpc.auth.user")
+            a = self._auth = DigestAuth(realm, user, pw, self.keep.get("nonce_key"))
+            self.keep["nonce_key"] = a.secret  # a nonce this server gave stays good after it is reloaded
         return a
 
     def _authenticate(self, method, headers):
@@ -123,7 +109,7 @@ class RpcServer:
         return body, "".join("WWW-Authenticate: %s\r\n" % c for c in a.challenge(why == "stale"))
 
     # -- one connection: one request --------------------------------------------------------
-    async def _connection(self, reader, writer):
+    async def connection(self, reader, writer):
         try:
             await self._request(reader, writer)
         except Refused as e:
@@ -252,14 +238,21 @@ class RpcServer:
         await writer.drain()
         caller = self.caller("ws")
         while True:
-            data = await self._ws_receive(reader, writer)
-            if data is None:
-                return
             try:
+                data = await self._ws_receive(reader, writer)
+                if data is None:
+                    return
                 msg = rpc.parse(data)
             except rpc.ParseError as e:
                 await _ws_send(writer, rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1])
                 continue
+            except MemoryError:  # no room for this message: the connection stays, the sender is told
+                data = None
+                await _ws_send(
+                    writer, rpc.encode_error(None, rpc.INTERNAL_ERROR, "out of memory for this message")[:-1]
+                )
+                continue
+            data = None  # an OTA chunk: not held while it is written
             if type(msg) is not dict:
                 await _ws_send(
                     writer, rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected an object")[:-1]
@@ -294,7 +287,12 @@ class RpcServer:
             if len(buf) + n > self.limit:
                 await _ws_send(writer, struct.pack(">H", 1009), 8)  # too big: close, message too big
                 return None
-            data = bytearray(await reader.readexactly(n)) if n else bytearray()
+            try:
+                data = await _read(reader, n)
+            except MemoryError:
+                while n:  # read past it in small pieces, so the next frame is found where it starts
+                    n -= len(await reader.readexactly(min(n, 64)))
+                raise
             if mask is not None:  # unmasked in place: an OTA chunk is the largest thing held here
                 for i in range(n):
                     data[i] ^= mask[i & 3]
@@ -312,6 +310,23 @@ class RpcServer:
             elif op != 10:
                 await _ws_send(writer, struct.pack(">H", 1002), 8)  # an opcode RFC 6455 does not define
                 return None
+
+
+async def _read(reader, n):
+    """n bytes in one bytearray, read into place: MicroPython's readexactly joins the pieces as they
+    come (each join a copy, all of them live at once)."""
+    buf = bytearray(n)
+    if not hasattr(reader, "readinto"):  # CPython's StreamReader
+        buf[:] = await reader.readexactly(n)
+        return buf
+    mv = memoryview(buf)
+    got = 0
+    while got < n:
+        k = await reader.readinto(mv[got:])
+        if k == 0:
+            raise EOFError
+        got += k or 0  # None: nothing after all (a non-blocking socket)
+    return buf
 
 
 async def _line(reader):

@@ -210,10 +210,16 @@ class Ccm:
             tasks.append(self.supervise("wifi", self.provisioner.run))
         address = self.board.http_address(self.config) if self.config.get("rpc.http.enable") else None
         if address is not None:
-            from ccm.http import RpcServer
+            from ccm.listener import Listener
 
-            p = self.provisioner
-            self.http = RpcServer(self.config, self.router, lambda: p is not None and p.state == AP)
+            config, router, p = self.config, self.router, self.provisioner
+
+            def handler(keep):
+                from ccm.http import RpcServer  # loaded per request: ccm/listener.py
+
+                return RpcServer(config, router, lambda: p is not None and p.state == AP, keep)
+
+            self.http = Listener(handler)
             board = self.board
             tasks.append(
                 self.supervise("rpc.http", lambda: self.http.serve(address[0], address[1], board.http_listening))
@@ -232,7 +238,7 @@ class Ccm:
     def _start_ota(self):
         """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured.
         The receiver loads at the first OTA call or trigger (or now, when a job a reboot interrupted
-        waits in ota/state.json); its appliers and the self-update code load only when used."""
+        waits in ota/state.json, or a self-update's trial ended); its appliers and the self-update code load only when used."""
         for name in OTA_METHODS:
             self.router.add(name, self._ota_first_call(name))
         self.router.add("OTA.Commit", self._commit)
@@ -251,7 +257,8 @@ class Ccm:
                         self.router.request_reboot(100)
 
                 self.spawn(deadline())
-        if read_json(root + "/ota/state.json").get("job"):
+        saved = read_json(root + "/ota/state.json")
+        if saved.get("job") or saved.get("trial"):  # a job to finish, or a self-update's trial to settle
             self.load_ota()
         url = self.config.get("ota.poll_url")
         if url:

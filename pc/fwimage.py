@@ -42,14 +42,20 @@ def firmware_sources(leave_out=()) -> list[tuple[Path, Path]]:
     return [(p, r) for p, r in sources if p.name not in leave_out]
 
 
-def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None) -> list[str]:
-    """The filesystem's files under `dest`; returns their paths relative to it."""
+def stage(
+    dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None, version: str | None = None
+) -> list[str]:
+    """The filesystem's files under `dest`; returns their paths relative to it. `version`: the firmware
+    version they report (Sys.GetInfo fw_version), when it is not the source tree's FW_VERSION."""
     exe = mpy_cross_exe(mpy_cross)
     sources = firmware_sources()
     files = []
     for src, rel in sources:
         out = dest / rel.with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
+        if version is not None and rel == Path("ccm/__init__.py"):
+            src = dest / "__init__.version.py"
+            src.write_text(f'FW_VERSION = "{version}"\n')
         # -O3, as the frozen image: no line-number tables (6.5% less bytecode, and on a stock image bytecode
         # sits in the heap); the firmware reports faults by type and message, not by traceback line
         cmd = [exe, "-O3", "-o", str(out), "-s", str(rel)]
@@ -58,6 +64,8 @@ def stage(dest: Path, config: dict, mpy_cross: str | None = None, march: str | N
         r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
         if r.returncode:
             raise BuildError(f"mpy-cross rejected {rel}: {r.stderr.strip()}")
+        if src.name == "__init__.version.py":
+            src.unlink()
         files.append(str(rel.with_suffix(".mpy")))
     for name, text in (("boot.py", BOOT_PY), ("main.py", MAIN_PY), ("conf0.json", json.dumps(config))):
         (dest / name).write_text(text)

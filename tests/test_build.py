@@ -1,6 +1,7 @@
 """`ccm build` and `ccm flash` through the real esptool into the virtual ESP32 ROM, and the built .mpy
 firmware loaded on real MicroPython."""
 
+import io
 import json
 import os
 import struct
@@ -261,3 +262,27 @@ def test_build_output_that_cannot_be_written_is_one_line(tmp_path):
         out = ccm("build", *args)
         assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
         assert out.stderr.strip().splitlines()[-1].startswith("Error: cannot write ") and "writable" in out.stderr
+
+
+def test_an_fs_bundle_s_files_report_its_version(tmp_path):
+    """`ccm build --bundle … --version 0.2.0`: the files it carries say 0.2.0 in Sys.GetInfo once they
+    run, not the source tree's FW_VERSION (issue 25)."""
+    import zipfile
+
+    from bundle.build import fs_bundle
+    from ccm.ota import fsarchive
+    from sim.mpy_unix import micropython_cmd
+
+    fs_bundle(str(tmp_path / "fw.zip"), "0.2.0")
+    with zipfile.ZipFile(tmp_path / "fw.zip") as z:
+        assert json.loads(z.read("manifest.json"))["version"] == "0.2.0"
+        fs = z.read("fs.bin")
+    fsarchive.unpack(io.BytesIO(fs).read, lambda name: _create(tmp_path / "fs" / name))
+    code = "import ccm\nprint(ccm.FW_VERSION)\n"
+    r = subprocess.run(micropython_cmd("192K", [str(tmp_path / "fs")], code), capture_output=True, text=True)
+    assert r.stdout.strip() == "0.2.0", r.stdout + r.stderr
+
+
+def _create(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb")

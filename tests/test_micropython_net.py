@@ -6,6 +6,7 @@ partition holds it, a host on its pty UART, and real sockets to a real mosquitto
 import json
 import os
 import signal
+import urllib.error
 import urllib.request
 
 import pytest
@@ -78,6 +79,8 @@ def test_http_and_websocket_rpc_at_the_heap_cap(module):
 def _http_up(url):
     try:
         urllib.request.urlopen(url.replace("/rpc", "/rpc/RPC.List"), timeout=2).read()
+        return True
+    except urllib.error.HTTPError:  # an answer: 401 without credentials
         return True
     except OSError:
         return False
@@ -228,3 +231,22 @@ def _answers(host):
         return bool(host.call("Sys.GetInfo")["device_id"])
     except Exception:
         return False
+
+
+def test_digest_auth_holds_across_requests_while_the_server_code_is_reloaded(module):
+    """The HTTP code is dropped between connections on MicroPython (ccm/listener.py): a nonce given in
+    one connection's 401 must still be good in the next one, which loads the code again."""
+    ccm, host = module({"device": {"id": unique_device()}, "rpc": {"auth": {"password": "s3cret"}}})
+    url = f"http://127.0.0.1:{ccm.http_port}/rpc"
+    wait_until(lambda: _http_up(url), 20, "/rpc on MicroPython")
+    body = json.dumps({"id": 1, "method": "Sum", "params": [4, 5]}).encode()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(urllib.request.Request(url, body), timeout=10)
+    assert e.value.code == 401
+    auth = urllib.request.HTTPDigestAuthHandler()
+    auth.add_password("ccm", url, "admin", "s3cret")
+    opener = urllib.request.build_opener(auth)
+    for _ in range(3):  # each: a 401 with a nonce, then a new connection that answers it
+        with opener.open(urllib.request.Request(url, body), timeout=10) as r:
+            assert json.loads(r.read())["result"] == 9
+    assert host.call("Sys.GetInfo")["faults"] == {}

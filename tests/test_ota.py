@@ -15,6 +15,7 @@ import pytest
 from conftest import cloud_config, unique_device, wait_until
 
 from ccm.ota import fsarchive
+from ccm.ota.shadow_ota import ShadowOta
 from ccm.rpc import RpcError
 from cloud.bundle_server import BundleServer
 from pc import fwbundle
@@ -461,6 +462,54 @@ def test_self_update_is_switched_at_boot_committed_or_rolled_back(product, tmp_p
     boots = product.v.board.boots
     product.v.call("Sys.Reboot", {"delay_ms": 0})  # rebooted on trial, no commit: rolled back
     wait_until(lambda: product.v.board.boots > boots and open(fs + "/lib.txt").read() == "new", what="the rollback")
+    wait_until(lambda: product.v.ccm.link is not None)
+    st = product.v.call("OTA.Status")  # what runs is what it says is installed (issue 25)
+    assert st["installed"]["esp32"] == "9.1", st
+    assert st["state"] == 2 and st["version"] == "9.2" and st["message"].startswith("rolled back: not committed"), st
+
+
+def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_back(product, tmp_path):
+    """No OTA.Commit within --commit-timeout: the old files come back, OTA.Status says so and which
+    version runs, and the version that failed is not taken again by a trigger until a new `retry`."""
+    fs = product.v.board.fs_dir
+    with open(fs + "/lib.txt", "w") as f:
+        f.write("old")
+    b = esp32_bundle(tmp_path, {"lib.txt": b"new"}, "9.3")
+    assert ccm("--port", product.ws, "ota", str(b), "--commit-timeout", "1").returncode == 0
+    wait_until(lambda: open(fs + "/lib.txt").read() == "new", what="the switch at the next boot")
+    wait_until(lambda: open(fs + "/lib.txt").read() == "old", 30, "the rollback at the commit timeout")
+
+    def settled():
+        try:
+            st = product.v.call("OTA.Status")
+        except (RpcError, TimeoutError, OSError):  # rebooting
+            return None
+        return st if st["state"] == 2 else None
+
+    st = wait_until(settled, 30, "the boot after the rollback")
+    assert st["installed"].get("esp32") != "9.3" and st["state"] == 2 and st["version"] == "9.3", st
+    assert "rolled back: no OTA.Commit within 1 s" in st["message"], st
+    rec = product.v.ccm.ota
+    assert rec.held_back("9.3") and not rec.held_back("9.3", retry=1) and not rec.held_back("9.4")
+
+    class Shadow:  # what ShadowOta uses of the shadow: its takers, and what it publishes
+        takers, published = [], []
+
+        def publish_reported(self, doc, tag=None):
+            self.published.append(json.loads(doc)["ota"])
+
+    started = []
+    so = ShadowOta(Shadow(), lambda: rec, [])
+    rec_start, rec.start_update = rec.start_update, lambda *a: started.append(a)
+    try:
+        url = "http://bundles.example/ccm-9.3.zip"
+        assert so.take({"ota": {"url": url, "version": "9.3"}, "led": 1}) == {"led": 1}
+        assert started == [] and Shadow.published[-1]["message"].startswith("rolled back")
+        assert Shadow.published[-1]["version"] != "9.3"  # reported.ota.version: what runs
+        so.take({"ota": {"url": url, "version": "9.3", "retry": 1}})  # asked again, explicitly
+        assert started == [(url, 0, "9.3", 1)]
+    finally:
+        rec.start_update = rec_start
 
 
 @pytest.mark.parametrize("transport", ["serial", "http"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-LEAKY = '''
+LEAKY = """
 import subprocess, sys, threading, time
 
 def test_leaves_a_thread():
@@ -21,7 +21,7 @@ def test_cleans_up():
     t = threading.Thread(target=time.sleep, args=(0.1,))
     t.start()
     t.join()
-'''
+"""
 
 
 def test_the_guard_fails_a_test_that_leaves_a_thread_or_a_process_running(tmp_path):

@@ -20,7 +20,9 @@ MARK = {"PASS": click.style("PASS", fg="green"), "FAIL": click.style("FAIL", fg=
     type=click.Path(exists=True, dir_okay=False),
     help="Host firmware to flash over OTA as the last check (needs a port other than the host UART).",
 )
-@click.option("--host-addr", type=parse_int, default="0x08000000", show_default=True, metavar="ADDR", help="Where it goes.")
+@click.option(
+    "--host-addr", type=parse_int, default="0x08000000", show_default=True, metavar="ADDR", help="Where it goes."
+)
 @click.pass_context
 def check_cmd(ctx: click.Context, broker: str | None, host_image: str | None, host_addr: int) -> None:
     """Check a CCM end to end and say what to fix: the link (round trip), its config, its heap, the

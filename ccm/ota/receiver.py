@@ -20,14 +20,27 @@ import binascii
 import json
 import os
 
-from ccm import rpc
-from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms
+from ccm import FW_VERSION, rpc
+from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
 
 IDLE = 0
 PROGRESS = 1
 ERROR = 2
 SUCCESS = 3
+
+# what one update loads besides this module: dropped when it ends (on a stock image their bytecode is heap)
+HELPERS = (
+    "ccm.ota.bundle",
+    "ccm.ota.zipread",
+    "ccm.ota.p256",
+    "ccm.ota.apply",
+    "ccm.ota.fetch",
+    "ccm.ota.stm32",
+    "ccm.ota.an3155",
+    "ccm.ota.stm32_chips",
+    "ccm.ota.fsarchive",
+)
 
 
 class OtaError(Exception):
@@ -73,9 +86,15 @@ class OtaReceiver:
         self.current = saved.get("current")  # the version last installed (any platform)
         self.current_url = saved.get("current_url")
         self._url = None
+        self._retry = None
+        # a self-update staged and not known to be kept yet: {version, previous, previous_url, retry}
+        self.trial = saved.get("trial")
+        self.rolled_back = saved.get("rolled_back")  # {version, why, retry}: the last self-update undone
         job = saved.get("job")
         if job:
             self._after_reboot(job)
+        if self.trial:
+            self._settle_trial()
 
     # -- persistence ----------------------------------------------------------------------------
     def _load(self):
@@ -83,6 +102,8 @@ class OtaReceiver:
 
     def _save(self, job=None):
         state = {"installed": self.installed, "current": self.current, "current_url": self.current_url, "job": job}
+        state["trial"] = self.trial
+        state["rolled_back"] = self.rolled_back
         write_json(self.state_path, state)
 
     def _after_reboot(self, job):
@@ -101,6 +122,28 @@ class OtaReceiver:
         self._save()
 
     _resume_job = None
+
+    def _settle_trial(self):
+        """A self-update was staged: once ota/self.json says how its trial ended, what is installed is
+        what runs. Rolled back (OTA.Revert, the commit timeout, a reboot before the commit): the version
+        before it again, the status says why, and triggers leave that version alone (`held_back`)."""
+        rec = read_json(self.dir + "/self.json")
+        t = self.trial
+        if rec.get("version") == t["version"] and rec.get("state") in ("staged", "trial"):
+            return  # still on trial: settled at a later boot
+        self.trial = None
+        if rec.get("state") == "reverted" and rec.get("version") == t["version"]:
+            if t.get("previous") is None:
+                self.installed.pop("esp32", None)
+            else:
+                self.installed["esp32"] = t["previous"]
+            self.current, self.current_url = t.get("previous"), t.get("previous_url")
+            why = rec.get("why") or "not committed"
+            self.rolled_back = {"version": t["version"], "why": why, "retry": t.get("retry")}
+            self.version = t["version"]
+            self.stage = "rolled back"
+            self._set(ERROR, "rolled back: %s; %s runs" % (why, t.get("previous") or "the version before"))
+        self._save()
 
     def resume(self):
         """At boot, after the link is up: finish an apply a reboot cut short (the host flash)."""
@@ -184,6 +227,7 @@ class OtaReceiver:
         self._chunk = None
         self.version = version
         self._url = None
+        self._retry = None
         self.commit_timeout = commit_timeout_s
         self._deadline = ticks_ms() + timeout_s * 1000 if timeout_s else None
         self.state = PROGRESS
@@ -238,13 +282,14 @@ class OtaReceiver:
             raise rpc.RpcError(rpc.INVALID_PARAMS, self.message)
         return await self._check_and_apply()
 
-    async def update(self, url, commit_timeout_s=0, version=None, source_url=None):
+    async def update(self, url, commit_timeout_s=0, version=None, source_url=None, retry=None):
         """Pull a bundle from `url` (OTA.Update, the shadow, the poll), then check and apply it."""
         from ccm.ota.fetch import FetchError, fetch
 
         self._check_idle()
         self._cleanup()
         self.version = version
+        self._retry = retry
         self._url = source_url or url
         self.commit_timeout = commit_timeout_s
         self.state = PROGRESS
@@ -269,9 +314,11 @@ class OtaReceiver:
                 )
         except FetchError as e:
             self._fail("download failed: %s" % e)
+            unload(*HELPERS)
             return
         except OSError as e:
             self._fail("download failed: cannot write the bundle: %s" % e)
+            unload(*HELPERS)
             return
         try:
             await self._check_and_apply()
@@ -292,6 +339,7 @@ class OtaReceiver:
                 version = b.manifest.get("version")
         except (BundleError, OtaError, OSError, ValueError) as e:
             self._fail("bad bundle: %s; nothing was applied" % e)
+            unload(*HELPERS)
             raise rpc.RpcError(rpc.INVALID_PARAMS, self.message) from None
         if self.version is None:
             self.version = version
@@ -335,6 +383,11 @@ class OtaReceiver:
         except Exception as e:  # noqa: BLE001 - the flasher's own errors carry their reason
             self._fail("%s: %s" % (type(e).__name__, e))
             return
+        finally:
+            unload(*HELPERS)
+        if platform == "esp32":  # staged: kept only if its trial ends in a commit (_settle_trial)
+            prev = self.installed.get("esp32") or FW_VERSION
+            self.trial = {"version": version, "previous": prev, "previous_url": self.current_url, "retry": self._retry}
         self.installed[platform] = version
         self.current = version
         self.current_url = self._url
@@ -423,14 +476,20 @@ class OtaReceiver:
         """False when `version` is already installed (a trigger must not apply it again)."""
         return version is None or version not in self.installed.values()
 
+    def held_back(self, version, retry=None):
+        """True when `version` is the self-update that was rolled back and no new `retry` value asks for
+        it again: a trigger must not apply it (no update loops)."""
+        rb = self.rolled_back
+        return rb is not None and version == rb["version"] and retry == rb.get("retry")
+
     def note_installed(self, version, url):
         """A trigger found `version` (from `url`) already installed: what reported.ota says runs."""
         self.current = version
         self.current_url = url
 
-    def start_update(self, url, commit_timeout_s=0, version=None):
+    def start_update(self, url, commit_timeout_s=0, version=None, retry=None):
         """Pull and apply `url` in the background (the shadow's and the poll's trigger)."""
-        self.spawn(self.update(url, commit_timeout_s, version, url))
+        self.spawn(self.update(url, commit_timeout_s, version, url, retry))
 
     async def poll(self, url, interval_s):
         """The manual's "periodically poll a given URL": the URL gives {version, url}; a version not
@@ -445,7 +504,7 @@ class OtaReceiver:
                     doc = json.loads(buf.data)
                     v = doc.get("version")
                     target = doc.get("url")
-                    if type(target) is str and self.wanted(v):
+                    if type(target) is str and self.wanted(v) and not self.held_back(v):
                         if "://" not in target:
                             target = url.rsplit("/", 1)[0] + "/" + target
                         await self.update(target, doc.get("commit_timeout", 0), v)

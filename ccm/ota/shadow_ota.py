@@ -1,5 +1,6 @@
-"""OTA through the shadow (docs/protocol.md): `desired.ota {url, version, commit_timeout?}` starts an update
-unless that version is installed or one is in progress; `reported.ota {state, progress, message,
+"""OTA through the shadow (docs/protocol.md): `desired.ota {url, version, commit_timeout?, retry?}` starts an
+update unless that version is installed or one is in progress, or it is a self-update that was rolled back
+(until `retry` takes a value it did not have then); `reported.ota {state, progress, message,
 version, target, url}` follows the OTA receiver, `version` being what is installed — so the delta on
 desired.ota stays until the update has succeeded. `ota` is taken out of every delta: it is the CCM's,
 not the host's."""
@@ -41,9 +42,13 @@ class ShadowOta:
         rec = self.load()
         if rec.busy():
             return d
+        retry = want.get("retry")  # a new value asks again for a version that was rolled back
+        if rec.held_back(version, retry):
+            self.report(rec.status())  # rolled back: say so, do not apply it again
+            return d
         if not rec.wanted(version):
             rec.note_installed(version, url)
             self.report(rec.status())  # already installed: say so, do not apply again
             return d
-        rec.start_update(url, want.get("commit_timeout", 0) or 0, version)
+        rec.start_update(url, want.get("commit_timeout", 0) or 0, version, retry)
         return d
