@@ -84,7 +84,8 @@ def start(config, router, ota=None):
     from ccm.mqtt_host import HostMqtt
     from ccm.shadow import Shadow
 
-    cloud = Cloud(config, router, client_from_config(config))
+    board = getattr(ota, "board", None)
+    cloud = Cloud(config, router, client_from_config(config, board.open_connection if board else None))
     cloud.host_mqtt = HostMqtt(cloud, router)
     cloud.shadow = Shadow(cloud, config, router)
     cloud.rpc = CloudRpc(cloud, config, router)

@@ -107,7 +107,8 @@ def encode_unsubscribe(pid, topics):
 
 PINGREQ_PACKET = bytes([PINGREQ << 4, 0])
 DISCONNECT_PACKET = bytes([DISCONNECT << 4, 0])
-POLL_MS = 500  # a session's reads wake up this often to see a dead broker or stop()
+OUT_HIGH = 4096  # bytes waiting for the socket beyond which publishes wait in the queue (and its bound)
+WRITE_MAX = 1460  # bytes joined into one write: a TCP segment's worth
 
 
 class PacketReader:
@@ -289,8 +290,11 @@ class MqttClient:
         self._sent_ms = 0
         self._heard_ms = 0
         self._dirty = asyncio.Event()
-        self._dead = None  # why the pinger gave up on the connection
+        self._ended = None  # set when the session must end: EOF, an error, the keepalive, stop()
+        self._why = None  # why it ended
         self._out = []  # bytes for the flusher
+        self._out_bytes = 0
+        self._flushing = False
         self.sockets_open = 0  # connections opened and not yet closed (never more than 1)
 
     # -- API --------------------------------------------------------------------------------------
@@ -303,7 +307,7 @@ class MqttClient:
         to cloud RPC): they are queued whatever the bound says, never refused.
         """
         msg = Outgoing(topic, payload, qos, retain, on_done)
-        if self.state == CONNECTED and (control or (not self.queue and len(self.inflight) < self.queue_size)):
+        if self.state == CONNECTED and (control or (not self.queue and self._room())):
             self._send_publish(msg)
             return True
         if control:
@@ -352,17 +356,24 @@ class MqttClient:
                 topic, message, _, retain = self.will
                 self._write(encode_publish(topic, message, 0, retain, 0))
             self._write(DISCONNECT_PACKET)
+        self._end(None)
 
     # -- the connection -----------------------------------------------------------------------
     async def _session(self):
         """One connection, from CONNECT to its end. MicroPython's streams differ from CPython's
-        (docs/architecture.md, the runtimes): close() does nothing until wait_closed(), a write() while another task is in
-        drain() is lost, and a pending read() only ends when data or EOF comes. So: one task writes
-        (the flusher), reads wake up at least every POLL_MS to see a dead broker or stop(), and the
-        socket is closed with wait_closed() whatever ends the session."""
+        (docs/architecture.md, the runtimes): close() does nothing until wait_closed(), a write() while
+        another task is in drain() is lost, a pending read() only ends when data or EOF comes, and a
+        read cancelled by a timeout takes the socket's whole poll entry with it — a writer waiting in
+        drain() on the same socket is then never woken (extmod/asyncio/core.py, IOQueue.remove). So:
+        one task writes (the flusher), one task reads and is never timed out (the reader), the session
+        waits for an event that EOF, an error, the keepalive or stop() sets, and the socket is closed
+        with wait_closed() whatever ends it."""
         self.state = CONNECTING
-        self._dead = None
         self._out = []
+        self._out_bytes = 0
+        self._flushing = False
+        self._why = None
+        ended = self._ended = asyncio.Event()
         if self.ssl is not None:
             reader, writer = await self._open(self.host, self.port, ssl=self.ssl)
         else:
@@ -372,7 +383,7 @@ class MqttClient:
         try:
             writer.write(encode_connect(self.client_id, self.keepalive, True, self.user, self.password, self.will))
             await writer.drain()
-            first = await self._read_packets(reader, packets, self.keepalive * 1000 or 30000)
+            first = await self._connack(reader, packets, self.keepalive * 1000 or 30000)
             if not first or first[0][0] != CONNACK:
                 raise MqttError("no CONNACK from %s:%d" % (self.host, self.port))
             rc = parse_connack(first[0][2])[1]
@@ -382,18 +393,17 @@ class MqttClient:
             self._connected()
             for p in first[1:]:
                 self._handle(p)
-            helpers = [asyncio.create_task(self._pinger()), asyncio.create_task(self._flusher(writer))]
+            helpers = [
+                asyncio.create_task(self._pinger()),
+                asyncio.create_task(self._flusher(writer)),
+                asyncio.create_task(self._reader(reader, packets)),
+            ]
             try:
-                while not self._stop:
-                    got = await self._read_packets(reader, packets, POLL_MS, True)
-                    if got is None:
-                        continue  # quiet: look at _dead and _stop again
-                    if not got:
-                        raise MqttError(self._dead or "the broker closed the connection")
-                    for p in got:
-                        self._handle(p)
-                if self._out:  # stop(): the DISCONNECT still to go
-                    await wait_ms(self._flush_now(writer), 1000)
+                if not self._stop:
+                    await ended.wait()
+                if not self._stop:
+                    raise MqttError(self._why or "the broker closed the connection")
+                await wait_ms(self._flushed(), 1000)  # stop(): the will and DISCONNECT still to go
             finally:
                 for t in helpers:
                     t.cancel()
@@ -409,17 +419,13 @@ class MqttClient:
             pass
         self.sockets_open -= 1
 
-    async def _read_packets(self, reader, packets, timeout_ms, poll=False):
-        """Packets as they complete; [] at EOF. With `poll`, None when `timeout_ms` passed in silence
-        (the keepalive is the pinger's business); without, the silence is the end of the session."""
+    async def _connack(self, reader, packets, timeout_ms):
+        """The first packets (CONNACK first); [] at EOF or after `timeout_ms` of silence. A timed-out
+        read is safe here: nothing else waits on the socket yet."""
         while True:
             try:
                 data = await wait_ms(reader.read(1024), timeout_ms)
             except asyncio.TimeoutError:
-                if poll:
-                    if self._dead:
-                        raise MqttError(self._dead) from None
-                    return None
                 return []
             if not data:
                 return []
@@ -427,6 +433,28 @@ class MqttClient:
             got = packets.feed(data)
             if got:
                 return got
+
+    async def _reader(self, reader, packets):
+        """The session's only reader: packets handled as they complete, until EOF or an error."""
+        why = "the broker closed the connection"
+        try:
+            while True:
+                data = await reader.read(1024)
+                if not data:
+                    break
+                self._heard_ms = ticks_ms()
+                for p in packets.feed(data):
+                    self._handle(p)
+        except Exception as e:  # a reset, a packet over max_packet, a malformed one
+            why = str(e) or type(e).__name__
+        self._end(why)
+
+    def _end(self, why):
+        """End the session (stop(): why is None)."""
+        if self._why is None:
+            self._why = why
+        if self._ended is not None:
+            self._ended.set()
 
     def _connected(self):
         self.state = CONNECTED
@@ -441,8 +469,12 @@ class MqttClient:
             self.on_connect()
         self._send_queued()
 
+    def _room(self):
+        """A publish may go to the socket now: the acknowledgements and the socket keep up."""
+        return len(self.inflight) < self.queue_size and self._out_bytes < OUT_HIGH
+
     def _send_queued(self):
-        while self.queue and self.state == CONNECTED and len(self.inflight) < self.queue_size:
+        while self.queue and self.state == CONNECTED and self._room():
             self._send_publish(self.queue.pop(0))
 
     def _lost(self, reason):
@@ -478,21 +510,48 @@ class MqttClient:
         """Queue bytes for the flusher, the session's only writer."""
         if self._writer is not None:
             self._out.append(data)
+            self._out_bytes += len(data)
             self._sent_ms = ticks_ms()
             self._dirty.set()
 
     async def _flusher(self, writer):
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await self._flush_now(writer)
+        """The session's only writer. While the broker does not read, drain() waits: what is published
+        meanwhile waits in the bounded queue (see _room), not in memory without end."""
+        try:
+            while True:
+                await self._dirty.wait()
+                self._dirty.clear()
+                self._flushing = True
+                while self._out:
+                    data = self._take(WRITE_MAX)
+                    writer.write(data)
+                    await writer.drain()
+                    self._out_bytes -= len(data)
+                self._flushing = False
+                self._send_queued()
+        except Exception as e:  # the connection broke under a write
+            self._end(str(e) or type(e).__name__)
+        finally:
+            self._flushing = False
 
-    async def _flush_now(self, writer):
-        while self._out:
-            data = b"".join(self._out)
-            self._out = []
-            writer.write(data)  # nothing else writes while this drains
-            await writer.drain()
+    def _take(self, limit):
+        """The next packets from the out queue, joined up to `limit` bytes (one at least): small ones go
+        in one write, and no copy of everything waiting is made (a stalled broker lets it grow)."""
+        out = self._out
+        n = 1
+        size = len(out[0])
+        while n < len(out) and size + len(out[n]) <= limit:
+            size += len(out[n])
+            n += 1
+        if n == 1:
+            return out.pop(0)
+        data = b"".join(out[:n])
+        del out[:n]
+        return data
+
+    async def _flushed(self):
+        while self._out or self._flushing:
+            await sleep_ms_async(10)
 
     async def _pinger(self):
         """PINGREQ when we have been quiet for the keepalive; give up on a broker silent for 1.5×."""
@@ -503,8 +562,8 @@ class MqttClient:
             await sleep_ms_async(min(ka // 4, 1000))
             now = ticks_ms()
             if ticks_diff(now, self._heard_ms) > ka * 3 // 2:
-                self._dead = "no answer from the broker for %g s (keepalive)" % (ka * 3 / 2000)
-                return  # the session's next read wakes up to it (closing does not wake a MicroPython read)
+                self._end("no answer from the broker for %g s (keepalive)" % (ka * 3 / 2000))
+                return
             if ticks_diff(now, self._sent_ms) >= ka * 3 // 4:
                 self._write(PINGREQ_PACKET)
 
@@ -520,8 +579,9 @@ def _jitter(n):
     return int.from_bytes(random_bytes(2), "big") % n if n > 0 else 0
 
 
-def client_from_config(config):
-    """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set)."""
+def client_from_config(config, open_connection=None):
+    """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set);
+    `open_connection` the board's, when it has its own (None: asyncio's)."""
     server = config.get("mqtt.server")
     host, _, port = server.rpartition(":")
     if port and not port.isdigit():
@@ -542,4 +602,5 @@ def client_from_config(config):
         queue_size=config.get("mqtt.queue_size"),
         backoff_min_ms=config.get("mqtt.reconnect_timeout_min_ms"),
         backoff_max_ms=config.get("mqtt.reconnect_timeout_max_ms"),
+        open_connection=open_connection,
     )

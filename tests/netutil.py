@@ -6,12 +6,17 @@ import threading
 
 
 class TcpProxy:
-    """127.0.0.1:port → 127.0.0.1:target. `block()` refuses new connections and cuts the current ones."""
+    """127.0.0.1:port → 127.0.0.1:target. `block()` refuses new connections and cuts the current ones;
+    `pause()` stops reading from the client until `resume()`."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, rcvbuf: int | None = None):
         self.target = target_port
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:  # small: a pause() fills it soon, and the client's writes back up
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.flowing = threading.Event()  # cleared by pause(): client → target stops being read
+        self.flowing.set()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
@@ -39,14 +44,20 @@ class TcpProxy:
                 continue
             with self.lock:
                 self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+            for a, b, gate in ((client, upstream, self.flowing), (upstream, client, None)):
+                t = threading.Thread(target=self._pump, args=(a, b, gate), daemon=True)
                 self.threads.append(t)
                 t.start()
 
-    def _pump(self, a, b):
+    def _pump(self, a, b, gate=None):
         try:
-            while data := a.recv(65536):
+            while True:
+                while gate is not None and not gate.wait(0.1):
+                    if self.closed:
+                        return
+                data = a.recv(4096)
+                if not data:
+                    break
                 b.sendall(data)
         except OSError:
             pass
@@ -69,6 +80,13 @@ class TcpProxy:
 
     def allow(self):
         self.blocked = False
+
+    def pause(self):
+        """The target stops reading what the client sends (a broker that stalls): TCP backpressure."""
+        self.flowing.clear()
+
+    def resume(self):
+        self.flowing.set()
 
     def close(self):
         self.closed = True

@@ -250,3 +250,54 @@ def test_digest_auth_holds_across_requests_while_the_server_code_is_reloaded(mod
         with opener.open(urllib.request.Request(url, body), timeout=10) as r:
             assert json.loads(r.read())["result"] == 9
     assert host.call("Sys.GetInfo")["faults"] == {}
+
+
+def test_mqtt_keeps_sending_after_the_broker_stops_reading_for_a_while(mosquitto, module):
+    """A broker that stops reading (TCP backpressure: drain() waits), then reads again. On MicroPython a
+    read cancelled by its timeout took the socket's poll entry, and with it the writer waiting in
+    drain(): nothing was sent again until the keepalive gave up (issue 26, item 2). Now what the CCM
+    accepted while the broker stalled waits in the bounded queue and arrives once it reads again, and
+    the session stays up. (The unix board's sockets have a module's few-KB send buffer.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import paho.mqtt.client as paho
+    from netutil import TcpProxy
+
+    from host_lib import RpcError
+
+    device = unique_device()
+    got = []
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bp-" + device)
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe(f"{device}/bulk", 1)
+    sub.loop_start()
+    proxy = TcpProxy(mosquitto.port, rcvbuf=4096)
+    try:
+        ccm, host = module(cloud_config(proxy.port, device, keep_alive=60))
+        wait_until(lambda: connected(host), 20, "MQTT up")
+        proxy.pause()
+
+        def pub(i):
+            try:
+                return host.call("MQTT.Pub", {"topic": f"{device}/bulk", "message": "%04d" % i + "x" * 996}, 60)
+            except RpcError as e:  # the queue is bounded: beyond it a publish is refused, and says why
+                assert e.code == -32002 and "queue full" in e.message, e
+                return False
+
+        with ThreadPoolExecutor(24) as pool:
+            results = [pool.submit(pub, i) for i in range(200)]
+            queued = lambda: host.call("Sys.GetInfo")["cloud"]["queued"]  # noqa: E731
+            wait_until(lambda: queued() >= 8, 30, "publishes waiting while the broker does not read")
+            proxy.resume()
+            sent = [i for i, r in enumerate(results) if r.result() is True]
+        assert len(sent) >= 40  # through the socket before the stall, or queued during it
+        sent += [i for i in range(200, 220) if pub(i) is True]  # and after it
+        assert sent[-20:] == list(range(200, 220))
+        wait_until(lambda: len(got) >= len(sent), 30, "every accepted message at the broker")
+        assert sorted(int(p[:4]) for p in got) == sent
+        assert connected(host) and host.call("Sys.GetInfo")["faults"] == {}
+    finally:
+        proxy.close()
+        sub.loop_stop()
+        sub.disconnect()

@@ -15,6 +15,7 @@ class Board:
     config_path = None  # where Config.Save writes; None: nowhere (the settings live in memory only)
     radio = False  # wlan_* and ap_*: WiFi provisioning runs
     host_pins = False  # pin_write reaches the host's BOOT0/NRST: host OTA can flash it
+    open_connection = None  # async (host, port, ssl=None) -> (reader, writer); None: asyncio's
 
     async def open_uart(self, config):
         """The host UART (host.rpc.uart.*) as a stream: read(n), write(b), drain()."""

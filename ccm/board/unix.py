@@ -16,6 +16,10 @@ from ccm.board import Board
 
 class UnixBoard(Board):
     arch = "unix"
+    # lwIP's TCP send buffer on the ESP32 is a few KB (ESP-IDF's CONFIG_LWIP_TCP_SND_BUF_DEFAULT, 5760);
+    # the PC's grows to MBs. Sockets here get a small one too, so a peer that stops reading pushes back
+    # (drain() waits) after a few KB, as on a module.
+    TCP_SND_BUF = 5760
 
     def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01", rtc=None):
         self.fs_dir = fs_dir
@@ -32,6 +36,16 @@ class UnixBoard(Board):
 
     def heap_free(self):
         return gc.mem_free()
+
+    async def open_connection(self, host, port, ssl=None):
+        if ssl is not None:
+            return await asyncio.open_connection(host, port, ssl=ssl)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.s.setsockopt(1, 7, self.TCP_SND_BUF)  # SOL_SOCKET, SO_SNDBUF (Linux's numbers)
+        except (AttributeError, OSError):
+            pass
+        return reader, writer
 
     def clock_valid(self):
         if self.rtc is None:

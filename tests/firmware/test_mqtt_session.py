@@ -147,6 +147,6 @@ async def test_no_write_is_lost_to_a_drain_in_progress():
     for k in range(5):
         asyncio.create_task(publisher(k))
     await until(lambda: len(done) == 50)
-    assert done == [None] * 50 and broker.published == 50
+    assert done == [None] * 50 and broker.published == 50, (done, broker.published)
     assert broker.streams[-1].lost == 0
     task.cancel()
