@@ -134,9 +134,17 @@ class HostLink:
             frame = self._tx.pop(0)
             if len(self._tx) < self.tx_limit:
                 self._tx_space.set()
+            self._writing = True
             self.stream.write(frame)  # one write per frame: frames never interleave
             await self.stream.drain()
+            self._writing = False
             self.stats["tx_frames"] += 1
+
+    _writing = False
+
+    def flushed(self):
+        """Every frame queued for the host is written (what a reset must wait for)."""
+        return not self._writing and (not self._tx or self._raw is not None)
 
     async def _expirer(self):
         while True:

@@ -4,7 +4,7 @@ import asyncio
 
 from ccm import config as config_mod
 from ccm import rpc
-from ccm.compat import sleep_ms_async
+from ccm.compat import sleep_ms_async, ticks_add, ticks_diff, ticks_ms
 from ccm.config import Config
 from ccm.files import read_json, write_json
 from ccm.link import HostLink
@@ -13,6 +13,7 @@ from ccm.router import Router
 OTA_METHODS = ("OTA.Status", "OTA.Begin", "OTA.Write", "OTA.End", "OTA.Update")  # the receiver's (serve())
 SAFE_AFTER = 3  # boots in a row that failed before one runs in safe mode
 HEALTHY_MS = 30000  # a boot that ran this long without failing counts as good
+LAST_WORDS_MS = 2000  # how long a reboot waits for the will, DISCONNECT and the host's replies to leave
 
 
 class BootGuard:
@@ -181,11 +182,25 @@ class Ccm:
             if self._reboot_delay >= 0:
                 if self.guard is not None:
                     self.guard.healthy()  # a reboot asked for is not a failure
-                await sleep_ms_async(self._reboot_delay)  # let the reply to Sys.Reboot go out first
+                await sleep_ms_async(self._reboot_delay)
+                await self._last_words(LAST_WORDS_MS)
                 return True
             return False
         finally:
             self._stop_parts(tasks + self._jobs)
+
+    async def _last_words(self, ms):
+        """Before a reset: the MQTT session ends cleanly (the will published, then DISCONNECT, so the
+        broker does not publish it again) and every frame queued for the host (the reply to Sys.Reboot
+        or OTA.Revert) is written. A module resets the moment this returns; at most `ms`."""
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        end = ticks_add(ticks_ms(), ms)
+        while ticks_diff(end, ticks_ms()) > 0:
+            mqtt_done = self.mqtt is None or self.mqtt.sockets_open == 0
+            if mqtt_done and (self.link is None or self.link.flushed()):
+                return
+            await sleep_ms_async(10)
 
     def _stop_parts(self, tasks):
         """End this boot's parts. Stopping one that failed or never started must not fail the boot (nor

@@ -301,3 +301,17 @@ def test_mqtt_keeps_sending_after_the_broker_stops_reading_for_a_while(mosquitto
         proxy.close()
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_a_reboot_lets_the_disconnect_and_the_reply_leave_first(mosquitto, module):
+    """Sys.Reboot: its reply reaches the host and the MQTT session ends with the will and DISCONNECT
+    before the reset — on a module machine.reset() cut them off, and the broker saw a dropped
+    connection (issue 26, item 8). mosquitto's log says which: "disconnected" or "closed its connection"."""
+    device = unique_device()
+    ccm, host = module(cloud_config(mosquitto.port, device))
+    wait_until(lambda: connected(host), 20, "MQTT up")
+    log = mosquitto.dir / "mosquitto.log"
+    assert host.call("Sys.Reboot", {"delay_ms": 0}) is True
+    wait_until(lambda: f"Client {device} disconnected." in log.read_text(), 10, "a clean DISCONNECT")
+    assert f"Client {device} closed its connection." not in log.read_text()
+    wait_until(lambda: connected(host), 20, "MQTT up again after the reboot")

@@ -7,9 +7,9 @@ import os
 
 from fwtest import FakeHost, scratch_path, uart_pair
 
-from ccm import board
+from ccm import board, mqtt
 from ccm.compat import sleep_ms_async
-from ccm.main import SAFE_AFTER, BootGuard, run_forever
+from ccm.main import SAFE_AFTER, BootGuard, Ccm, run_forever
 
 
 class Board(board.Board):
@@ -93,3 +93,28 @@ async def test_boots_that_keep_failing_run_in_safe_mode_with_the_link_up():
     assert init["params"]["device_id"] == "good"
     await sleep_ms_async(1)
     task.cancel()
+
+
+async def test_a_reboot_lets_the_reply_the_will_and_the_disconnect_leave_first():
+    """A module resets the moment Ccm.run() returns: by then the reply to Sys.Reboot is on the UART and
+    the MQTT session has ended with the will and DISCONNECT (issue 26, item 8: machine.reset() cut them
+    off, so the broker saw a dropped connection)."""
+    from test_mqtt_session import Broker
+
+    broker = Broker()
+    ccm_end, host_end = uart_pair()
+    b = Board("boot-reset", ccm_end)
+    b.open_connection = broker.open_connection
+    c = Ccm(b, {"device": {"id": "lw"}, "mqtt": {"enable": True, "server": "broker:1883"}})
+    task = asyncio.create_task(c.run())
+    host = FakeHost(host_end)
+    assert (await host.frame())["method"] == "Sys.Init"
+    for _ in range(2000):
+        if c.mqtt is not None and c.mqtt.state == mqtt.CONNECTED:
+            break
+        await sleep_ms_async(5)
+    host.write(b'{"id":7,"method":"Sys.Reboot","params":{"delay_ms":0}}\n')
+    assert await task is True  # the reset: nothing more runs on a module
+    assert b'"id":7' in host_end.rx.buf or any(f.get("id") == 7 for f in host.frames), "the reply"
+    last = mqtt.encode_publish("lw/status", "offline", 0, True, 0) + mqtt.DISCONNECT_PACKET
+    assert broker.streams[-1].sent.endswith(last), broker.streams[-1].sent[-40:]

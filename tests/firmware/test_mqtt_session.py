@@ -24,6 +24,7 @@ class MpStream(End):
         self.in_drain = False
         self.closed = False
         self.lost = 0  # bytes written while a drain ran: MicroPython drops them
+        self.sent = b""  # what reached the wire
 
     def write(self, buf):
         if self.in_drain:
@@ -36,6 +37,7 @@ class MpStream(End):
         await sleep_ms_async(2)  # the radio takes its time
         if not self.closed:
             self.tx.buf += self.out_buf
+            self.sent += self.out_buf
             self.tx.ev.set()
         self.out_buf = b""
         self.in_drain = False
