@@ -299,6 +299,7 @@ class Ccm:
 
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending)
+        r.clock = self.set_clock
         r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
         r.serve(self.router)
         self.ota = r
@@ -354,15 +355,17 @@ class Ccm:
 
         return [self.supervise("cloud", cloud)]
 
-    async def set_clock(self):
+    async def set_clock(self, tries=0):
         """TLS checks certificate dates: when the board's clock was never set (an ESP32 starts at
-        2000-01-01), set it over SNTP first, retrying with back-off and saying why it waits."""
+        2000-01-01), set it over SNTP first — whoever needs it first: the MQTT connection or an HTTPS
+        download — retrying with back-off and saying why it waits. `tries`: give up after so many
+        (0: never). True once the clock is valid."""
         if self.board.clock_valid():
-            return
+            return True
         server = self.config.get("sntp.server")
         if not self.config.get("sntp.enable"):
             self.faults["clock"] = "time unknown and sntp.enable is false: TLS will refuse certificates"
-            return
+            return False
         from ccm import sntp
 
         delay = 2000
@@ -370,13 +373,17 @@ class Ccm:
             try:
                 self.board.set_clock(await sntp.query(server))
                 self.faults.pop("clock", None)
-                return
+                return True
             except sntp.SntpError as e:
                 why = "time unknown: SNTP %s: %s; TLS waits for the clock" % (server, e)
                 if self.faults.get("clock") != why:
                     self.faults["clock"] = why
-                    self.mqtt.last_error = why
-                    self.link.notify("Cloud.Status", {"connected": False, "reason": why})
+                    if self.mqtt is not None:
+                        self.mqtt.last_error = why
+                        self.link.notify("Cloud.Status", {"connected": False, "reason": why})
+            tries -= 1
+            if tries == 0:
+                return False
             await sleep_ms_async(delay)
             delay = min(delay * 2, 60000)
 

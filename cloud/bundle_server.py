@@ -56,18 +56,28 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 class BundleServer:
-    def __init__(self, directory: str, host: str = "127.0.0.1", port: int = 0):
+    """`tls=(certfile, keyfile)` serves HTTPS."""
+
+    def __init__(self, directory: str, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None):
         if not os.path.isdir(directory):
             raise OSError(f"{directory}: no such directory")
         self.directory = os.path.abspath(directory)
         self.httpd = ThreadingHTTPServer((host, port), partial(_Handler, directory=self.directory))
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.host, self.port = self.httpd.server_address[:2]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="bundle server", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self) -> BundleServer:
         self._thread.start()

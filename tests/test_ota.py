@@ -401,6 +401,39 @@ def test_shadow_desired_ota_updates_once_and_reports(mosquitto, shadow_service, 
         p.stop()
 
 
+def test_an_https_pull_sets_the_clock_first_on_a_module_just_powered_up(tmp_path):
+    """An ESP32 starts at 2000-01-01 and certificates have dates: an HTTPS pull sets the clock over SNTP
+    before it checks the server's certificate, as the MQTT connection does (issue 26, item 4); while SNTP
+    does not answer, the pull fails and says why."""
+    from netutil import SntpServer, make_pki
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    make_bundle(bundles, "5.0")
+    sntp = SntpServer()
+    cfg = {"sntp": {"server": f"127.0.0.1:{sntp.port}"}, "ota": {"ssl_ca_cert": str(pki / "ca.pem")}}
+    p = Product(tmp_path, cfg)
+    try:
+        p.v.board.rtc = 946684800  # just powered up
+        with BundleServer(str(bundles), tls=(str(pki / "server.pem"), str(pki / "server.key"))) as srv:
+            assert srv.url.startswith("https://")
+            p.v.call("OTA.Update", {"url": f"{srv.url}/fw.zip"})
+            st = settle(p)
+            assert st["state"] == 2 and "the clock is not set (SNTP does not answer)" in st["message"], st
+            assert p.host_version() == "1.0"
+            sntp.start()
+            p.v.call("OTA.Update", {"url": f"{srv.url}/fw.zip"})
+            st = settle(p)
+            assert st["state"] in (0, 3) and p.host_version() == "5.0", st
+            assert p.v.board.clock_valid() and sntp.answered >= 1
+    finally:
+        p.stop()
+        sntp.stop()
+
+
 def test_poll_url_pulls_a_new_version(tmp_path):
     bundles = tmp_path / "bundles"
     bundles.mkdir()

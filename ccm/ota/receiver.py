@@ -68,6 +68,7 @@ class OtaReceiver:
         self.fs_free = fs_free
         self.host_pending = host_pending
         self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
+        self.clock = None  # async clock(tries) -> True once the clock is set (certificates have dates)
         self.state = IDLE
         self.stage = ""
         self.progress = 0
@@ -295,6 +296,13 @@ class OtaReceiver:
         self.state = PROGRESS
         self._stage("downloading", 0, url)
         self._save({"stage": "downloading"})
+        if url.startswith("https:") and self.clock is not None and not await self.clock(3):
+            self._fail(
+                "download failed: the clock is not set (%s), so %s's certificate cannot be checked"
+                % ("SNTP does not answer" if self.config.get("sntp.enable") else "sntp.enable is false", url)
+            )
+            unload(*HELPERS)
+            return
 
         def progress(done, total):
             self.received = done
@@ -500,6 +508,8 @@ class OtaReceiver:
             if self.state != PROGRESS:
                 buf = _Buffer(4096)
                 try:
+                    if url.startswith("https:") and self.clock is not None and not await self.clock(3):
+                        raise FetchError("the clock is not set: %s's certificate cannot be checked" % url)
                     await fetch(url, buf, None, 10000, 4096)
                     doc = json.loads(buf.data)
                     v = doc.get("version")
