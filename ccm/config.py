@@ -47,7 +47,7 @@ DEFAULTS = {
                 "tx_pin": 25,
                 "rx_pin": 26,
                 "fc_enable": False,
-                "rts_pin": -1,  # with fc_enable: the UART's RTS/CTS pins (-1: the port's default)
+                "rts_pin": -1,  # with fc_enable: the UART's RTS/CTS pins, both needed (-1: none)
                 "cts_pin": -1,
             }
         },

@@ -161,6 +161,8 @@ class Ccm:
         the link itself is raised (the boot failed); optional parts never raise here."""
         link_config = Config(self.overrides) if self.safe_mode else self.config  # factory UART settings
         stream = await self.board.open_uart(link_config)
+        if self.board.uart_note:
+            self.faults["uart"] = self.board.uart_note
         self.link = HostLink(stream, self.router, link_config)
         self.link.set_parity = self.board.uart_parity
         self.router.host = self.link

@@ -16,6 +16,7 @@ class Board:
     radio = False  # wlan_* and ap_*: WiFi provisioning runs
     host_pins = False  # pin_write reaches the host's BOOT0/NRST: host OTA can flash it
     open_connection = None  # async (host, port, ssl=None) -> (reader, writer); None: asyncio's
+    uart_note = None  # what open_uart could not do as configured (shown in Sys.GetInfo faults)
 
     async def open_uart(self, config):
         """The host UART (host.rpc.uart.*) as a stream: read(n), write(b), drain()."""

@@ -29,6 +29,7 @@ class Esp32Board(Board):
         self.mac = ":".join("%02X" % b for b in self.sta.config("mac"))
         self.fw_id = "micropython-%d.%d.%d" % sys.implementation.version[:3]
         self._stream = None
+        self._flow = {}  # the UART's RTS/CTS arguments while JSON-RPC runs ({}: none)
         self._pins = {}
         self._error = None
 
@@ -40,23 +41,41 @@ class Esp32Board(Board):
             # a whole frame fits the driver's TX buffer: the default 256 bytes held the loop ~330 ms
             # for a 4 KiB frame at 115200
             kw["txbuf"] = min(max(config.get("rpc.max_frame_size") + 64, 256), 8192)
-            if u.get("fc_enable"):
-                kw["flow"] = machine.UART.RTS | machine.UART.CTS
-                if u.get("rts_pin", -1) >= 0:
-                    kw["rts"] = u["rts_pin"]
-                if u.get("cts_pin", -1) >= 0:
-                    kw["cts"] = u["cts_pin"]
+            self._flow = self._flow_args(u)
+            kw.update(self._flow)
             uart = machine.UART(u["num"], u["baud_rate"], **kw)
             self._uart = uart
             self._stream = asyncio.StreamReader(uart)  # MicroPython's Stream: read, write and drain
         return self._stream
 
+    def _flow_args(self, u):
+        """RTS/CTS for machine.UART, or {} with the reason in uart_note: the ESP32's UART1/2 have no
+        default RTS/CTS pins, so flow control needs both pins given."""
+        if not u.get("fc_enable"):
+            return {}
+        rts, cts = u.get("rts_pin", -1), u.get("cts_pin", -1)
+        if rts < 0 or cts < 0:
+            self.uart_note = (
+                "host.rpc.uart.fc_enable is set without rts_pin and cts_pin (UART%d has no default pins for "
+                "them): no flow control" % u["num"]
+            )
+            return {}
+        return {"flow": machine.UART.RTS | machine.UART.CTS, "rts": rts, "cts": cts}
+
     def uart_parity(self, parity, baud=None):
-        """8E1 for the STM32 bootloader ("E"), 8N1 for JSON-RPC ("N"), at `baud` when given."""
-        if baud:
-            self._uart.init(baudrate=baud, parity=0 if parity == "E" else None)
+        """8E1 for the STM32 bootloader ("E"), 8N1 for JSON-RPC ("N"), at `baud` when given. The
+        bootloader has no RTS/CTS: flow control is off while it runs, back on with JSON-RPC."""
+        par = 0 if parity == "E" else None
+        if self._flow:  # the stubs' init() leaves `flow` out; the port takes it (ports/esp32/machine_uart.c)
+            flow = 0 if parity == "E" else self._flow["flow"]
+            if baud:
+                self._uart.init(baudrate=baud, parity=par, flow=flow)  # pyright: ignore[reportCallIssue]
+            else:
+                self._uart.init(parity=par, flow=flow)  # pyright: ignore[reportCallIssue]
+        elif baud:
+            self._uart.init(baudrate=baud, parity=par)
         else:
-            self._uart.init(parity=0 if parity == "E" else None)
+            self._uart.init(parity=par)
 
     def pin_write(self, pin, level, open_drain=False):
         """Drive `pin`; `open_drain` only pulls low and lets go (NRST: the host has its own reset circuit)."""

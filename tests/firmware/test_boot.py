@@ -118,3 +118,17 @@ async def test_a_reboot_lets_the_reply_the_will_and_the_disconnect_leave_first()
     assert b'"id":7' in host_end.rx.buf or any(f.get("id") == 7 for f in host.frames), "the reply"
     last = mqtt.encode_publish("lw/status", "offline", 0, True, 0) + mqtt.DISCONNECT_PACKET
     assert broker.streams[-1].sent.endswith(last), broker.streams[-1].sent[-40:]
+
+
+async def test_what_the_board_could_not_do_with_the_uart_is_a_fault():
+    ccm_end, host_end = uart_pair()
+    b = Board("boot-uart-note", ccm_end)
+    b.uart_note = "host.rpc.uart.fc_enable is set without rts_pin and cts_pin: no flow control"
+    c = Ccm(b, {"device": {"id": "un"}})
+    task = asyncio.create_task(c.run())
+    host = FakeHost(host_end)
+    assert (await host.frame())["method"] == "Sys.Init"
+    host.write(b'{"id":1,"method":"Sys.GetInfo"}\n')
+    info = await host.frame()
+    assert info["result"]["faults"]["uart"] == b.uart_note
+    task.cancel()
