@@ -83,6 +83,21 @@ async def sleep_ms_async(ms):
         await asyncio.sleep(ms / 1000)
 
 
+async def paced(steps, slice_ms=20):
+    """Run a generator to its end, giving the event loop a turn every `slice_ms`: a long check or copy
+    (hashing a part, unpacking, writing flash) must not freeze the UART link, MQTT or /rpc. Returns
+    what the generator returns."""
+    t = ticks_ms()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value
+        if ticks_diff(ticks_ms(), t) >= slice_ms:
+            await sleep_ms_async(0)
+            t = ticks_ms()
+
+
 async def wait_ms(coro, ms):
     """Await `coro` for at most `ms` milliseconds (asyncio.TimeoutError after): wait_for_ms on MicroPython."""
     if hasattr(asyncio, "wait_for_ms"):

@@ -315,3 +315,47 @@ def test_a_reboot_lets_the_disconnect_and_the_reply_leave_first(mosquitto, modul
     wait_until(lambda: f"Client {device} disconnected." in log.read_text(), 10, "a clean DISCONNECT")
     assert f"Client {device} closed its connection." not in log.read_text()
     wait_until(lambda: connected(host), 20, "MQTT up again after the reboot")
+
+
+def test_the_uart_link_answers_while_a_compressed_update_is_checked_and_applied(tmp_path, module):
+    """Hashing, inflating and unpacking a part ran without an await: the UART link, MQTT pings and /rpc
+    stalled for the whole check and apply (issue 26, item 3). Now they run in slices (compat.paced), so
+    the host's OTA.Status calls keep being answered while the stage is 'verifying' and 'applying'. The
+    part is deflated: MicroPython's inflater reads the file itself, not a byte per Python call. (How
+    long the link goes unanswered at most is measured in bench/ota.py, not asserted here.)"""
+    import threading
+
+    import websockets.sync.client  # noqa: F401 - WsRpc's
+
+    from bundle.ota_client import push
+    from bundle.transport import WsRpc
+    from ccm.ota import fsarchive
+    from pc import fwbundle
+
+    big = os.urandom(1024 * 1024).hex().encode()  # 2 MiB that deflates to about half
+    part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack({"big.txt": big}))
+    fwbundle.create(str(tmp_path / "fw.zip"), "ccm", "esp32", [], "7.0", compress=True, parts=[part])
+    ccm, host = module({"device": {"id": unique_device()}})
+    seen = []
+    done = threading.Event()
+
+    def ping():
+        while not done.is_set():
+            try:
+                seen.append(host.call("OTA.Status", None, 10).get("stage"))
+            except Exception:  # the reboot into the update at the end
+                return
+
+    t = threading.Thread(target=ping)
+    t.start()
+    link = WsRpc(f"ws://127.0.0.1:{ccm.http_port}/rpc")
+    try:
+        st = push(link, (tmp_path / "fw.zip").read_bytes(), 2048, call_timeout=30, apply_timeout=120)
+    finally:
+        done.set()
+        link.close()
+        t.join(15)
+    assert st["state"] in (0, 3), st
+    during = seen.count("verifying") + seen.count("applying")  # a frozen loop answers none meanwhile
+    assert during >= 4, {s: seen.count(s) for s in set(seen)}
+    assert (ccm.dir / "ota" / "fs.new" / "big.txt").read_bytes() == big  # staged whole, for the next boot

@@ -8,6 +8,7 @@ OtaError with a reason. Loaded only when a bundle is applied.
   partition; the CCM reboots into them on trial (ccm/ota/selfupdate.py).
 """
 
+from ccm.compat import paced
 from ccm.ota.receiver import OtaError
 
 
@@ -26,7 +27,7 @@ async def apply_host(host, bundle, progress, receiver):
         path = receiver.dir + "/host.bin"
         try:
             with open(path, "wb") as out:
-                bundle.copy_part(name, out, lambda d, t: progress("unpacking", d, t))
+                await paced(bundle.copy_steps(name, out, lambda d, t: progress("unpacking", d, t)))
         except OSError as e:
             raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
         summary = await host.flash(path, addr, p["size"], progress)
@@ -49,11 +50,11 @@ async def apply_self(ccm, bundle, progress, receiver):
         kind = p.get("type")
         if kind == "fs":
             r = bundle.reader(name)
-            files += su.stage_fs(r.read)
+            files += await paced(su.stage_fs(r.read))
         elif kind == "app":
             if ccm.board.ota_partition() is None:
                 raise OtaError("this board has no OTA partition for an app part")
-            su.stage_app(bundle.reader(name).read, p["size"], progress)
+            await paced(su.stage_app(bundle.reader(name).read, p["size"], progress))
             app = True
         else:
             raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))

@@ -117,6 +117,10 @@ class Bundle:
 
     def check(self, platforms=None, pubkey=None, require_signature=False):
         """Everything but applying: platform, signature, and every part's size and SHA-256 (streamed)."""
+        _drain(self.check_steps(platforms, pubkey, require_signature))
+
+    def check_steps(self, platforms=None, pubkey=None, require_signature=False):
+        """check() a chunk at a time: a generator (the CCM runs it with compat.paced)."""
         platform = self.manifest.get("platform")
         if platforms is not None and platform not in platforms:
             raise BundleError("the bundle is for platform %r; this CCM takes %s" % (platform, " or ".join(platforms)))
@@ -124,11 +128,15 @@ class Bundle:
         for name, part in self.parts.items():
             if type(part) is not dict:
                 raise BundleError("part %s is not an object" % name)
-            self.copy_part(name, None)
+            yield from self.copy_steps(name, None)
 
     def copy_part(self, name, out, progress=None):
         """Stream part `name` into `out` (a file, or None to only check it); its size and SHA-256 must
         match the manifest. Returns the size."""
+        return _drain(self.copy_steps(name, out, progress))
+
+    def copy_steps(self, name, out, progress=None):
+        """copy_part() a chunk at a time: a generator that returns the size."""
         part = self.parts[name]
         want_sha = part.get("cs_sha256")
         if type(want_sha) is not str or len(want_sha) != 64:
@@ -151,11 +159,21 @@ class Bundle:
                 done += len(chunk)
                 if progress:
                     progress(done, size)
+                yield
         except zipread.ZipError as e:
             raise BundleError("part %s: %s" % (name, e)) from None
         if _hex(h.digest()) != want_sha.lower():
             raise BundleError("part %s: SHA-256 mismatch: the bundle is corrupt or was altered" % name)
         return done
+
+
+def _drain(steps):
+    """Run a generator to its end; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value
 
 
 def _read_all(r):

@@ -38,6 +38,16 @@ def _exact(read, n):
 def unpack(read, open_out, chunk=512):
     """Read an archive through `read(n)`; `open_out(name)` gives a file to write each one to.
     Returns the names, in order."""
+    steps = unpack_steps(read, open_out, chunk)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value
+
+
+def unpack_steps(read, open_out, chunk=512):
+    """unpack() a chunk at a time: a generator that returns the names (the CCM paces it)."""
     if _exact(read, len(MAGIC)) != MAGIC:
         raise ArchiveError("not a CCM fs archive")
     names = []
@@ -54,4 +64,5 @@ def unpack(read, open_out, chunk=512):
                 data = _exact(read, min(chunk, size))
                 f.write(data)
                 size -= len(data)
+                yield
         names.append(name)

@@ -21,7 +21,7 @@ import json
 import os
 
 from ccm import FW_VERSION, rpc
-from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
+from ccm.compat import paced, sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
 
 IDLE = 0
@@ -342,7 +342,8 @@ class OtaReceiver:
         try:
             with open(self.bundle_path, "rb") as f:
                 b = Bundle(f, os.stat(self.bundle_path)[6])
-                b.check(list(self.appliers), self._pubkey(), self.config.get("ota.require_signature", False))
+                pubkey = self._pubkey()
+                await paced(b.check_steps(list(self.appliers), pubkey, self.config.get("ota.require_signature", False)))
                 platform = b.manifest["platform"]
                 version = b.manifest.get("version")
         except (BundleError, OtaError, OSError, ValueError) as e:

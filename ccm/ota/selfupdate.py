@@ -78,8 +78,9 @@ class SelfUpdate:
 
     # -- staging (from the OTA applier) -----------------------------------------------------------
     def stage_fs(self, read):
-        """Unpack an fs archive (read(n) gives its bytes) into ota/fs.new; returns the file names."""
-        from ccm.ota.fsarchive import unpack
+        """Unpack an fs archive (read(n) gives its bytes) into ota/fs.new: a generator (paced by the
+        caller, compat.paced) that returns the file names."""
+        from ccm.ota.fsarchive import unpack_steps
 
         _rmtree(self.new)
         makedirs(self.new)
@@ -89,10 +90,11 @@ class SelfUpdate:
             makedirs(p.rsplit("/", 1)[0])
             return open(p, "wb")
 
-        return unpack(read, open_out)
+        return (yield from unpack_steps(read, open_out))
 
     def stage_app(self, read, size, progress=None):
-        """Write a MicroPython image into the next OTA partition, 4 KiB erase blocks at a time."""
+        """Write a MicroPython image into the next OTA partition, 4 KiB erase blocks at a time: a
+        generator, a step per block (paced by the caller)."""
         part = self.board.ota_partition()
         block = 0
         done = 0
@@ -110,6 +112,7 @@ class SelfUpdate:
             done += n
             if progress:
                 progress("writing app", done, size)
+            yield
         return part
 
     def staged(self, files, app, version, commit_timeout):

@@ -124,15 +124,13 @@ class _Slice(io.IOBase):
         return bytes(b[:k])
 
 
-def _inflater(src, wbits):
+def _deflate():
     try:
         import deflate  # MicroPython >= 1.21
 
-        return deflate.DeflateIO(src, deflate.RAW, wbits)
+        return deflate
     except ImportError:
-        import zlib
-
-        return _ZlibReader(src, zlib.decompressobj(-wbits))
+        return None
 
 
 class _ZlibReader:
@@ -158,8 +156,22 @@ class EntryReader:
 
     def __init__(self, f, entry, wbits=15):
         self.entry = entry
-        src = _Slice(f, entry.data_offset, entry.csize)
-        self.src = src if entry.method == STORED else _inflater(src, wbits)
+        self.f = None
+        d = _deflate() if entry.method == DEFLATED else None
+        if d is not None:
+            # MicroPython's inflater takes its input a byte at a time: from the file itself that is a
+            # call in C; through _Slice it was a Python call, a seek and a read per byte. The file is
+            # shared, so its position is kept here and set again before every read.
+            self.f = f
+            self.pos = entry.data_offset
+            self.src = d.DeflateIO(f, d.RAW, wbits)
+        else:
+            src = _Slice(f, entry.data_offset, entry.csize)
+            if entry.method == DEFLATED:
+                import zlib
+
+                src = _ZlibReader(src, zlib.decompressobj(-wbits))
+            self.src = src
         self.crc = 0
         self.done = 0
 
@@ -168,7 +180,12 @@ class EntryReader:
         if left <= 0:
             return b""
         try:
-            data = self.src.read(min(n, left))
+            if self.f is not None:
+                self.f.seek(self.pos)
+                data = self.src.read(min(n, left))
+                self.pos = self.f.tell()
+            else:
+                data = self.src.read(min(n, left))
         except (OSError, ValueError) as e:
             raise ZipError("%s: corrupt compressed data (%s)" % (self.entry.name, e)) from None
         if not data:
