@@ -18,9 +18,13 @@ from pc.fwimage import (
     FIRMWARE_OFFSET,
     FLASH_SIZE,
     FS_OFFSET,
+    PARTITION_TABLE,
     BuildError,
+    firmware_partitions,
     firmware_sources,
+    fs_region,
     pack_littlefs,
+    partition_table,
     rom_image,
     stage,
 )
@@ -106,7 +110,7 @@ def fs_bundle(output: str, version: str | None = None, mpy_cross: str | None = N
     return fwbundle.create(output, "ccm", "esp32", [], version, parts=[part])
 
 
-def check_firmware(path: str, fs_offset: int = FS_OFFSET) -> bytes:
+def check_firmware(path: str) -> bytes:
     """The MicroPython image's bytes, or a BuildError that says what is wrong with it."""
     if not os.path.exists(path):
         raise BuildError(f"{path}: no such file (download ESP32_GENERIC from micropython.org/download/ESP32_GENERIC)")
@@ -115,38 +119,64 @@ def check_firmware(path: str, fs_offset: int = FS_OFFSET) -> bytes:
         raise BuildError(f"{path} is not an ESP32 firmware image (no 0xE9 image header at its start)")
     if b"MicroPython" not in data:
         raise BuildError(f"{path} is an ESP32 image but not MicroPython")
-    if FIRMWARE_OFFSET + len(data) > fs_offset:
+    if not firmware_partitions(data):
         raise BuildError(
-            f"{path} ({len(data)} bytes at {FIRMWARE_OFFSET:#x}) runs into the filesystem at {fs_offset:#x}"
+            f"{path} has no partition table at 0x8000: give the whole image micropython.org ships for 0x1000 "
+            "(bootloader, partition table, app), not the app alone"
         )
     return data
 
 
-def merge(firmware: str, fs_image: bytes, output: str, fs_offset: int = FS_OFFSET) -> None:
-    """One full image (esptool merge-bin): firmware at 0x1000, the filesystem at its offset."""
+def layout(firmware: bytes, flash_size: int) -> tuple[int, int]:
+    """(offset, size) of the filesystem this MicroPython image mounts on a chip of `flash_size` bytes
+    (pc.fwimage.fs_region); a BuildError when the image itself reaches into it."""
+    offset, size = fs_region(firmware_partitions(firmware), flash_size)
+    if FIRMWARE_OFFSET + len(firmware) > offset:
+        raise BuildError(
+            f"the image ({len(firmware)} bytes at {FIRMWARE_OFFSET:#x}) runs into the filesystem at {offset:#x}"
+        )
+    return offset, size
+
+
+def parse_flash_size(text: str) -> int:
+    """'4MB', '8MB', '16MB' (esptool's names) or a number of bytes."""
+    t = str(text).strip().upper().removesuffix("B")
+    try:
+        return int(t[:-1]) << 20 if t.endswith("M") else int(t, 0)
+    except ValueError:
+        raise BuildError(f"--flash-size {text}: expected 4MB, 8MB, 16MB or a number of bytes") from None
+
+
+def merge(firmware: str, make_fs, output: str, flash_size: int = FLASH_SIZE) -> tuple[int, int]:
+    """One full image (esptool merge-bin): MicroPython at 0x1000 and the filesystem `make_fs(size)` where
+    that image mounts it on a `flash_size` chip. Returns the filesystem's (offset, size)."""
     from esptool.cmds import merge_bin
 
-    check_firmware(firmware, fs_offset)
-    merge_bin([(FIRMWARE_OFFSET, firmware), (fs_offset, fs_image)], "esp32", output)
+    offset, size = layout(check_firmware(firmware), flash_size)
+    merge_bin([(FIRMWARE_OFFSET, firmware), (offset, make_fs(size))], "esp32", output)
+    return offset, size
 
 
 def flash(
     port: str,
     firmware: str | None,
-    fs_image: bytes,
+    make_fs,
     *,
-    fs_offset: int = FS_OFFSET,
     reset: bool = True,
     stub: bool = True,
     erase: bool = False,
     baud: int = 460800,
     attempts: int = 3,
 ) -> dict:
-    """Write MicroPython and the filesystem with esptool's API; esptool verifies each by MD5."""
+    """Write MicroPython and the filesystem with esptool's API; esptool verifies each by MD5. The
+    filesystem, `make_fs(size)`, goes where the image being written (or, without one, the image already
+    on the module) mounts it on this chip: its partition table at 0x8000 and the chip's flash size."""
     from esptool.cmds import attach_flash, detect_chip, erase_flash, reset_chip, write_flash
     from esptool.util import FatalError
 
-    fw = check_firmware(firmware, fs_offset) if firmware else None
+    fw = check_firmware(firmware) if firmware else None
+    if erase and not stub:
+        raise BuildError("--erase needs esptool's flasher stub (the ROM cannot erase the whole chip): drop --no-stub")
     try:
         esp = detect_chip(port, 115200, "default-reset" if reset else "no-reset", connect_attempts=attempts)
     except FatalError as e:
@@ -165,24 +195,29 @@ def flash(
         attach_flash(esp)
         size = esp.flash_id() >> 16
         flash_bytes = 1 << size if 18 <= size <= 26 else FLASH_SIZE
-        if fs_offset + len(fs_image) > flash_bytes:
-            raise BuildError(
-                f"the filesystem ({len(fs_image)} bytes at {fs_offset:#x}) is larger than the {flash_bytes >> 20} MiB flash"
-            )
-        if erase:
-            if not stub:
+        if fw is not None:
+            offset, fs_size = layout(fw, flash_bytes)
+        else:
+            table = esp.read_flash(PARTITION_TABLE, 0xC00)
+            try:
+                offset, fs_size = fs_region(partition_table(table), flash_bytes)
+            except BuildError:
                 raise BuildError(
-                    "--erase needs esptool's flasher stub (the ROM cannot erase the whole chip): drop --no-stub"
-                )
+                    f"no partition table on the module at {PARTITION_TABLE:#x}: MicroPython is not on it; "
+                    "give --firmware MICROPYTHON.BIN"
+                ) from None
+        fs_image = make_fs(fs_size)
+        if erase:
             erase_flash(esp)
         parts = []
         if fw is not None:
             parts.append((FIRMWARE_OFFSET, fw))
-        parts.append((fs_offset, fs_image))
+        parts.append((offset, fs_image))
         write_flash(esp, parts)
         if reset:
             reset_chip(esp, "hard-reset")
-        return {"chip": esp.CHIP_NAME, "mac": ":".join("%02x" % b for b in esp.read_mac()), "flash_bytes": flash_bytes}
+        mac = ":".join("%02x" % b for b in esp.read_mac())
+        return {"chip": esp.CHIP_NAME, "mac": mac, "flash_bytes": flash_bytes, "fs_offset": offset, "fs_size": fs_size}
     except FatalError as e:
         raise BuildError(f"flashing failed: {e}") from None
     finally:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-FS_OFFSET = 0x200000  # ESP32_GENERIC >= 1.26: the vfs from 2 MiB to the end of flash
+FS_OFFSET = 0x200000  # ESP32_GENERIC >= 1.26 (stock layout): the vfs from 2 MiB to the end of flash
 FLASH_SIZE = 0x400000
 FIRMWARE_OFFSET = 0x1000  # ESP32: the bootloader, then partitions and app, as MicroPython ships them
+PARTITION_TABLE = 0x8000  # where ESP-IDF's bootloader reads the partition table
 BLOCK = 4096
 # MicroPython's littlefs2 driver (extmod/vfs_lfs.c): readsize=32, progsize=32, lookahead=32
 LFS_GEOMETRY = {"block_size": BLOCK, "read_size": 32, "prog_size": 32, "lookahead_size": 32}
@@ -26,6 +29,64 @@ MAIN_PY = "from ccm.ota.selfupdate import at_boot\n\nat_boot()\nfrom ccm.main im
 
 class BuildError(Exception):
     pass
+
+
+# -- the ESP32's flash layout ---------------------------------------------------------------------------
+# ESP-IDF's binary partition table: 32-byte entries (magic AA 50, type, subtype, offset, size, label, flags),
+# an MD5 entry (magic EB EB) and 0xFF after the last.
+_ENTRY = struct.Struct("<2sBBII16sI")
+
+
+class Partition(NamedTuple):
+    label: str
+    type: int  # 0 app, 1 data
+    subtype: int
+    offset: int
+    size: int
+
+
+def partition_table(blob: bytes) -> list[Partition]:
+    """The partitions in an ESP-IDF binary partition table (the 0xC00 bytes at 0x8000)."""
+    out = []
+    for i in range(0, min(len(blob), 0xC00) - _ENTRY.size + 1, _ENTRY.size):
+        magic, ptype, sub, offset, size, label, _flags = _ENTRY.unpack_from(blob, i)
+        if magic != b"\xaa\x50":
+            break
+        out.append(Partition(label.rstrip(b"\0").decode(errors="replace"), ptype, sub, offset, size))
+    return out
+
+
+def pack_partition_table(parts: list[Partition]) -> bytes:
+    """The binary form of a partition table (with its MD5 entry), 0xC00 bytes: what the simulator and the
+    tests flash, as ESP-IDF's gen_esp32part.py writes it."""
+    import hashlib
+
+    body = b"".join(_ENTRY.pack(b"\xaa\x50", p.type, p.subtype, p.offset, p.size, p.label.encode(), 0) for p in parts)
+    body += b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(body).digest()
+    return body.ljust(0xC00, b"\xff")
+
+
+def firmware_partitions(firmware: bytes) -> list[Partition]:
+    """The partition table inside a MicroPython ESP32 image as micropython.org ships it (written at 0x1000:
+    the bootloader, the table at 0x8000, the app at 0x10000)."""
+    at = PARTITION_TABLE - FIRMWARE_OFFSET
+    return partition_table(firmware[at : at + 0xC00])
+
+
+def fs_region(parts: list[Partition], flash_size: int) -> tuple[int, int]:
+    """(offset, size) of the filesystem MicroPython >= 1.26 mounts (ports/esp32/main.c): a "vfs" or "ffat"
+    partition when the table has one, else from the end of the last partition to the end of the flash
+    chip — so it depends on the chip's size (2 MiB on 4 MB, 6 MiB on 8 MB with the stock table) and on
+    the layout (0x310000 with ESP32_GENERIC-OTA's)."""
+    for p in parts:
+        if p.type == 1 and p.label in ("vfs", "ffat"):
+            return p.offset, p.size
+    if not parts:
+        raise BuildError("no partition table at 0x8000: give the whole MicroPython image, as micropython.org ships it")
+    end = max(p.offset + p.size for p in parts)
+    if end >= flash_size:
+        raise BuildError(f"the partitions end at {end:#x}: no room for a filesystem in {flash_size >> 20} MB of flash")
+    return end, flash_size - end
 
 
 def mpy_cross_exe(explicit: str | None = None) -> str:
@@ -104,6 +165,15 @@ def read_littlefs(image: bytes) -> dict[str, bytes]:
             with fs.open(path, "rb") as f:
                 out[path] = f.read()
     return out
+
+
+def module_filesystem(flash: bytes) -> tuple[int, int, dict[str, bytes]]:
+    """(offset, size, files) of the filesystem MicroPython >= 1.26 finds on an ESP32 with this flash: the
+    region from the flashed partition table and the chip's size (len(flash)), mounted with that block
+    count. A filesystem made for another size is refused, as LittleFS refuses it on the module (whose
+    inisetup.py then loops in fs_corrupted())."""
+    offset, size = fs_region(partition_table(flash[PARTITION_TABLE : PARTITION_TABLE + 0xC00]), len(flash))
+    return offset, size, read_littlefs(flash[offset : offset + size])
 
 
 ROM_TOPS = ("ccm",)  # what goes into ROM: the firmware's code; boot.py, main.py and conf0.json stay on LittleFS

@@ -35,7 +35,7 @@ EFUSE_BASE = 0x3FF5A000
 UART_CLKDIV_REG = 0x3FF40014
 SPI_BASE = 0x3FF42000
 SPI_CMD_USR = 1 << 18
-JEDEC_4MB = 0x1640EF  # Winbond (EF), 0x40 memory type, 0x16 = 2^22 bytes
+JEDEC_4MB = 0x1640EF  # Winbond (EF), 0x40 memory type, 0x16 = 2^22 bytes (RomCore.jedec: from the size)
 
 
 def slip_encode(packet: bytes) -> bytes:
@@ -80,6 +80,8 @@ class RomCore:
         self.flash = flash
         self.magic = magic  # another chip's magic makes esptool see that chip (wrong-chip tests)
         self.mac = mac
+        # the flash chip's JEDEC id, as SPI RDID answers it: Winbond (EF), type 0x40, capacity 2^n bytes
+        self.jedec = (len(flash).bit_length() - 1) << 16 | 0x40EF
         self.regs: dict[int, int] = {}
         self.slip = SlipDecoder()
         self.write: dict | None = None  # the FLASH_BEGIN/FLASH_DEFL_BEGIN in progress
@@ -158,7 +160,7 @@ class RomCore:
         command = self.regs.get(SPI_BASE + 0x24, 0) & 0xFFFF
         w0 = SPI_BASE + 0x80
         if command == 0x9F:  # RDID
-            self.regs[w0] = JEDEC_4MB
+            self.regs[w0] = self.jedec
         elif command in (0x05, 0x35, 0x15):  # status registers: idle, not protected
             self.regs[w0] = 0
         self.regs[SPI_BASE] = self.regs[SPI_BASE] & ~SPI_CMD_USR  # done at once
@@ -228,7 +230,8 @@ class RomError(Exception):
 
 
 class VirtualEsp32Rom(PtyDevice):
-    """The ROM loader on a pty, over a flash file (created 4 MiB of 0xFF when missing)."""
+    """The ROM loader on a pty, over a flash file (created `size` bytes of 0xFF when missing: 4, 8 or 16 MB;
+    esptool reads the size from the chip's JEDEC id, as MicroPython >= 1.26 does at boot)."""
 
     name = "virtual ESP32 ROM"
 

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pc.fwimage import FS_OFFSET, read_littlefs
+from pc.fwimage import BuildError, fs_region, module_filesystem, partition_table
 from pc.uart import open_raw_pty
 
 HERE = Path(__file__).resolve().parent
@@ -55,14 +55,19 @@ class MicroPythonProcess:
 
 
 class FlashBootedCcm(MicroPythonProcess):
-    def __init__(self, flash_path: str, fs_offset: int = FS_OFFSET, mac: str = "24:0A:C4:12:34:56"):
+    def __init__(self, flash_path: str, mac: str = "24:0A:C4:12:34:56"):
         with open(flash_path, "rb") as f:
             image = f.read()
-        try:
-            files = read_littlefs(image[fs_offset:])
-        except Exception as e:  # littlefs raises its own errors for a region that is not a filesystem
+        try:  # where and how MicroPython >= 1.26 mounts it: the flashed partition table, the chip's size
+            self.fs_offset, self.fs_size, files = module_filesystem(image)
+        except BuildError as e:
+            raise RuntimeError(f"{flash_path}: {e}") from None
+        except Exception as e:  # littlefs refuses a region that is not a filesystem of exactly that size
+            offset, size = fs_region(partition_table(image[0x8000:0x8C00]), len(image))
             raise RuntimeError(
-                f"no LittleFS at {fs_offset:#x} in {flash_path}: {e}. Flash it with `ccm flash` first"
+                f"MicroPython cannot mount a filesystem at {offset:#x} in {flash_path} ({e}): it mounts "
+                f"{size // 1024} KiB there on this {len(image) >> 20} MB chip, and LittleFS refuses any other "
+                "size (a module then loops in inisetup's fs_corrupted()). Flash it with `ccm flash`"
             ) from None
         if "ccm/main.mpy" not in files:
             raise RuntimeError(f"the filesystem in {flash_path} holds no CCM firmware (ccm/main.mpy)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_micropython import run_on_micropython
 
-from pc.fwimage import FS_OFFSET, read_littlefs
+from pc.fwimage import FS_OFFSET, Partition, module_filesystem, pack_partition_table, read_littlefs
 from sim.esp32_rom import VirtualEsp32Rom
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,13 +25,23 @@ def ccm(*args):
     )
 
 
-def fake_micropython(path, size=300_000):
-    """An ESP32 image as MicroPython ships it (header 0xE9, its banner inside); the bytes are filler:
-    the real one cannot be downloaded here, and the flasher only needs to recognise and move it."""
+# MicroPython's ESP32 partition tables (ports/esp32/partitions-*.csv): ESP32_GENERIC and ESP32_GENERIC-OTA
+STOCK = [Partition("nvs", 1, 2, 0x9000, 0x6000), Partition("phy_init", 1, 1, 0xF000, 0x1000)]
+STOCK += [Partition("factory", 0, 0, 0x10000, 0x1F0000)]
+OTA = [Partition("nvs", 1, 2, 0x9000, 0x4000), Partition("otadata", 1, 0, 0xD000, 0x2000)]
+OTA += [Partition("phy_init", 1, 1, 0xF000, 0x1000), Partition("ota_0", 0, 0x10, 0x10000, 0x180000)]
+OTA += [Partition("ota_1", 0, 0x11, 0x190000, 0x180000)]
+
+
+def fake_micropython(path, size=300_000, table=STOCK):
+    """An ESP32 image as MicroPython ships it for 0x1000 (header 0xE9, its banner, its partition table at
+    0x8000); the other bytes are filler: the real one cannot be downloaded here, and the flasher only
+    needs to recognise it, read its layout and move it."""
     header = bytes([0xE9, 3, 2, 0x20]) + struct.pack("<I", 0x40080000) + bytes([0xEE]) + bytes(15)
     banner = b"MicroPython v1.26.1 on 2025-09-11; Generic ESP32 module with ESP32\x00"
-    body = os.urandom(size - len(header) - len(banner))
-    path.write_bytes(header + banner + body)
+    body = bytearray(header + banner + os.urandom(size - len(header) - len(banner)))
+    body[0x7000:0x7C00] = pack_partition_table(table)
+    path.write_bytes(bytes(body))
     return path.read_bytes()
 
 
@@ -154,12 +164,12 @@ def test_ccm_flash_reports_bad_input_clearly(rom, tmp_path):
     assert out.returncode != 0 and "needs esptool's flasher stub" in out.stderr
 
 
-def test_a_rom_that_nacks_and_an_oversize_filesystem_are_reported(tmp_path):
+def test_a_rom_that_nacks_and_a_module_without_micropython_are_reported(tmp_path):
     from bundle.build import BuildError, build_fs, flash
 
-    with VirtualEsp32Rom(str(tmp_path / "flash.bin")) as rom:
-        with pytest.raises(BuildError, match="larger than the 4 MiB flash"):
-            flash(rom.path, None, build_fs(fs_size=0x300000), reset=False, stub=False)
+    with VirtualEsp32Rom(str(tmp_path / "flash.bin")) as rom:  # blank: no partition table to find the fs by
+        with pytest.raises(BuildError, match="no partition table on the module at 0x8000"):
+            flash(rom.path, None, lambda size: build_fs(fs_size=size), reset=False, stub=False)
     with VirtualEsp32Rom(str(tmp_path / "flash2.bin"), nack=True) as rom:
         out = ccm("--port", rom.path, "flash", "--no-reset", "--no-stub", "--fs-only", "--connect-attempts", "1")
         assert out.returncode != 0 and "no ESP32 answers on" in out.stderr
@@ -213,7 +223,7 @@ def test_booting_a_flash_without_the_firmware_is_explained(tmp_path):
     from sim.mpy_ccm import FlashBootedCcm
 
     (tmp_path / "blank.bin").write_bytes(b"\xff" * 0x400000)
-    with pytest.raises(RuntimeError, match="no LittleFS at 0x200000"):
+    with pytest.raises(RuntimeError, match="no partition table at 0x8000"):
         FlashBootedCcm(str(tmp_path / "blank.bin"))
 
 
@@ -286,3 +296,72 @@ def test_an_fs_bundle_s_files_report_its_version(tmp_path):
 def _create(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     return open(path, "wb")
+
+
+@pytest.mark.parametrize(
+    "mb,table,offset",
+    [(8, STOCK, 0x200000), (16, STOCK, 0x200000), (4, OTA, 0x310000)],
+    ids=["8MB", "16MB", "4MB-ota"],
+)
+def test_ccm_flash_puts_the_filesystem_where_micropython_mounts_it(tmp_path, mb, table, offset):
+    """MicroPython >= 1.26 gives the filesystem everything after the last partition, to the end of the
+    chip, and LittleFS refuses a superblock of any other size: a fixed 2 MiB at 0x200000 never booted on
+    an 8 or 16 MB module, and lay inside ota_1 on the OTA layout (issue 26, item 1). `ccm flash` reads the
+    layout from the image and the size from the chip; the virtual ESP32 mounts it as the module does."""
+    from sim.mpy_ccm import FlashBootedCcm
+
+    flash_bytes = mb << 20
+    fake_micropython(tmp_path / "micropython.bin", table=table)
+    with VirtualEsp32Rom(str(tmp_path / "flash.bin"), size=flash_bytes) as rom:
+        args = ["--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "micropython.bin")]
+        out = ccm(*args, "--config", "device.id=big-1")
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        size = flash_bytes - offset
+        assert f"{mb} MB flash, filesystem {size // 1024} KiB at {offset:#x}" in out.stdout
+        rom.save()
+    at, got, files = module_filesystem((tmp_path / "flash.bin").read_bytes())
+    assert (at, got) == (offset, size) and json.loads(files["conf0.json"]) == {"device": {"id": "big-1"}}
+    FlashBootedCcm(str(tmp_path / "flash.bin")).stop()  # found and mounted as the module would
+
+
+def test_a_filesystem_of_the_wrong_size_is_refused_as_the_module_refuses_it(tmp_path):
+    """What `ccm flash` wrote before: 2 MiB at 0x200000 on an 8 MB chip, where MicroPython mounts 6 MiB."""
+    from bundle.build import build_fs
+    from sim.mpy_ccm import FlashBootedCcm
+
+    flash = bytearray(b"\xff" * (8 << 20))
+    fw = fake_micropython(tmp_path / "micropython.bin")
+    flash[0x1000 : 0x1000 + len(fw)] = fw
+    fs = build_fs(fs_size=0x200000)
+    flash[0x200000 : 0x200000 + len(fs)] = fs
+    (tmp_path / "old.bin").write_bytes(flash)
+    with pytest.raises(RuntimeError, match="it mounts 6144 KiB there on this 8 MB chip, and LittleFS refuses"):
+        FlashBootedCcm(str(tmp_path / "old.bin"))
+
+
+def test_build_merge_for_another_flash_size_and_a_mismatched_fs_size(tmp_path):
+    fake_micropython(tmp_path / "micropython.bin", table=OTA)
+    out = ccm(
+        "build", "-o", str(tmp_path / "m.bin"), "--merge", str(tmp_path / "micropython.bin"), "--flash-size", "8MB"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "filesystem at 0x310000" in out.stdout and "for 8 MB of flash" in out.stdout
+    merged = (tmp_path / "m.merged.bin").read_bytes()
+    assert merged[0x310000:] == (tmp_path / "m.bin").read_bytes() and len(merged) == 8 << 20
+    args = [
+        "build",
+        "-o",
+        str(tmp_path / "n.bin"),
+        "--merge",
+        str(tmp_path / "micropython.bin"),
+        "--fs-size",
+        "0x200000",
+    ]
+    out = ccm(*args)
+    assert (
+        out.returncode != 0 and "LittleFS refuses any other size there" in out.stderr and "Traceback" not in out.stderr
+    )
+    fw = (tmp_path / "micropython.bin").read_bytes()
+    (tmp_path / "app-only.bin").write_bytes(fw[:0x7000] + b"\xff" * 0xC00 + fw[0x7C00:])
+    out = ccm("build", "-o", str(tmp_path / "a.bin"), "--merge", str(tmp_path / "app-only.bin"))
+    assert out.returncode != 0 and "no partition table at 0x8000" in out.stderr

@@ -19,10 +19,15 @@ from bundle.cli.common import main, parse_int, user_errors
 @click.option(
     "--fs-size",
     type=parse_int,
-    default="0x200000",
-    show_default=True,
     metavar="N",
-    help="Filesystem size: the vfs region of the module's MicroPython (ESP32_GENERIC >= 1.26 on 4 MiB: 2 MiB at 0x200000).",
+    help="Filesystem size (default: what the module's MicroPython mounts: with --merge, from that image's "
+    "partition table and --flash-size; else the stock ESP32_GENERIC layout, from 0x200000 to the end of flash).",
+)
+@click.option(
+    "--flash-size",
+    default="4MB",
+    show_default=True,
+    help="The module's flash chip: 4MB, 8MB or 16MB (MicroPython >= 1.26 gives the filesystem the rest of it).",
 )
 @click.option(
     "--mpy-cross",
@@ -53,18 +58,32 @@ from bundle.cli.common import main, parse_int, user_errors
     "runs from flash, not the heap), and DIR/ccm.romfs, the same code for a romfs partition.",
 )
 @user_errors()
-def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, version, frozen_dir) -> None:
+def build_cmd(
+    output, configs, fs_size, flash_size, mpy_cross, march, firmware, bundle_out, version, frozen_dir
+) -> None:
     """Compile the firmware with mpy-cross and pack it, with its factory config, into a LittleFS image.
 
     \b
     Example:  ccm build --config device.id=lamp-0042 --config mqtt.server=broker.local:1883
-              ccm build --merge ESP32_GENERIC-v1.26.1.bin -o lamp.bin
+              ccm build --merge ESP32_GENERIC-v1.26.1.bin --flash-size 8MB -o lamp.bin
               ccm build --bundle ccm-fw.zip && ccm --port ws://10.0.0.7/rpc ota ccm-fw.zip
               ccm build --frozen frozen && make -C micropython/ports/esp32 FROZEN_MANIFEST=$PWD/frozen/manifest.py
     """
     from bundle import build
-    from pc.fwimage import read_littlefs
+    from pc.fwimage import FS_OFFSET, read_littlefs
 
+    chip = build.parse_flash_size(flash_size)
+    offset = FS_OFFSET
+    if firmware:  # the filesystem goes where that image mounts it on this chip
+        offset, region = build.layout(build.check_firmware(firmware), chip)
+        if fs_size is not None and fs_size != region:
+            raise click.UsageError(
+                f"--fs-size {fs_size:#x}: {firmware} on a {chip >> 20} MB chip mounts {region:#x} bytes at "
+                f"{offset:#x}, and LittleFS refuses any other size there. Leave --fs-size out"
+            )
+        fs_size = region
+    elif fs_size is None:
+        fs_size = chip - FS_OFFSET
     try:
         image = build.build_fs(configs, fs_size, mpy_cross, march)
         with open(output, "wb") as f:
@@ -75,8 +94,11 @@ def build_cmd(output, configs, fs_size, mpy_cross, march, firmware, bundle_out, 
         )
         if firmware:
             merged = output.removesuffix(".bin") + ".merged.bin"
-            build.merge(firmware, image, merged)
-            click.echo(f"{merged}: MicroPython at 0x1000 + filesystem at 0x200000, one image for any flasher")
+            build.merge(firmware, lambda size: image, merged, chip)
+            click.echo(
+                f"{merged}: MicroPython at 0x1000 + filesystem at {offset:#x} ({len(image) // 1024} KiB), "
+                f"one image for any flasher, for {chip >> 20} MB of flash"
+            )
         if bundle_out:
             m = build.fs_bundle(bundle_out, version, mpy_cross, march)
             click.echo(f"{bundle_out}: esp32 bundle {m['version']}, {m['parts']['fs']['size']} bytes of firmware files")
@@ -133,10 +155,18 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
         raise click.UsageError("no port: give --port PORT, the ESP32's USB-UART (e.g. /dev/ttyUSB0)")
     if not fs_only and not firmware:
         raise click.UsageError("give --firmware MICROPYTHON.BIN, or --fs-only if MicroPython is already on the module")
-    image = build.build_fs(configs)
+    build.parse_config(configs)  # a bad --config is said before the module is touched
     info = build.flash(
-        port, None if fs_only else firmware, image, reset=reset, stub=stub, erase=erase, attempts=connect_attempts
+        port,
+        None if fs_only else firmware,
+        lambda size: build.build_fs(configs, size),
+        reset=reset,
+        stub=stub,
+        erase=erase,
+        attempts=connect_attempts,
     )
+    what = "filesystem" if fs_only else "MicroPython and filesystem"
     click.echo(
-        f"{info['chip']} {info['mac']}: {'filesystem' if fs_only else 'MicroPython and filesystem'} written and verified"
+        f"{info['chip']} {info['mac']}: {what} written and verified ({info['flash_bytes'] >> 20} MB flash, "
+        f"filesystem {info['fs_size'] // 1024} KiB at {info['fs_offset']:#x})"
     )
