@@ -302,6 +302,9 @@ class Ccm:
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending)
         r.clock = self.set_clock
+        from ccm.dns import connector
+
+        r.opener = connector(self.board, self.board.open_connection)
         r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
         r.serve(self.router)
         self.ota = r
@@ -373,7 +376,7 @@ class Ccm:
         delay = 2000
         while True:
             try:
-                self.board.set_clock(await sntp.query(server))
+                self.board.set_clock(await sntp.query(server, dns=self.board.dns_server()))
                 self.faults.pop("clock", None)
                 return True
             except sntp.SntpError as e:

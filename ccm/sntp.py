@@ -38,11 +38,19 @@ def parse(packet):
     return seconds - NTP_TO_UNIX
 
 
-async def query(server, timeout_ms=2000):
-    """Ask `server` ("host" or "host:port") for the time; seconds since 1970, or SntpError."""
+async def query(server, timeout_ms=2000, dns=None):
+    """Ask `server` ("host" or "host:port") for the time; seconds since 1970, or SntpError. `dns`: the
+    DNS server to resolve the name through without blocking (ccm/dns.py)."""
     import socket
 
     host, _, port = server.rpartition(":") if ":" in server else (server, "", "123")
+    if dns is not None:
+        from ccm.dns import DnsError, resolve
+
+        try:
+            host = await resolve(host, dns)
+        except DnsError as e:
+            raise SntpError(str(e)) from None
     try:
         addr = socket.getaddrinfo(host, int(port or 123), 0, socket.SOCK_DGRAM)[0][-1]
     except (OSError, ValueError, IndexError) as e:

@@ -116,11 +116,13 @@ class UnixCcm(MicroPythonProcess):
         http_port: int | None = None,
         rom: bool = True,
         rtc: int | None = None,
+        dns: str | None = None,
     ):
         self.config = config or {}
         self.heap = heap
         self._http_port = http_port or 0  # 0: the firmware binds a free port and prints it
         self.rtc = rtc  # the module's clock at power-up (None: the PC's)
+        self.dns = dns  # "ip:port" of the DNS server the firmware resolves names through (ccm/dns.py)
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-unix-"))
         stage(self.dir, self.config)  # the module's filesystem, as `ccm build` makes it
         self.rom = rom  # the code in ROM (a frozen image or a romfs partition), else .mpy files on LittleFS
@@ -142,6 +144,8 @@ class UnixCcm(MicroPythonProcess):
             argv += ["--rom-size", str(rom.stat().st_size)]
         if self.rtc is not None:
             argv += ["--rtc", str(self.rtc)]
+        if self.dns:
+            argv += ["--dns", self.dns]
         code = "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
         self.proc = subprocess.Popen(
             micropython_cmd(self.heap, [str(self.dir), str(self.dir / "lib")], code, rom),

@@ -210,3 +210,54 @@ def make_pki(d):
             cwd=d,
         )
     return d
+
+
+class DnsServer:
+    """A DNS server on 127.0.0.1 (UDP, a free port) answering A questions for `names` ({name: ip}) after
+    `delay` seconds (a slow resolver), NXDOMAIN for the rest. `queries` counts what it was asked."""
+
+    def __init__(self, names: dict[str, str], delay: float = 0.0):
+        import socket
+        import threading
+
+        self.names = names
+        self.delay = delay
+        self.queries = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        import struct
+        import time
+
+        while not self._stop:
+            try:
+                req, addr = self.sock.recvfrom(512)
+            except OSError:
+                continue
+            self.queries += 1
+            i, labels = 12, []
+            while req[i]:
+                labels.append(req[i + 1 : i + 1 + req[i]].decode())
+                i += req[i] + 1
+            question = req[12 : i + 5]
+            ip = self.names.get(".".join(labels))
+            time.sleep(self.delay)
+            if ip is None:
+                head = struct.pack("!HHHHHH", struct.unpack("!H", req[:2])[0], 0x8183, 1, 0, 0, 0)
+                self.sock.sendto(head + question, addr)
+                continue
+            head = struct.pack("!HHHHHH", struct.unpack("!H", req[:2])[0], 0x8180, 1, 1, 0, 0)
+            answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes(int(x) for x in ip.split("."))
+            self.sock.sendto(head + question + answer, addr)
+
+    def stop(self):
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()

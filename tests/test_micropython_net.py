@@ -359,3 +359,33 @@ def test_the_uart_link_answers_while_a_compressed_update_is_checked_and_applied(
     during = seen.count("verifying") + seen.count("applying")  # a frozen loop answers none meanwhile
     assert during >= 4, {s: seen.count(s) for s in set(seen)}
     assert (ccm.dir / "ota" / "fs.new" / "big.txt").read_bytes() == big  # staged whole, for the next boot
+
+
+def test_names_are_resolved_without_stopping_the_link(mosquitto, module):
+    """getaddrinfo() holds the whole event loop while the DNS server thinks; at 115200 baud the UART's
+    2 KiB RX buffer is full in 180 ms (issue 26, item 7). The CCM resolves through its DNS server over
+    non-blocking UDP (ccm/dns.py): the host's calls are answered while the answer is held back, then
+    MQTT connects to the name."""
+    from netutil import DnsServer
+
+    dns = DnsServer({"broker.test": "127.0.0.1"}, delay=1.5)
+    try:
+        device = unique_device()
+        cfg = cloud_config(mosquitto.port, device)
+        cfg["mqtt"]["server"] = f"broker.test:{mosquitto.port}"
+        ccm, host = module(cfg, dns=dns.address)
+        wait_until(lambda: dns.queries, 20, "the CCM's DNS query")
+        answered = []
+
+        def up():  # every call here is answered while the DNS answer is held back
+            answered.append(1)
+            return connected(host)
+
+        wait_until(up, 30, "MQTT up through the resolved name")
+        assert len(answered) >= 5 and dns.queries >= 1
+        assert host.call("Sys.GetInfo")["faults"] == {}
+        ccm2, host2 = module(dict(cfg, mqtt=dict(cfg["mqtt"], server="nowhere.test:1883")), dns=dns.address)
+        why = wait_until(lambda: host2.call("Sys.GetInfo")["cloud"].get("reason"), 20, "the reason")
+        assert "cannot resolve nowhere.test" in why or "name not found" in why, why
+    finally:
+        dns.stop()

@@ -39,6 +39,11 @@ class Board:
     def set_clock(self, unix_seconds):
         pass
 
+    def dns_server(self):
+        """The DNS server ("ip" or "ip:port") names are resolved with, without blocking the loop
+        (ccm/dns.py); None: the runtime's own getaddrinfo()."""
+        return None
+
     def http_address(self, config):
         """(host, port) the /rpc server listens on, or None: no network, no server."""
         return None

@@ -142,7 +142,17 @@ class Esp32Board(Board):
     def http_address(self, config):
         return "0.0.0.0", config.get("rpc.http.port")
 
+    def dns_server(self):
+        """The station's DNS server from DHCP: names are resolved through it without blocking the loop
+        (getaddrinfo would hold it, and the host's bytes overflow the UART's RX buffer meanwhile)."""
+        if not self.sta.isconnected():
+            return None
+        dns = self.sta.ifconfig()[3]
+        return dns if dns and dns != "0.0.0.0" else None
+
     async def wlan_scan(self):
+        """WLAN.scan() holds the loop ~2 s (MicroPython has no async scan): only Wifi.Scan asks for it,
+        and its caller waits for the answer (docs/protocol.md)."""
         self.sta.active(True)
         return [{"ssid": _ssid(s[0]), "rssi": s[3], "auth": s[4]} for s in self.sta.scan()]
 

@@ -21,8 +21,9 @@ class UnixBoard(Board):
     # (drain() waits) after a few KB, as on a module.
     TCP_SND_BUF = 5760
 
-    def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01", rtc=None):
+    def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01", rtc=None, dns=None):
         self.fs_dir = fs_dir
+        self.dns = dns  # "ip:port" of a DNS server (ccm/dns.py resolves through it); None: getaddrinfo
         self.config_path = fs_dir + "/conf.json"
         self.mac = mac
         self.http_port = http_port
@@ -37,9 +38,12 @@ class UnixBoard(Board):
     def heap_free(self):
         return gc.mem_free()
 
-    async def open_connection(self, host, port, ssl=None):
+    def dns_server(self):
+        return self.dns
+
+    async def open_connection(self, host, port, ssl=None, server_hostname=None):
         if ssl is not None:
-            return await asyncio.open_connection(host, port, ssl=ssl)
+            return await asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname)
         reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.s.setsockopt(1, 7, self.TCP_SND_BUF)  # SOL_SOCKET, SO_SNDBUF (Linux's numbers)
@@ -94,16 +98,18 @@ def _listening_port():
 def main(argv=None):
     """`--fd N` the UART, `--fs DIR` the filesystem (conf0.json there holds the factory settings),
     `--http PORT` the /rpc server's port on 127.0.0.1 (0: a free one, printed once bound), `--rtc SECONDS`
-    a module's clock that was never set (946684800: 2000-01-01, as after power-up) instead of the PC's."""
+    a module's clock that was never set (946684800: 2000-01-01, as after power-up) instead of the PC's,
+    `--dns IP:PORT` a DNS server to resolve names through without blocking (as the module does)."""
     args = list(argv if argv is not None else sys.argv[1:])
     opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0", "--rtc": ""}
+    opts["--dns"] = ""
     while args:
         k = args.pop(0)
         opts[k] = args.pop(0)
     from ccm.main import factory_config, run_module
 
     rtc = int(opts["--rtc"]) if opts["--rtc"] else None
-    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc)
+    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc, opts["--dns"] or None)
     gc.collect()
     rom = int(opts["--rom-size"])
     heap = gc.mem_free() + gc.mem_alloc() - (rom + 31) // 32 * 32 if rom else gc.mem_free() + gc.mem_alloc()

@@ -53,15 +53,18 @@ async def _line(reader, stall_ms):
     return line
 
 
-async def fetch(url, out, progress=None, stall_ms=10000, max_size=None, ca_file=None, redirects=3):
-    """GET `url` into the file `out`; returns the number of bytes. `progress(done, total or None)`."""
+async def fetch(url, out, progress=None, stall_ms=10000, max_size=None, ca_file=None, redirects=3, opener=None):
+    """GET `url` into the file `out`; returns the number of bytes. `progress(done, total or None)`;
+    `opener`: open_connection(host, port, ssl=None) (ccm/dns.py's connector: names resolved without
+    blocking), else asyncio's."""
+    opener = opener or asyncio.open_connection
     for _ in range(redirects + 1):
         scheme, host, port, path = split_url(url)
         try:
             if scheme == "https":
-                reader, writer = await wait_ms(asyncio.open_connection(host, port, ssl=_ssl_context(ca_file)), stall_ms)
+                reader, writer = await wait_ms(opener(host, port, ssl=_ssl_context(ca_file)), stall_ms)
             else:
-                reader, writer = await wait_ms(asyncio.open_connection(host, port), stall_ms)
+                reader, writer = await wait_ms(opener(host, port), stall_ms)
         except asyncio.TimeoutError:
             raise FetchError("%s: no connection within %d s" % (url, stall_ms // 1000)) from None
         except OSError as e:

@@ -69,6 +69,7 @@ class OtaReceiver:
         self.host_pending = host_pending
         self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
         self.clock = None  # async clock(tries) -> True once the clock is set (certificates have dates)
+        self.opener = None  # open_connection for downloads (ccm/dns.py's connector), None: asyncio's
         self.state = IDLE
         self.stage = ""
         self.progress = 0
@@ -319,6 +320,7 @@ class OtaReceiver:
                     self.config.get("ota.fetch_stall_s", 10) * 1000,
                     self._free(),
                     self.config.get("ota.ssl_ca_cert") or None,
+                    opener=self.opener,
                 )
         except FetchError as e:
             self._fail("download failed: %s" % e)
@@ -511,7 +513,7 @@ class OtaReceiver:
                 try:
                     if url.startswith("https:") and self.clock is not None and not await self.clock(3):
                         raise FetchError("the clock is not set: %s's certificate cannot be checked" % url)
-                    await fetch(url, buf, None, 10000, 4096)
+                    await fetch(url, buf, None, 10000, 4096, opener=self.opener)
                     doc = json.loads(buf.data)
                     v = doc.get("version")
                     target = doc.get("url")
