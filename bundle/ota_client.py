@@ -38,7 +38,9 @@ def push(
     except RpcError as e:
         hint = " (its firmware predates OTA: flash a newer one)" if e.code == -32601 else ""
         raise OtaFailed(f"OTA.Status refused: {e.message}{hint}") from None
-    if st.get("state") not in (IDLE, ERROR):
+    # 3 (success) is reported until someone reads it once: this read did, so the CCM is idle again (an
+    # update the dashboard or the shadow started, nobody polled)
+    if st.get("state") not in (IDLE, ERROR, SUCCESS):
         raise OtaFailed(
             f"an update is already in progress on the CCM ({st.get('stage') or 'state %s' % st.get('state')})"
         )

@@ -33,6 +33,7 @@ class LampProduct:
         """mqtt: HOST:PORT of the broker (None: no cloud). Raises sim.lamp_fw.FirmwareUnavailable when
         the firmware can be neither built nor found prebuilt."""
         self.image, self.how = lamp_image(version)
+        self._own_fs = fs_dir is None  # a directory made here goes at stop()
         self.fs_dir = fs_dir or tempfile.mkdtemp(prefix="ccm-product-")
         os.makedirs(self.fs_dir, exist_ok=True)
         cfg: dict = {
@@ -64,6 +65,10 @@ class LampProduct:
             self.ccm.stop()
         if self.mcu:
             self.mcu.stop()
+        if self._own_fs:
+            import shutil
+
+            shutil.rmtree(self.fs_dir, ignore_errors=True)
 
     def __enter__(self) -> LampProduct:
         return self.start()

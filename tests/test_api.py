@@ -214,6 +214,14 @@ def test_rpc_passes_results_and_the_devices_errors_through(dash, device):
         == 400
     )
     assert dash.http("POST", "/api/devices/nobody/rpc/Sum", [1, 1])[0] == 404
+    # no Content-Type (curl -d '[2,3]' sends form-urlencoded; some clients send none): still the params
+    for headers in ({}, {"Content-Type": "application/x-www-form-urlencoded"}, {"Content-Type": "text/plain"}):
+        assert dash.http("POST", f"/api/devices/{device.id}/rpc/Sum", raw=b"[2,3]", headers=headers) == (
+            200,
+            {"result": 5},
+        ), headers
+    status, body = dash.http("POST", f"/api/devices/{device.id}/rpc/Sum", raw=b"[2,", headers={})
+    assert status == 400 and "must be the method's params as JSON" in json.dumps(body)
 
 
 def test_config_get_and_set(dash, device):

@@ -22,9 +22,9 @@ def ccm(*args, check=True):
 
 
 class Running:
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "bundle.cli", *args], stdout=subprocess.PIPE, text=True, env=ENV
+            [sys.executable, "-m", "bundle.cli", *args], stdout=subprocess.PIPE, text=True, env=env or ENV
         )
         self.lines = []
 
@@ -125,3 +125,48 @@ def test_cloud_mistakes_end_in_one_error_line(tmp_path, args, says):
     p = ccm("cloud", "--db", str(tmp_path / "s.sqlite"), *args, check=False)
     assert p.returncode != 0 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("Error:")
+
+
+def test_versions_stay_text_on_the_command_line():
+    """`shadow desired ota.version=2.0` stored the number 2.0, and 2.10 became 2.1 (issue 27, bug 5)."""
+    from bundle.cli.common import parse_dotted
+
+    got = parse_dotted(("ota.version=2.10", "ota.commit_timeout=30", "fw_version=1.0", "on=true", "old.version=null"))
+    assert got == {
+        "ota": {"version": "2.10", "commit_timeout": 30},
+        "fw_version": "1.0",
+        "on": True,
+        "old": {"version": None},
+    }
+
+
+@pytest.mark.parametrize("host", ["none", "lamp"])
+def test_a_stopped_sim_leaves_no_directory_behind(tmp_path, host):
+    """Every `ccm sim ccm` run left a /tmp/ccm-fs-* (or ccm-product-*) directory: 242 after a day's use
+    (issue 27, bug 4). Stopped as a terminal stops it (SIGTERM here), it takes its filesystem along."""
+    sim = Running("sim", "ccm", "--host", host, env=dict(ENV, TMPDIR=str(tmp_path)))
+    try:
+        sim.line_with("Ctrl-C stops it")
+        assert any(d.name.startswith("ccm-") for d in tmp_path.iterdir())  # its filesystem, while it runs
+    finally:
+        assert sim.stop() == 0
+    assert [d.name for d in tmp_path.iterdir()] == []
+
+
+def test_a_second_sim_with_an_id_already_online_is_refused(mosquitto, cloud):
+    """Following the README left one `ccm sim ccm --mqtt` running when the next started: both were
+    ccm-000000, both answered, nothing said so (issue 27, bug 3). The second is refused with the reason."""
+    device = unique_device()
+    server = f"127.0.0.1:{mosquitto.port}"
+    first = Running("sim", "ccm", "--device-id", device, "--mqtt", server)
+    try:
+        first.line_with("Ctrl-C stops it")
+        cloud.subscribe(f"{device}/status")
+        cloud.wait_message(f"{device}/status", lambda p: p == b"online", timeout=20)
+        second = ccm("sim", "ccm", "--device-id", device, "--mqtt", server, check=False)
+        assert second.returncode != 0 and "Traceback" not in second.stderr
+        assert f"a CCM with device id {device} is online on {server} already" in second.stderr
+        assert "--device-id" in second.stderr
+        assert cloud.call(device, "Sys.GetInfo")["device_id"] == device  # the first one is untouched
+    finally:
+        assert first.stop() == 0

@@ -39,11 +39,12 @@ def test_lamp_host_follows_the_shadow_and_answers_calls():
 
 
 @pytest.mark.parametrize("embedded", [False, True], ids=["mosquitto", "amqtt"])
-def test_ccm_demo_runs_the_whole_virtual_product(embedded):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+def test_ccm_demo_runs_the_whole_virtual_product(embedded, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), TMPDIR=str(tmp_path))
     args = [sys.executable, "-m", "bundle.cli", "demo", *(["--embedded"] if embedded else [])]
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert [d.name for d in tmp_path.iterdir()] == []  # nothing left behind (issue 27, bug 4)
     for frame in (
         '{"id":1,"method":"Sum","params":[2,3]}',
         '{"id":2,"error":{"code":-32601,"message":"method not found"}}',

@@ -434,6 +434,21 @@ def test_an_https_pull_sets_the_clock_first_on_a_module_just_powered_up(tmp_path
         sntp.stop()
 
 
+def test_ccm_ota_right_after_an_update_nobody_read_the_outcome_of(product, tmp_path):
+    """The CCM reports success (3) until someone reads it once; after a dashboard or shadow update
+    nobody has, and `ccm ota` refused: "an update is already in progress (done)" (issue 27, bug 1)."""
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    make_bundle(bundles, "2.0")
+    with BundleServer(str(bundles)) as srv:
+        product.v.call("OTA.Update", {"url": f"{srv.url}/fw.zip"})
+        wait_until(lambda: product.v.ccm.ota.state == 3, 60, "the pulled update done, its outcome unread")
+    b = make_bundle(tmp_path, "3.0", seed=3)
+    out = ccm("--port", product.ws, "ota", str(b))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert product.host_version() == "3.0"
+
+
 def test_poll_url_pulls_a_new_version(tmp_path):
     bundles = tmp_path / "bundles"
     bundles.mkdir()

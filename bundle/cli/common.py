@@ -216,5 +216,6 @@ def parse_dotted(pairs: tuple[str, ...]) -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = parse_value(val)
+        # a version is text: 2.0 is "2.0", and 2.10 must not become 2.1 (desired.ota.version, fw_version)
+        node[leaf] = val if leaf.endswith("version") and val != "null" else parse_value(val)
     return out

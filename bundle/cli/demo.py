@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 
@@ -136,6 +137,7 @@ def demo(embedded: bool) -> None:
         product.stop()
         service.stop()
         broker.close()
+        shutil.rmtree(work, ignore_errors=True)  # its bundle, firmware and the CCM's filesystem
     if not ok:
         raise click.ClickException("the demo did not end with the host on v2")
     say(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from bundle.cli.common import WireTrace, main, wait_for_ctrl_c
@@ -68,6 +70,8 @@ def sim_ccm(
         fb.stop()
         return
 
+    if mqtt_server:
+        _refuse_a_twin(mqtt_server, device_id)
     tracer = WireTrace() if trace else None
     if host_kind == "lamp":
         from sim.lamp_fw import FirmwareUnavailable
@@ -81,6 +85,7 @@ def sim_ccm(
             raise click.ClickException(str(e)) from None
         click.echo(f"virtual CCM {device_id} is up, wired to a virtual STM32F103 running the lamp firmware 1.0")
         click.echo(f"  ({p.how}; UART {p.mcu.path}, IO14 -> BOOT0, IO27 -> NRST)")
+        click.echo(f"  its /rpc endpoint (HTTP and WebSocket) is {p.ccm.http_url}")
         if mqtt_server:
             click.echo("  in the dashboard of `ccm cloud`: switch it through its shadow, call Sum, update its firmware")
         click.echo("Ctrl-C stops it.")
@@ -102,6 +107,27 @@ def sim_ccm(
     click.echo("Ctrl-C stops it.")
     wait_for_ctrl_c()
     v.stop()
+
+
+def _refuse_a_twin(mqtt_server: str, device_id: str) -> None:
+    """A CCM with this device id online on the broker already: two CCMs with one id take each other's MQTT
+    session over for ever (the broker drops the older client of a client id), and both answer calls."""
+    from cloud.client import CloudClient
+
+    url = "mqtt://" + mqtt_server.removeprefix("mqtt://")
+    try:
+        with CloudClient(url, client_id=f"ccm-sim-check-{os.getpid()}") as c:
+            c.subscribe(f"{device_id}/status")
+            try:  # presence is retained: "online" while a CCM with this id is connected
+                c.wait_message(f"{device_id}/status", lambda p: p == b"online", timeout=1.0)
+            except TimeoutError:
+                return
+    except (OSError, TimeoutError, ConnectionError):
+        return  # no broker yet: the CCM reports that itself, and retries
+    raise click.ClickException(
+        f"a CCM with device id {device_id} is online on {mqtt_server} already (another `ccm sim ccm`?): two with "
+        "one id take each other's MQTT session over for ever. Stop that one, or give this one --device-id NAME"
+    )
 
 
 @sim.command("esp32")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 
 from cloud.api.deps import AUTH, call
 from cloud.api.models import ConfigPatch, RpcResult
@@ -29,7 +30,13 @@ def rpc(
     params: Annotated[Any, Body(description="the method's params, any JSON")] = None,
     timeout: float = Query(10.0, gt=0, le=900),
 ):
-    """Call a method on the device over MQTT: the CCM's own (Sys.GetInfo, Config.Get, …) or its host's (e.g. Sum)."""
+    """Call a method on the device over MQTT: the CCM's own (Sys.GetInfo, Config.Get, …) or its host's (e.g. Sum).
+    The body is the params as JSON, with or without `Content-Type: application/json`."""
+    if isinstance(params, bytes | bytearray | str):  # FastAPI hands over a body it was not told is JSON as is
+        try:
+            params = json.loads(params) if params.strip() else None
+        except ValueError:
+            raise HTTPException(400, "the body must be the method's params as JSON, e.g. [2, 3]") from None
     return call(request, device_id, method, params, timeout)
 
 
