@@ -57,6 +57,7 @@ class VirtualBoard(Board):
         self.wlan_faults = []  # OSError messages the next wlan_connect calls raise, one each
         self.rtc = None  # None: the PC's clock; a number: a module's RTC (946684800 = just powered up)
         self.fs_quota = None  # bytes: a module's small flash filesystem (None: the PC's disk)
+        # the next OTA app slot; None models a stock partition table (ESP32_GENERIC), which has none
         self.partition = VirtualPartition(os.path.join(self.fs_dir, ".ota_app.bin"))
 
     async def open_uart(self, config):
@@ -95,7 +96,8 @@ class VirtualBoard(Board):
         """A virtual reboot boots again on the same UART: the host keeps its port open."""
         self.joined = None
         self.ap = None
-        self.partition.boot()
+        if self.partition is not None:
+            self.partition.boot()
         return self.powered
 
     # -- the app partition (esp32.Partition's OTA API, and the bootloader's rollback) -----------
@@ -103,10 +105,12 @@ class VirtualBoard(Board):
         return self.partition
 
     def app_mark_valid(self):
-        self.partition.mark_valid()
+        if self.partition is not None:
+            self.partition.mark_valid()
 
     def app_rollback(self):
-        self.partition.rollback()
+        if self.partition is not None:
+            self.partition.rollback()
 
     # -- network ------------------------------------------------------------------------------
     def http_address(self, config):

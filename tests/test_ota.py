@@ -560,6 +560,21 @@ def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_ba
         rec.start_update = rec_start
 
 
+def test_an_app_part_is_refused_before_anything_is_written_without_an_ota_slot(product, tmp_path):
+    """ESP32_GENERIC's stock partition table has no OTA app slot: an esp32 bundle with an app part is
+    refused with the reason and the build that has one, before a byte is written — its fs part is not
+    staged either (issue 25, item 4)."""
+    fs = product.v.board.fs_dir
+    with open(fs + "/lib.txt", "w") as f:
+        f.write("old")
+    product.v.board.partition = None  # a module flashed with the stock table
+    b = esp32_bundle(tmp_path, {"lib.txt": b"new"}, "9.7", app=b"\xe9" + b"M" * 5000)
+    out = ccm("--port", product.ws, "ota", str(b))
+    assert out.returncode != 0 and "no free OTA app slot" in out.stderr and "ESP32_GENERIC-OTA" in out.stderr
+    assert not os.path.exists(fs + "/ota/fs.new") and open(fs + "/lib.txt").read() == "old"
+    assert product.v.call("OTA.Status")["state"] == 2
+
+
 @pytest.mark.parametrize("transport", ["serial", "http"])
 def test_ccm_ota_over_the_uart_and_http_updates_the_ccm_itself(tmp_path, transport):
     """`ccm --port /dev/pts/N ota` (the PC as the host on the CCM's UART) and `--port http://…/rpc`."""

@@ -96,10 +96,15 @@ class Esp32Board(Board):
     # -- the app partition: MicroPython's esp32.Partition OTA API (ESP-IDF rolls back a trial image
     # that is never marked valid when the build enables app rollback, as ESP32_GENERIC-OTA does)
     def ota_partition(self):
+        """The next OTA app slot, or None when the partition table has none (ESP32_GENERIC's stock table:
+        get_next_update() raises OSError ENOENT there)."""
         import esp32
 
-        # the stubs type `id` as a label; the port takes Partition.RUNNING/BOOT too (docs: esp32.Partition)
-        return esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # pyright: ignore[reportArgumentType]
+        try:
+            # the stubs type `id` as a label; the port takes Partition.RUNNING/BOOT too (docs: esp32.Partition)
+            return esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # pyright: ignore[reportArgumentType]
+        except OSError:
+            return None
 
     def app_mark_valid(self):
         import esp32

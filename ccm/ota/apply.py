@@ -44,20 +44,25 @@ async def apply_self(ccm, bundle, progress, receiver):
     from ccm.ota.selfupdate import SelfUpdate
 
     su = SelfUpdate(receiver.dir[: -len("/ota")], ccm.board)
+    kinds = [p.get("type") for p in bundle.parts.values()]
+    for name, kind in zip(bundle.parts, kinds):
+        if kind not in ("fs", "app"):
+            raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
+    if "app" in kinds and ccm.board.ota_partition() is None:  # said before a byte is written
+        raise OtaError(
+            "this module's partition table has no free OTA app slot, so the bundle's app part cannot be "
+            "written (ESP32_GENERIC has none): flash a build with OTA partitions (ESP32_GENERIC-OTA), or "
+            "update the firmware files only (an fs part: ccm build --bundle)"
+        )
     files = []
     app = False
     for name, p in bundle.parts.items():
-        kind = p.get("type")
-        if kind == "fs":
+        if p.get("type") == "fs":
             r = bundle.reader(name)
             files += await paced(su.stage_fs(r.read))
-        elif kind == "app":
-            if ccm.board.ota_partition() is None:
-                raise OtaError("this board has no OTA partition for an app part")
+        else:
             await paced(su.stage_app(bundle.reader(name).read, p["size"], progress))
             app = True
-        else:
-            raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
     su.staged(files, app, bundle.manifest.get("version"), receiver.commit_timeout)
     ccm.router.request_reboot(500)
     return "staged %d files%s; rebooting into them (commit within %s)" % (
