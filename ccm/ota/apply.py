@@ -44,10 +44,12 @@ async def apply_self(ccm, bundle, progress, receiver):
     from ccm.ota.selfupdate import SelfUpdate
 
     su = SelfUpdate(receiver.dir[: -len("/ota")], ccm.board)
-    kinds = [p.get("type") for p in bundle.parts.values()]
-    for name, kind in zip(bundle.parts, kinds):
+    kinds = []
+    for name, p in bundle.parts.items():
+        kind = p.get("type")
         if kind not in ("fs", "app"):
             raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
+        kinds.append(kind)
     if "app" in kinds and ccm.board.ota_partition() is None:  # said before a byte is written
         raise OtaError(
             "this module's partition table has no free OTA app slot, so the bundle's app part cannot be "
