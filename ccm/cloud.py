@@ -80,14 +80,12 @@ def start(config, router, ota=None):
     """The connection for mqtt.* with every capability on it; `ota` (the Ccm: its load_ota() and
     ota_listeners) adds OTA through the shadow. The client is not running yet: `cloud.client.run()`."""
     from ccm.cloud_rpc import CloudRpc
-    from ccm.dns import connector
     from ccm.mqtt import client_from_config
     from ccm.mqtt_host import HostMqtt
     from ccm.shadow import Shadow
 
     board = getattr(ota, "board", None)
-    opener = connector(board, board.open_connection if board else None)
-    cloud = Cloud(config, router, client_from_config(config, opener))
+    cloud = Cloud(config, router, client_from_config(config, board.connect if board else None))
     cloud.host_mqtt = HostMqtt(cloud, router)
     cloud.shadow = Shadow(cloud, config, router)
     cloud.rpc = CloudRpc(cloud, config, router)

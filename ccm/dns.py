@@ -3,12 +3,12 @@ non-blocking UDP, polled from asyncio like SNTP. The port's getaddrinfo() blocks
 resolver waits — seconds with a slow or absent DNS server, while the UART's 2 KiB RX buffer fills in
 180 ms at 115200 baud and the host's bytes are lost.
 
-    ip = await resolve("broker.example.com", "192.168.1.1")
-    open_connection = connector(board)     # resolves first, then opens (TLS keeps the name for SNI)
+    ip = await resolve("broker.example.com", "192.168.1.1")     # Board.connect() does this first
 """
 
 import struct
 
+from ccm.board import is_address
 from ccm.compat import random_bytes, sleep_ms_async, ticks_add, ticks_diff, ticks_ms
 
 MAX_TTL_S = 300  # answers are kept this long at most (less when the record says so)
@@ -17,12 +17,6 @@ _cache = {}  # name -> (address, expiry in ticks_ms)
 
 class DnsError(OSError):
     pass
-
-
-def is_address(host):
-    """True for a dotted IPv4 address (no lookup needed)."""
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def query(name, qid):
@@ -105,23 +99,3 @@ async def resolve(name, server, timeout_ms=3000, tries=2):
         finally:
             s.close()
     raise DnsError("cannot resolve %s: %s" % (name, why))
-
-
-def connector(board, opener=None):
-    """open_connection(host, port, ssl=None) that resolves a name first when the board names its DNS
-    server (board.dns_server(): the module's, from DHCP), then opens with `opener` (the board's or
-    asyncio's); TLS keeps the name for SNI and the certificate check."""
-
-    async def open_connection(host, port, ssl=None):
-        import asyncio
-
-        op = opener or asyncio.open_connection  # looked up here: the WebAssembly port has no sockets
-        server = board.dns_server() if board is not None else None
-        if server is None or is_address(host):
-            return await (op(host, port, ssl=ssl) if ssl is not None else op(host, port))
-        ip = await resolve(host, server)
-        if ssl is None:
-            return await op(ip, port)
-        return await op(ip, port, ssl=ssl, server_hostname=host)
-
-    return open_connection

@@ -302,9 +302,7 @@ class Ccm:
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending)
         r.clock = self.set_clock
-        from ccm.dns import connector
-
-        r.opener = connector(self.board, self.board.open_connection)
+        r.opener = self.board.connect
         r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
         r.serve(self.router)
         self.ota = r

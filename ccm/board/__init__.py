@@ -7,6 +7,12 @@ the simulator (`sim/board.py`, CPython).
 """
 
 
+def is_address(host):
+    """True for a dotted IPv4 address (no lookup needed)."""
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
 class Board:
     arch = "?"
     fw_id = ""
@@ -43,6 +49,23 @@ class Board:
         """The DNS server ("ip" or "ip:port") names are resolved with, without blocking the loop
         (ccm/dns.py); None: the runtime's own getaddrinfo()."""
         return None
+
+    async def connect(self, host, port, ssl=None):
+        """A TCP (or TLS) connection as (reader, writer), for MQTT and downloads: a name is resolved
+        first through dns_server() without blocking the loop (ccm/dns.py, loaded only then), and TLS keeps
+        the name for SNI and the certificate check; then open_connection (the board's, or asyncio's)."""
+        import asyncio
+
+        op = self.open_connection or asyncio.open_connection
+        server = self.dns_server()
+        if server is not None and not is_address(host):
+            from ccm.dns import resolve
+
+            ip = await resolve(host, server)
+            if ssl is not None:
+                return await op(ip, port, ssl=ssl, server_hostname=host)
+            host = ip
+        return await (op(host, port, ssl=ssl) if ssl is not None else op(host, port))
 
     def http_address(self, config):
         """(host, port) the /rpc server listens on, or None: no network, no server."""

@@ -55,7 +55,7 @@ async def _line(reader, stall_ms):
 
 async def fetch(url, out, progress=None, stall_ms=10000, max_size=None, ca_file=None, redirects=3, opener=None):
     """GET `url` into the file `out`; returns the number of bytes. `progress(done, total or None)`;
-    `opener`: open_connection(host, port, ssl=None) (ccm/dns.py's connector: names resolved without
+    `opener`: open_connection(host, port, ssl=None) (the board's connect(): names resolved without
     blocking), else asyncio's."""
     opener = opener or asyncio.open_connection
     for _ in range(redirects + 1):

@@ -69,7 +69,7 @@ class OtaReceiver:
         self.host_pending = host_pending
         self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
         self.clock = None  # async clock(tries) -> True once the clock is set (certificates have dates)
-        self.opener = None  # open_connection for downloads (ccm/dns.py's connector), None: asyncio's
+        self.opener = None  # open_connection for downloads (the board's connect()), None: asyncio's
         self.state = IDLE
         self.stage = ""
         self.progress = 0
