@@ -6,7 +6,7 @@ import os
 
 import click
 
-from bundle.cli.common import main, parse_dotted, print_json, user_errors, wait_for_ctrl_c
+from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, user_errors, wait_for_ctrl_c
 
 
 @main.command("cloud")
@@ -69,6 +69,7 @@ def cloud_cmd(
               ccm sim ccm --mqtt 127.0.0.1:PORT
               curl -H "Authorization: Bearer TOKEN" http://127.0.0.1:8080/api/devices
     """
+    stop_on_sigterm()  # a SIGTERM while it starts still stops mosquitto and the rest
     from cloud.api import Dashboard
     from cloud.broker import start_broker
     from cloud.shadow_service import ShadowService

@@ -188,11 +188,20 @@ class WireTrace:
                 self.out(f"  {frame.strip().decode(errors='replace'):<72} // {arrow}")
 
 
+_terminated = threading.Event()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (kill, a service manager, a test harness) ends a long-running command as Ctrl-C does,
+    whenever it comes: during start-up it is remembered, wait_for_ctrl_c() then returns at once, and what
+    was started is stopped (its temporary directories go with it)."""
+    signal.signal(signal.SIGTERM, lambda *a: _terminated.set())
+
+
 def wait_for_ctrl_c() -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop_on_sigterm()
     try:
-        while not stop.wait(0.5):
+        while not _terminated.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass

@@ -6,12 +6,13 @@ import os
 
 import click
 
-from bundle.cli.common import WireTrace, main, wait_for_ctrl_c
+from bundle.cli.common import WireTrace, main, stop_on_sigterm, wait_for_ctrl_c
 
 
 @main.group()
 def sim() -> None:
     """Run virtual hardware (no board needed)."""
+    stop_on_sigterm()
 
 
 @sim.command("ccm")
