@@ -131,7 +131,7 @@ class OtaReceiver:
         before it again, the status says why, and triggers leave that version alone (`held_back`)."""
         rec = read_json(self.dir + "/self.json")
         t = self.trial
-        if rec.get("version") == t["version"] and rec.get("state") in ("staged", "trial"):
+        if rec.get("version") == t["version"] and rec.get("state") in ("staged", "swapping", "trial", "reverting"):
             return  # still on trial: settled at a later boot
         self.trial = None
         if rec.get("state") == "reverted" and rec.get("version") == t["version"]:

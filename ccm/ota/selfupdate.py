@@ -19,8 +19,10 @@ import os
 from ccm.files import makedirs, read_json, remove, write_json
 
 STAGED = "staged"
+SWAPPING = "swapping"  # at boot, staged files going into place (a power cut: the next boot goes on)
 TRIAL = "trial"
 COMMITTED = "committed"
+REVERTING = "reverting"  # the old files coming back (a power cut: the next boot goes on)
 REVERTED = "reverted"
 
 
@@ -125,34 +127,60 @@ class SelfUpdate:
 
     # -- boot ---------------------------------------------------------------------------------------
     def at_boot(self):
-        """Call once per boot, before the firmware is imported. Returns the state this boot runs in."""
+        """Call once per boot, before the firmware is imported. Returns the state this boot runs in.
+
+        Every step is journaled in self.json before it starts and written so that doing it again is
+        harmless: a power cut anywhere — in the swap, the revert or the commit — is finished by the
+        next boot, which then runs the old files or the new ones, complete."""
         rec = self.record()
         state = rec.get("state")
         if state == STAGED:
-            _rmtree(self.old)
-            existed = []
-            for name in rec.get("files", []):
-                cur = self._file(name)
-                if _exists(cur):
-                    _move(cur, self.old + "/" + name)
-                    existed.append(name)
-                _move(self.new + "/" + name, cur)
-            rec["state"] = TRIAL
-            rec["existed"] = existed
+            _rmtree(self.old)  # a previous update's leftovers; nothing of this one is in there yet
+            rec["state"] = SWAPPING
             self._save(rec)
-            _rmtree(self.new)
+            state = SWAPPING
+        if state == SWAPPING:
+            self._swap(rec)
             return TRIAL
         if state == TRIAL:  # rebooted without a commit: undo
             self._restore(rec, "not committed before the reboot")
             return REVERTED
+        if state == REVERTING:  # a power cut during a revert: finish it
+            self._restore(rec, rec.get("why") or "reverted")
+            return REVERTED
+        if state == COMMITTED and _exists(self.old):
+            _rmtree(self.old)  # a power cut after the commit was recorded
         return state
 
+    def _swap(self, rec):
+        """Each staged file into place, the one it replaces kept in ota/fs.old. Idempotent: a file
+        still in fs.new has not been swapped; one whose old version is already in fs.old is not moved
+        there again."""
+        for name in rec.get("files", []):
+            new = self.new + "/" + name
+            if not _exists(new):
+                continue  # swapped before the power cut
+            cur, old = self._file(name), self.old + "/" + name
+            if _exists(cur) and not _exists(old):
+                _move(cur, old)
+            _move(new, cur)
+        rec["existed"] = [n for n in rec.get("files", []) if _exists(self.old + "/" + n)]
+        rec["state"] = TRIAL
+        self._save(rec)
+        _rmtree(self.new)
+
     def _restore(self, rec, why):
+        """The old files back, those the update added removed. Journaled as REVERTING first; idempotent."""
+        if rec.get("state") != REVERTING:
+            rec["state"] = REVERTING
+            rec["why"] = why
+            self._save(rec)
         existed = rec.get("existed", [])
         for name in rec.get("files", []):
             cur = self._file(name)
             if name in existed:
-                _move(self.old + "/" + name, cur)
+                if _exists(self.old + "/" + name):
+                    _move(self.old + "/" + name, cur)
             else:
                 try:
                     os.remove(cur)
@@ -160,7 +188,6 @@ class SelfUpdate:
                     pass
         _rmtree(self.old)
         rec["state"] = REVERTED
-        rec["why"] = why
         self._save(rec)
 
     def commit(self):
@@ -169,9 +196,9 @@ class SelfUpdate:
             return False
         if rec.get("app") and self.board is not None:
             self.board.app_mark_valid()
-        _rmtree(self.old)
-        rec["state"] = COMMITTED
+        rec["state"] = COMMITTED  # recorded first: a power cut while fs.old goes cannot undo half of it
         self._save(rec)
+        _rmtree(self.old)
         return True
 
     def revert(self, why="reverted by OTA.Revert"):
