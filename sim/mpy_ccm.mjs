@@ -5,6 +5,9 @@
 // DIR holds the files of the module's filesystem (what `ccm build` packed: ccm/*.mpy, lib/, conf0.json);
 // they are copied to /flash in MicroPython's filesystem and the CCM runs from them, not from the source
 // tree. FD is the pty master this process inherited; whoever opens the pty's other end is the host.
+// A reset (machine.reset() on a module: ccm_host.reset() here) writes /flash back to DIR, says
+// "ccm: reset" and ends the process; sim/mpy_ccm.py starts the next boot in a fresh interpreter, as a
+// module's reset does. (process.exit() would hang: libuv joins its thread blocked reading the pty.)
 import fs from "fs";
 import path from "path";
 import { fileURLToPath, pathToFileURL } from "url";
@@ -39,9 +42,27 @@ function copyTree(src, dest) {
 }
 copyTree(flash, "/flash");
 
+function writeBack(src, dest) {
+  for (const name of mp.FS.readdir(src)) {
+    if (name === "." || name === "..") continue;
+    const s = src + "/" + name;
+    if (mp.FS.isDir(mp.FS.stat(s).mode)) {
+      fs.mkdirSync(path.join(dest, name), { recursive: true });
+      writeBack(s, path.join(dest, name));
+    } else fs.writeFileSync(path.join(dest, name), mp.FS.readFile(s));
+  }
+}
+
 const buf = Buffer.alloc(4096);
 mp.registerJsModule("ccm_host", {
   mac,
+  reset: () => {
+    fs.rmSync(flash, { recursive: true, force: true });  // what the firmware deleted goes too
+    fs.mkdirSync(flash, { recursive: true });
+    writeBack("/flash", flash);
+    fs.writeSync(1, "ccm: reset\n");
+    process.kill(process.pid, "SIGKILL");
+  },
   read: (n) => new Promise((resolve) => {
     fs.read(fd, buf, 0, Math.min(n, buf.length), null, (err, got) => {
       resolve(err || !got ? "" : buf.subarray(0, got).toString("hex"));
@@ -50,13 +71,15 @@ mp.registerJsModule("ccm_host", {
   write: (hex) => { const b = Buffer.from(hex, "hex"); let off = 0; while (off < b.length) off += fs.writeSync(fd, b, off); },
 });
 
-process.on("SIGTERM", () => process.exit(0));
+process.on("SIGTERM", () => process.kill(process.pid, "SIGKILL"));  // see above: exit() would hang
 console.log("booting the CCM from /flash on MicroPython (WebAssembly)");
 await mp.runPythonAsync(`
 import sys
 sys.path[:0] = ["/flash", "/flash/lib"]
+from ccm.ota.selfupdate import at_boot  # as the module's main.py: a staged self-update first
+at_boot("/flash")
 import asyncio
 from ccm.board.wasm import WasmBoard
 from ccm.main import factory_config, run_forever
-await asyncio.create_task(run_forever(WasmBoard("/flash"), factory_config("/flash/conf0.json")))
+await asyncio.create_task(run_forever(WasmBoard("/flash"), factory_config("/flash/conf0.json"), switch=False))
 `);

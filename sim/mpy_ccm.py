@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from pc.fwimage import BuildError, fs_region, module_filesystem, partition_table
@@ -79,6 +80,13 @@ class FlashBootedCcm(MicroPythonProcess):
         self.master, self._slave, self.path = open_raw_pty()
         self.proc: subprocess.Popen | None = None
         self.mac = mac  # the virtual ESP32's eFuse MAC (sim/esp32_rom.py)
+        self.resets = 0  # boots after the first: a module's resets
+        self.output: list[str] = []  # what it printed, the last lines
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._watcher = None
+
+    RESET = "ccm: reset"  # what sim/mpy_ccm.mjs says before it ends the process for a reset
 
     def start(self) -> FlashBootedCcm:
         node = shutil.which("node")
@@ -86,12 +94,43 @@ class FlashBootedCcm(MicroPythonProcess):
             raise RuntimeError(
                 "node not found: the flash-booted CCM runs on MicroPython's WebAssembly port under Node.js"
             )
-        cmd = [node, str(HERE / "mpy_ccm.mjs"), "--fd", str(self.master), "--flash", str(self.dir), "--mac", self.mac]
+        self._cmd = [node, str(HERE / "mpy_ccm.mjs"), "--fd", str(self.master), "--flash", str(self.dir)]
+        self._cmd += ["--mac", self.mac]
+        self._boot()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+        return self
+
+    def _boot(self) -> None:
         self.proc = subprocess.Popen(
-            cmd, pass_fds=(self.master,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self._cmd, pass_fds=(self.master,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         line = self.proc.stdout.readline()
         if "booting" not in line:
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
-            raise RuntimeError(f"the MicroPython CCM did not boot: {line}{err}")
-        return self
+            rest = self.proc.stdout.read() if self.proc.poll() is not None else ""
+            raise RuntimeError(f"the MicroPython CCM did not boot: {line}{rest}")
+
+    def _watch(self) -> None:
+        """Its output, kept; and after a reset the next boot, a fresh interpreter on the same pty."""
+        while True:
+            reset = False
+            for line in self.proc.stdout:
+                reset = reset or line.startswith(self.RESET)
+                self.output.append(line.rstrip("\n"))
+                del self.output[:-200]
+            self.proc.wait()
+            with self._lock:
+                if self._stopping or not reset:
+                    return
+                self.resets += 1
+                try:
+                    self._boot()
+                except (RuntimeError, OSError):
+                    return
+
+    def stop(self) -> None:
+        with self._lock:  # not while a reset boots the next process: that one is stopped too
+            self._stopping = True
+        super().stop()
+        if self._watcher is not None:
+            self._watcher.join(10)

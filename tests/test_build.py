@@ -219,6 +219,60 @@ def test_two_commands_from_firmware_file_to_a_ccm_answering_on_its_uart(rom, tmp
         assert inits and inits[0]["device_id"] == "lamp-0042"  # booted again, from the same flash
 
 
+def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_without_one(rom, tmp_path):
+    """The module booted from its flash on MicroPython (a reset is a fresh interpreter on the files as they
+    are then): an fs bundle changes what runs, OTA.Commit keeps it across reboots, and an update nobody
+    commits is rolled back at its commit timeout — the old files run again and OTA.Status says so
+    (issue 25, item 2)."""
+    import time
+
+    from bundle.build import fs_bundle
+    from host_lib import Host
+    from sim.mpy_ccm import FlashBootedCcm
+
+    fake_micropython(tmp_path / "micropython.bin")
+    args = ["--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "micropython.bin")]
+    assert ccm(*args, "--config", "device.id=self-1").returncode == 0
+    rom.save()
+    fs_bundle(str(tmp_path / "v2.zip"), "0.2.0")
+    fs_bundle(str(tmp_path / "v3.zip"), "0.3.0")
+
+    def call(module, method, params=None):
+        try:
+            with Host(module.path) as h:
+                return h.call(method, params, 5)
+        except Exception:  # resetting
+            return None
+
+    def runs(module, version, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = call(module, "Sys.GetInfo")
+            if info and info["fw_version"] == version:
+                return info
+            time.sleep(0.2)
+        raise AssertionError(f"{version} does not run: {call(module, 'Sys.GetInfo')}")
+
+    with FlashBootedCcm(rom.flash_path) as module:
+        runs(module, "0.1.0")
+        out = ccm("--port", module.path, "ota", str(tmp_path / "v2.zip"), "--commit-timeout", "60")
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        runs(module, "0.2.0")  # the swapped-in files run, after a reset
+        assert module.resets >= 1
+        assert call(module, "OTA.Commit") is True
+        resets = module.resets
+        assert call(module, "Sys.Reboot", {"delay_ms": 0}) is True
+        while module.resets == resets:
+            time.sleep(0.05)
+        runs(module, "0.2.0")  # kept
+        out = ccm("--port", module.path, "ota", str(tmp_path / "v3.zip"), "--commit-timeout", "3")
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        runs(module, "0.3.0")
+        runs(module, "0.2.0")  # no OTA.Commit within 3 s: the 0.2.0 files are back and run
+        st = call(module, "OTA.Status")
+        assert st["installed"]["esp32"] == "0.2.0" and "rolled back: no OTA.Commit within 3 s" in st["message"], st
+
+
 def test_booting_a_flash_without_the_firmware_is_explained(tmp_path):
     from sim.mpy_ccm import FlashBootedCcm
 

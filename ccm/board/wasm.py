@@ -38,4 +38,8 @@ class WasmBoard(Board):
         return gc.mem_free()
 
     def reboot(self):
-        return True  # boot again, on the same UART
+        """A module's reset: a fresh interpreter boots from the filesystem as it is now (a self-update's
+        files included). The Node side writes the filesystem back and sim/mpy_ccm.py starts it again."""
+        if hasattr(ccm_host, "reset"):
+            ccm_host.reset()
+        return True  # a runner without resets: boot again in this interpreter, on the same UART

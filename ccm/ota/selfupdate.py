@@ -213,5 +213,13 @@ class SelfUpdate:
 
 
 def at_boot(root=""):
-    """main.py's first call on the module."""
-    return SelfUpdate(root).at_boot()
+    """main.py's first call on the module. The firmware modules imported to get here (the `ccm` package
+    itself: its FW_VERSION) are forgotten after it, so what main.py imports next is the files as they are
+    now — a swapped-in update's, or the old ones back."""
+    import sys
+
+    state = SelfUpdate(root).at_boot()
+    for name in list(sys.modules):
+        if name == "ccm" or name.startswith("ccm."):
+            del sys.modules[name]
+    return state
