@@ -70,6 +70,7 @@ DEFAULTS = {
         "ssl_ca_cert": "",  # CA file: verify the broker
         "ssl_cert": "",  # client certificate (mutual TLS, e.g. AWS IoT)
         "ssl_key": "",
+        "ssl_insecure": False,  # TLS without checking the broker's certificate: only knowingly
         "queue_size": 32,  # messages held while offline; beyond it new ones are refused and counted
         "reconnect_timeout_min_ms": 500,
         "reconnect_timeout_max_ms": 30000,
@@ -82,7 +83,8 @@ DEFAULTS = {
         "poll_url": "",  # a URL giving {version, url}: a version not installed yet is pulled and applied
         "poll_interval_s": 3600,
         "fetch_stall_s": 10,  # a download with no data for this long fails
-        "ssl_ca_cert": "",  # CA file to verify https:// bundle servers (without it: not verified)
+        "ssl_ca_cert": "",  # CA file to verify https:// bundle servers (without it https:// is refused)
+        "ssl_insecure": False,  # https:// without checking the server's certificate: only knowingly
     },
 }
 

@@ -10,16 +10,22 @@ def mqtt_context(config):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     mpy = sys.implementation.name == "micropython"
     ca = config.get("mqtt.ssl_ca_cert")
+    if not ca and not config.get("mqtt.ssl_insecure"):
+        raise ValueError(
+            "TLS without mqtt.ssl_ca_cert would not check the broker's certificate: whoever answers for %s "
+            "would get this device. Set mqtt.ssl_ca_cert (or mqtt.ssl_insecure=true, knowingly)"
+            % config.get("mqtt.server")
+        )
     if ca:
         if mpy:  # MicroPython's mbedTLS may take DER only: PEM files are decoded here, every certificate
             _tls_file("mqtt.ssl_ca_cert", ca, lambda: _load_cas(ctx, ca))
         else:
             _tls_file("mqtt.ssl_ca_cert", ca, lambda: ctx.load_verify_locations(cafile=ca))
         ctx.verify_mode = ssl.CERT_REQUIRED
-    else:
-        ctx.verify_mode = ssl.CERT_NONE
-    if hasattr(ctx, "check_hostname"):
+    if hasattr(ctx, "check_hostname"):  # before CERT_NONE: CPython refuses that while it checks names
         ctx.check_hostname = bool(ca) and bool(config.get("mqtt.ssl_server_name", True))
+    if not ca:  # mqtt.ssl_insecure, set knowingly
+        ctx.verify_mode = ssl.CERT_NONE
     cert = config.get("mqtt.ssl_cert")
     if cert:
         key = config.get("mqtt.ssl_key")

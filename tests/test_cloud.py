@@ -285,3 +285,24 @@ def test_other_clients_shadow_gets_do_not_send_the_host_the_delta_again(mosquitt
         host.close()
         v.stop()
         proxy.close()
+
+
+def test_tls_without_a_ca_is_refused_unless_asked_for_knowingly(certs):
+    """TLS that checks nothing hands the device to whoever answers for the broker's address (issue 22,
+    item 2): with a client certificate but no mqtt.ssl_ca_cert the CCM does not connect and says why;
+    mqtt.ssl_insecure=true connects, as asked."""
+    from cloud.broker import Mosquitto
+
+    tls = {"cafile": str(certs / "ca.pem"), "certfile": str(certs / "server.pem"), "keyfile": str(certs / "server.key")}
+    client = {"ssl_cert": str(certs / "device.pem"), "ssl_key": str(certs / "device.key")}
+    with Mosquitto(tls=tls) as broker:
+        with VirtualCcm(cloud_config(broker.port, unique_device(), **client)) as v:
+            host, _ = attach_host(v)
+            with host:
+                info = wait_until(lambda: (i := host.call("Sys.GetInfo"))["faults"].get("cloud") and i, 15, "the fault")
+                why = info["faults"]["cloud"]
+                assert "would not check the broker's certificate" in why and "mqtt.ssl_ca_cert" in why, why
+                assert info["cloud"]["connected"] is False and "mqtt.ssl_insecure" in info["cloud"]["reason"]
+        insecure = cloud_config(broker.port, unique_device(), ssl_insecure=True, **client)
+        with VirtualCcm(insecure) as v:
+            wait_until(lambda: v.ccm.mqtt is not None and v.ccm.mqtt.state == 2, 20, "TLS, unverified, as asked")

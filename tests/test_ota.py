@@ -593,3 +593,30 @@ def test_ccm_ota_over_the_uart_and_http_updates_the_ccm_itself(tmp_path, transpo
         assert v.call("OTA.Status")["installed"].get("esp32") == "9.5"
     finally:
         v.stop()
+
+
+def test_an_https_pull_without_a_ca_is_refused_unless_asked_for_knowingly(tmp_path):
+    """The bundle's SHA-256 is inside the bundle: a man in the middle of an unverified HTTPS pull chooses
+    the firmware (issue 22, item 2). Without ota.ssl_ca_cert the pull is refused with the reason and the
+    host untouched; ota.ssl_insecure=true pulls, as asked."""
+    from netutil import make_pki
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    make_bundle(bundles, "6.0")
+    p = Product(tmp_path)
+    try:
+        with BundleServer(str(bundles), tls=(str(pki / "server.pem"), str(pki / "server.key"))) as srv:
+            p.v.call("OTA.Update", {"url": f"{srv.url}/fw.zip"})
+            st = settle(p)
+            assert st["state"] == 2 and "without ota.ssl_ca_cert" in st["message"], st
+            assert p.host_version() == "1.0"
+            p.v.config.set({"ota": {"ssl_insecure": True}})
+            p.v.call("OTA.Update", {"url": f"{srv.url}/fw.zip"})
+            st = settle(p)
+            assert st["state"] in (0, 3) and p.host_version() == "6.0", st
+    finally:
+        p.stop()

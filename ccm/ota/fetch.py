@@ -32,17 +32,22 @@ def split_url(url):
     return scheme, host.strip("[]"), port, "/" + path
 
 
-def _ssl_context(ca_file):
+def _ssl_context(ca_file, insecure=False):
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
         ctx.verify_mode = ssl.CERT_REQUIRED
-    else:  # integrity comes from the bundle's SHA-256 (and its signature when required)
+    elif insecure:  # ota.ssl_insecure, set knowingly: only a signature (ota.require_signature) protects then
         if hasattr(ctx, "check_hostname"):
             ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    else:  # the bundle's SHA-256 is inside the bundle: whoever serves it would choose the firmware
+        raise FetchError(
+            "https:// without ota.ssl_ca_cert: the server's certificate cannot be checked. Set "
+            "ota.ssl_ca_cert (or ota.ssl_insecure=true, knowingly)"
+        )
     return ctx
 
 
@@ -53,7 +58,9 @@ async def _line(reader, stall_ms):
     return line
 
 
-async def fetch(url, out, progress=None, stall_ms=10000, max_size=None, ca_file=None, redirects=3, opener=None):
+async def fetch(
+    url, out, progress=None, stall_ms=10000, max_size=None, ca_file=None, redirects=3, opener=None, insecure=False
+):
     """GET `url` into the file `out`; returns the number of bytes. `progress(done, total or None)`;
     `opener`: open_connection(host, port, ssl=None) (the board's connect(): names resolved without
     blocking), else asyncio's."""
@@ -62,7 +69,7 @@ async def fetch(url, out, progress=None, stall_ms=10000, max_size=None, ca_file=
         scheme, host, port, path = split_url(url)
         try:
             if scheme == "https":
-                reader, writer = await wait_ms(opener(host, port, ssl=_ssl_context(ca_file)), stall_ms)
+                reader, writer = await wait_ms(opener(host, port, ssl=_ssl_context(ca_file, insecure)), stall_ms)
             else:
                 reader, writer = await wait_ms(opener(host, port), stall_ms)
         except asyncio.TimeoutError:

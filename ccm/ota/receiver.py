@@ -321,6 +321,7 @@ class OtaReceiver:
                     self._free(),
                     self.config.get("ota.ssl_ca_cert") or None,
                     opener=self.opener,
+                    insecure=self.config.get("ota.ssl_insecure", False),
                 )
         except FetchError as e:
             self._fail("download failed: %s" % e)
@@ -513,7 +514,16 @@ class OtaReceiver:
                 try:
                     if url.startswith("https:") and self.clock is not None and not await self.clock(3):
                         raise FetchError("the clock is not set: %s's certificate cannot be checked" % url)
-                    await fetch(url, buf, None, 10000, 4096, opener=self.opener)
+                    await fetch(
+                        url,
+                        buf,
+                        None,
+                        10000,
+                        4096,
+                        self.config.get("ota.ssl_ca_cert") or None,
+                        opener=self.opener,
+                        insecure=self.config.get("ota.ssl_insecure", False),
+                    )
                     doc = json.loads(buf.data)
                     v = doc.get("version")
                     target = doc.get("url")
