@@ -36,7 +36,7 @@ DEFAULTS = {
         "jsonrpc_member": False,  # emit "jsonrpc":"2.0" (costs 17 bytes a frame on the UART)
         "max_pending": 16,  # calls waiting for the host at once
         "tx_queue": 16,  # frames waiting to be written to the host
-        "http": {"enable": True, "port": 80},
+        "http": {"enable": True, "port": 80, "timeout_ms": 10000},  # a request's head and body must come in time
         "auth": {"user": "admin", "password": "", "realm": "ccm"},  # HTTP Digest once password is set
     },
     "host": {

@@ -11,14 +11,16 @@
 The server is our own, on asyncio streams: one route with two shapes needs no framework, and a plain
 ESP32's heap cannot spare one (microdot cost 26 KB of it with .mpy files; this module costs a third).
 One request per connection (`Connection: close`); bodies and WebSocket messages are bounded by
-`rpc.max_frame_size`, request lines and headers by MAX_LINE and MAX_HEADERS.
+`rpc.max_frame_size`, request lines and headers by MAX_LINE and MAX_HEADERS, the time a request's head
+and body may take by `rpc.http.timeout_ms`, and clients served at once by ccm/listener.py.
 """
 
+import asyncio
 import json
 import struct
 
 from ccm import rpc
-from ccm.compat import Waiter, dumps
+from ccm.compat import Waiter, dumps, wait_ms
 
 AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
 AP_ACL = "wifi.*"
@@ -45,6 +47,7 @@ REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     413: "Payload Too Large",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
@@ -126,20 +129,11 @@ class RpcServer:
                 pass
 
     async def _request(self, reader, writer):
-        line = await _line(reader)
-        parts = line.split()
-        if len(parts) != 3:
-            raise Refused(400, _error(rpc.INVALID_REQUEST, "not an HTTP request line"))
-        method, target = parts[0].decode(), parts[1].decode()
-        headers = {}
-        while True:
-            h = await _line(reader)
-            if not h.strip():
-                break
-            if len(headers) >= MAX_HEADERS:
-                raise Refused(431, _error(rpc.INVALID_REQUEST, "too many header lines"))
-            k, _, v = h.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
+        timeout = self.config.get("rpc.http.timeout_ms") or 10000
+        try:  # a client that sends its request slowly or not at all (slowloris) holds a slot only so long
+            method, target, headers = await wait_ms(_head(reader), timeout)
+        except asyncio.TimeoutError:
+            return  # closed without an answer
         path = target.split("?", 1)[0]
         denied = self._authenticate(method, headers)
         if denied is not None:
@@ -148,7 +142,10 @@ class RpcServer:
         if path == "/rpc" and method == "GET" and headers.get("upgrade", "").lower() == "websocket":
             await self._websocket(reader, writer, headers)
             return
-        body = await self._body(reader, headers)
+        try:
+            body = await wait_ms(self._body(reader, headers), timeout)
+        except asyncio.TimeoutError:
+            raise Refused(408, _error(rpc.INVALID_REQUEST, "the body did not come within %d ms" % timeout)) from None
         if path == "/rpc" and method == "POST":
             status, out = await self._post_frame(body)
         elif path.startswith("/rpc/") and method in ("POST", "GET"):
@@ -310,6 +307,22 @@ class RpcServer:
             elif op != 10:
                 await _ws_send(writer, struct.pack(">H", 1002), 8)  # an opcode RFC 6455 does not define
                 return None
+
+
+async def _head(reader):
+    """(method, target, headers) of the request."""
+    parts = (await _line(reader)).split()
+    if len(parts) != 3:
+        raise Refused(400, _error(rpc.INVALID_REQUEST, "not an HTTP request line"))
+    headers = {}
+    while True:
+        h = await _line(reader)
+        if not h.strip():
+            return parts[0].decode(), parts[1].decode(), headers
+        if len(headers) >= MAX_HEADERS:
+            raise Refused(431, _error(rpc.INVALID_REQUEST, "too many header lines"))
+        k, _, v = h.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
 
 
 async def _read(reader, n):

@@ -10,6 +10,8 @@ import asyncio
 
 from ccm.compat import unload
 
+MAX_CONNECTIONS = 4  # served at once; beyond, a client is closed at once (each one costs heap on a module)
+
 
 class Listener:
     def __init__(self, handler):
@@ -36,6 +38,13 @@ class Listener:
             self.server.close()
 
     async def _connection(self, reader, writer):
+        if self._open >= MAX_CONNECTIONS:  # a flood of clients (slow or not) cannot take the heap
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except Exception:
+                pass
+            return
         self._open += 1
         try:
             if self._serving is None:

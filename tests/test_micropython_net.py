@@ -389,3 +389,31 @@ def test_names_are_resolved_without_stopping_the_link(mosquitto, module):
         assert "cannot resolve nowhere.test" in why or "name not found" in why, why
     finally:
         dns.stop()
+
+
+def test_a_hundred_slow_clients_do_not_stop_the_link_or_the_server(module):
+    """Clients that connect and send nothing (slowloris): on a module each accepted connection costs
+    heap, and none was ever closed (issue 22, item 6). At most a few are served at once — the rest are
+    closed at once — and a request that does not come within rpc.http.timeout_ms is closed; meanwhile the
+    UART link answers, and afterwards /rpc serves again."""
+    import socket
+
+    ccm, host = module({"device": {"id": unique_device()}, "rpc": {"http": {"timeout_ms": 1000}}})
+    url = f"http://127.0.0.1:{ccm.http_port}/rpc"
+    wait_until(lambda: _http_up(url), 20, "/rpc on MicroPython")
+    slow = []
+    try:
+        for _ in range(100):
+            slow.append(socket.create_connection(("127.0.0.1", ccm.http_port), timeout=10))
+        for _ in range(20):
+            assert host.call("Sys.GetInfo")["faults"] == {}
+        for s in slow:  # every one is closed by the CCM: at once beyond the cap, else at the timeout
+            s.settimeout(15)
+            assert s.recv(1) == b""
+    finally:
+        for s in slow:
+            s.close()
+    body = json.dumps({"id": 1, "method": "Sum", "params": [4, 5]}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as r:
+        assert json.loads(r.read())["result"] == 9
+    assert host.call("Sys.GetInfo")["faults"] == {}
