@@ -84,6 +84,7 @@ class RpcServer:
         self.device_id = config.get("device.id")
         self.limit = config.get("rpc.max_frame_size")
         self.keep = {} if keep is None else keep
+        self.timeout = config.get("rpc.http.timeout_ms") or 10000
         self._auth = None
 
     # -- auth --------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class RpcServer:
                 pass
 
     async def _request(self, reader, writer):
-        timeout = self.config.get("rpc.http.timeout_ms") or 10000
+        timeout = self.timeout
         try:  # a client that sends its request slowly or not at all (slowloris) holds a slot only so long
             method, target, headers = await wait_ms(_head(reader), timeout)
         except asyncio.TimeoutError:
@@ -274,25 +275,16 @@ class RpcServer:
         Pings are answered here."""
         buf = b""
         while True:
-            h = await reader.readexactly(2)
-            op, n = h[0] & 0x0F, h[1] & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", await reader.readexactly(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", await reader.readexactly(8))[0]
-            mask = await reader.readexactly(4) if h[1] & 0x80 else None
-            if len(buf) + n > self.limit:
+            h = await reader.readexactly(2)  # a frame may be long in coming: WebSocket clients idle
+            op = h[0] & 0x0F
+            try:  # once it has started, the rest must come in time: a stalled frame holds a slot
+                data = await wait_ms(_ws_frame(reader, h, self.limit - len(buf)), self.timeout)
+            except asyncio.TimeoutError:
+                await _ws_send(writer, struct.pack(">H", 1008), 8)  # close: policy violation
+                return None
+            if data is None:
                 await _ws_send(writer, struct.pack(">H", 1009), 8)  # too big: close, message too big
                 return None
-            try:
-                data = await _read(reader, n)
-            except MemoryError:
-                while n:  # read past it in small pieces, so the next frame is found where it starts
-                    n -= len(await reader.readexactly(min(n, 64)))
-                raise
-            if mask is not None:  # unmasked in place: an OTA chunk is the largest thing held here
-                for i in range(n):
-                    data[i] ^= mask[i & 3]
             if op == 8:  # close: answer it, and end
                 await _ws_send(writer, bytes(data[:2]), 8)
                 return None
@@ -307,6 +299,29 @@ class RpcServer:
             elif op != 10:
                 await _ws_send(writer, struct.pack(">H", 1002), 8)  # an opcode RFC 6455 does not define
                 return None
+
+
+async def _ws_frame(reader, h, room):
+    """The payload of the frame whose first two bytes are `h`, unmasked in place (an OTA chunk is the
+    largest thing held here); None when it is longer than `room`."""
+    n = h[1] & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", await reader.readexactly(8))[0]
+    mask = await reader.readexactly(4) if h[1] & 0x80 else None
+    if n > room:
+        return None
+    try:
+        data = await _read(reader, n)
+    except MemoryError:
+        while n:  # read past it in small pieces, so the next frame is found where it starts
+            n -= len(await reader.readexactly(min(n, 64)))
+        raise
+    if mask is not None:
+        for i in range(n):
+            data[i] ^= mask[i & 3]
+    return data
 
 
 async def _head(reader):

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import websockets.exceptions
 import websockets.sync.client as wsclient
 from conftest import cloud_config, unique_device, wait_until
 from test_cloud import certs  # noqa: F401 - the test CA, server and device certificates
@@ -416,4 +417,12 @@ def test_a_hundred_slow_clients_do_not_stop_the_link_or_the_server(module):
     body = json.dumps({"id": 1, "method": "Sum", "params": [4, 5]}).encode()
     with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as r:
         assert json.loads(r.read())["result"] == 9
+    # a WebSocket may idle between messages, but a frame that starts and stalls is closed (1008)
+    with wsclient.connect(url.replace("http", "ws"), open_timeout=10) as ws:
+        ws.send(json.dumps({"id": 2, "method": "Sys.GetInfo"}))
+        assert "result" in json.loads(ws.recv(timeout=10))
+        ws.socket.sendall(bytes([0x81, 0x80 | 100]) + b"\0\0\0\0" + b"{")  # 100 bytes promised, 1 sent
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=15)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert host.call("Sys.GetInfo")["faults"] == {}
