@@ -170,3 +170,14 @@ def test_a_second_sim_with_an_id_already_online_is_refused(mosquitto, cloud):
         assert cloud.call(device, "Sys.GetInfo")["device_id"] == device  # the first one is untouched
     finally:
         assert first.stop() == 0
+
+
+def test_serve_dir_is_made_when_missing(tmp_path):
+    """The README's `ccm cloud --serve-dir ./bundles` failed unless ./bundles existed (issue 27)."""
+    d = tmp_path / "bundles"
+    cloud = Running("cloud", "--db", str(tmp_path / "s.sqlite"), "--http", "127.0.0.1:0", "--serve-dir", str(d))
+    try:
+        cloud.line_with("bundles in")
+        assert d.is_dir()
+    finally:
+        assert cloud.stop() == 0

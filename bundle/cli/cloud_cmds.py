@@ -16,8 +16,9 @@ from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, u
 @click.option("--embedded", is_flag=True, help="Start the embedded amqtt broker even when mosquitto is installed.")
 @click.option(
     "--serve-dir",
-    type=click.Path(file_okay=False, exists=True),
-    help="Serve the bundles in this directory over HTTP (NAME.zip, and NAME.json / latest.json for ota.poll_url).",
+    type=click.Path(file_okay=False),
+    help="Serve the bundles in this directory over HTTP (NAME.zip, and NAME.json / latest.json for ota.poll_url); "
+    "made when missing.",
 )
 @click.option("--http-port", type=int, default=0, help="Port for --serve-dir (0: any free one).")
 @click.option(
@@ -106,6 +107,7 @@ def cloud_cmd(
     if serve_dir:
         from cloud.bundle_server import BundleServer
 
+        os.makedirs(serve_dir, exist_ok=True)  # the README's `--serve-dir ./bundles` needs no mkdir first
         bundles = BundleServer(serve_dir, port=http_port).start()
         click.echo(
             f"bundles in {serve_dir} served on {bundles.url}/NAME.zip (poll documents: {bundles.url}/latest.json)"
