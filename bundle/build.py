@@ -180,8 +180,9 @@ def flash(
     try:
         esp = detect_chip(port, 115200, "default-reset" if reset else "no-reset", connect_attempts=attempts)
     except FatalError as e:
+        why = str(e).strip().splitlines()[0].rstrip(".")  # esptool adds a blank line and its own hint
         raise BuildError(
-            f"no ESP32 answers on {port}: {e}. Hold BOOT (IO0) while pressing EN, or check the port"
+            f"no ESP32 answers on {port}: {why}. Hold BOOT (IO0) while pressing EN, or check the port"
         ) from None
     except OSError as e:
         raise BuildError(f"cannot open {port}: {e}") from None
