@@ -83,6 +83,16 @@ async def sleep_ms_async(ms):
         await asyncio.sleep(ms / 1000)
 
 
+def drain(steps):
+    """Run a generator to its end, all at once; what it returns. The PC's synchronous check()/copy_part()
+    /unpack(): the same steps the CCM runs with paced()."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as e:
+            return e.value
+
+
 async def paced(steps, slice_ms=20):
     """Run a generator to its end, giving the event loop a turn every `slice_ms`: a long check or copy
     (hashing a part, unpacking, writing flash) must not freeze the UART link, MQTT or /rpc. Returns

@@ -100,16 +100,18 @@ class TcpProxy:
             t.join(5)
 
 
-class SntpServer:
-    """An SNTP server on 127.0.0.1 (UDP, a free port) answering with this PC's time, as pool.ntp.org
-    would. `port` is known before `start()`, so a CCM can be pointed at a server that is not up yet."""
+class UdpServer:
+    """A UDP server on 127.0.0.1 (a free port, known before `start()`) answering each datagram with
+    `answer(request)` (None: no answer) on a thread of its own; `answered` counts the answers."""
 
     def __init__(self):
         import socket
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
         self.answered = 0
         self._thread = None
         self._stop = False
@@ -122,27 +124,38 @@ class SntpServer:
         return self
 
     def _serve(self):
-        import struct
-        import time
-
-        self.sock.settimeout(0.2)
         while not self._stop:
             try:
                 req, addr = self.sock.recvfrom(512)
             except OSError:
                 continue
-            now = time.time() + 2208988800
-            secs, frac = int(now), int((now % 1) * 2**32)
-            reply = bytes([0x24, 2, 6, 0xEC]) + b"\0" * 8 + b"LOCL" + struct.pack("!II", secs, frac) * 2
-            reply += req[40:48] + struct.pack("!II", secs, frac)
-            self.sock.sendto(reply[:48], addr)
-            self.answered += 1
+            reply = self.answer(req)
+            if reply is not None:
+                self.sock.sendto(reply, addr)
+                self.answered += 1
+
+    def answer(self, request: bytes) -> bytes | None:
+        raise NotImplementedError
 
     def stop(self):
         self._stop = True
-        if self._thread:
+        if self._thread is not None:
             self._thread.join(2)
         self.sock.close()
+
+
+class SntpServer(UdpServer):
+    """An SNTP server answering with this PC's time, as pool.ntp.org would. A CCM can be pointed at its
+    port before it is started (a server that is not up yet)."""
+
+    def answer(self, req):
+        import struct
+        import time
+
+        now = time.time() + 2208988800
+        secs, frac = int(now), int((now % 1) * 2**32)
+        reply = bytes([0x24, 2, 6, 0xEC]) + b"\0" * 8 + b"LOCL" + struct.pack("!II", secs, frac) * 2
+        return (reply + req[40:48] + struct.pack("!II", secs, frac))[:48]
 
 
 def openssl(*args, cwd):
@@ -212,52 +225,31 @@ def make_pki(d):
     return d
 
 
-class DnsServer:
-    """A DNS server on 127.0.0.1 (UDP, a free port) answering A questions for `names` ({name: ip}) after
-    `delay` seconds (a slow resolver), NXDOMAIN for the rest. `queries` counts what it was asked."""
+class DnsServer(UdpServer):
+    """A DNS server answering A questions for `names` ({name: ip}) after `delay` seconds (a slow
+    resolver), NXDOMAIN for the rest; `queries` counts what it was asked. It starts at once."""
 
     def __init__(self, names: dict[str, str], delay: float = 0.0):
-        import socket
-        import threading
-
+        super().__init__()
         self.names = names
         self.delay = delay
         self.queries = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self.start()
 
-    def _serve(self):
+    def answer(self, req):
         import struct
         import time
 
-        while not self._stop:
-            try:
-                req, addr = self.sock.recvfrom(512)
-            except OSError:
-                continue
-            self.queries += 1
-            i, labels = 12, []
-            while req[i]:
-                labels.append(req[i + 1 : i + 1 + req[i]].decode())
-                i += req[i] + 1
-            question = req[12 : i + 5]
-            ip = self.names.get(".".join(labels))
-            time.sleep(self.delay)
-            if ip is None:
-                head = struct.pack("!HHHHHH", struct.unpack("!H", req[:2])[0], 0x8183, 1, 0, 0, 0)
-                self.sock.sendto(head + question, addr)
-                continue
-            head = struct.pack("!HHHHHH", struct.unpack("!H", req[:2])[0], 0x8180, 1, 1, 0, 0)
-            answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes(int(x) for x in ip.split("."))
-            self.sock.sendto(head + question + answer, addr)
-
-    def stop(self):
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
+        self.queries += 1
+        i, labels = 12, []
+        while req[i]:
+            labels.append(req[i + 1 : i + 1 + req[i]].decode())
+            i += req[i] + 1
+        question = req[12 : i + 5]
+        ip = self.names.get(".".join(labels))
+        time.sleep(self.delay)
+        qid = struct.unpack("!H", req[:2])[0]
+        if ip is None:
+            return struct.pack("!HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes(int(x) for x in ip.split("."))
+        return struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer

@@ -401,18 +401,27 @@ def test_shadow_desired_ota_updates_once_and_reports(mosquitto, shadow_service, 
         p.stop()
 
 
-def test_an_https_pull_sets_the_clock_first_on_a_module_just_powered_up(tmp_path):
-    """An ESP32 starts at 2000-01-01 and certificates have dates: an HTTPS pull sets the clock over SNTP
-    before it checks the server's certificate, as the MQTT connection does (issue 26, item 4); while SNTP
-    does not answer, the pull fails and says why."""
-    from netutil import SntpServer, make_pki
+def https_bundles(tmp_path, version):
+    """(pki, bundles): a test PKI (ca.pem, server.pem for 127.0.0.1) and a directory with fw.zip at
+    `version`, for a BundleServer over HTTPS."""
+    from netutil import make_pki
 
     pki = tmp_path / "pki"
     pki.mkdir()
     make_pki(pki)
     bundles = tmp_path / "bundles"
     bundles.mkdir()
-    make_bundle(bundles, "5.0")
+    make_bundle(bundles, version)
+    return pki, bundles
+
+
+def test_an_https_pull_sets_the_clock_first_on_a_module_just_powered_up(tmp_path):
+    """An ESP32 starts at 2000-01-01 and certificates have dates: an HTTPS pull sets the clock over SNTP
+    before it checks the server's certificate, as the MQTT connection does (issue 26, item 4); while SNTP
+    does not answer, the pull fails and says why."""
+    from netutil import SntpServer
+
+    pki, bundles = https_bundles(tmp_path, "5.0")
     sntp = SntpServer()
     cfg = {"sntp": {"server": f"127.0.0.1:{sntp.port}"}, "ota": {"ssl_ca_cert": str(pki / "ca.pem")}}
     p = Product(tmp_path, cfg)
@@ -599,14 +608,7 @@ def test_an_https_pull_without_a_ca_is_refused_unless_asked_for_knowingly(tmp_pa
     """The bundle's SHA-256 is inside the bundle: a man in the middle of an unverified HTTPS pull chooses
     the firmware (issue 22, item 2). Without ota.ssl_ca_cert the pull is refused with the reason and the
     host untouched; ota.ssl_insecure=true pulls, as asked."""
-    from netutil import make_pki
-
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    make_pki(pki)
-    bundles = tmp_path / "bundles"
-    bundles.mkdir()
-    make_bundle(bundles, "6.0")
+    pki, bundles = https_bundles(tmp_path, "6.0")
     p = Product(tmp_path)
     try:
         with BundleServer(str(bundles), tls=(str(pki / "server.pem"), str(pki / "server.key"))) as srv:

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 
+from ccm.compat import drain
 from ccm.ota import zipread
 
 MANIFEST = "manifest.json"
@@ -117,7 +118,7 @@ class Bundle:
 
     def check(self, platforms=None, pubkey=None, require_signature=False):
         """Everything but applying: platform, signature, and every part's size and SHA-256 (streamed)."""
-        _drain(self.check_steps(platforms, pubkey, require_signature))
+        drain(self.check_steps(platforms, pubkey, require_signature))
 
     def check_steps(self, platforms=None, pubkey=None, require_signature=False):
         """check() a chunk at a time: a generator (the CCM runs it with compat.paced)."""
@@ -133,7 +134,7 @@ class Bundle:
     def copy_part(self, name, out, progress=None):
         """Stream part `name` into `out` (a file, or None to only check it); its size and SHA-256 must
         match the manifest. Returns the size."""
-        return _drain(self.copy_steps(name, out, progress))
+        return drain(self.copy_steps(name, out, progress))
 
     def copy_steps(self, name, out, progress=None):
         """copy_part() a chunk at a time: a generator that returns the size."""
@@ -165,15 +166,6 @@ class Bundle:
         if _hex(h.digest()) != want_sha.lower():
             raise BundleError("part %s: SHA-256 mismatch: the bundle is corrupt or was altered" % name)
         return done
-
-
-def _drain(steps):
-    """Run a generator to its end; what it returns."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as e:
-            return e.value
 
 
 def _read_all(r):

@@ -7,6 +7,8 @@
 
 import struct
 
+from ccm.compat import drain
+
 MAGIC = b"CCMFS1\n"
 
 
@@ -38,12 +40,7 @@ def _exact(read, n):
 def unpack(read, open_out, chunk=512):
     """Read an archive through `read(n)`; `open_out(name)` gives a file to write each one to.
     Returns the names, in order."""
-    steps = unpack_steps(read, open_out, chunk)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as e:
-            return e.value
+    return drain(unpack_steps(read, open_out, chunk))
 
 
 def unpack_steps(read, open_out, chunk=512):

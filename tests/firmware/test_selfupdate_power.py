@@ -10,6 +10,7 @@ import os
 from fwtest import scratch_path
 
 from ccm import files as files_mod
+from ccm.compat import drain
 from ccm.ota import fsarchive, selfupdate
 from ccm.ota.selfupdate import COMMITTED, REVERTED, TRIAL, SelfUpdate
 
@@ -114,16 +115,7 @@ def stage(root):
         pos[0] += len(data)
         return data
 
-    names = _drain(su.stage_fs(read))
-    su.staged(names, False, "2.0", 0)
-
-
-def _drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as e:
-            return e.value
+    su.staged(drain(su.stage_fs(read)), False, "2.0", 0)
 
 
 def staged():
