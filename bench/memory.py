@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/memory.py                                   # live heap per step + cap search
     .venv/bin/python bench/memory.py --caps-only --micropython PATH    # the cap search on a 32-bit build
+    .venv/bin/python bench/memory.py --caps-only --micropython PATH --frozen FROZEN_PATH   # + the frozen row
 
 1. The live heap per step on the WebAssembly port (32-bit, the ESP32's word size): the firmware boots
    as on a module — Ccm on a board whose UART is in memory, its MQTT session on a broker double with
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from ota import run_micropython  # noqa: E402
 
 CAP = 111936  # a plain ESP32's MicroPython heap after one growth (MicroPython PR #13219)
-AIM = 104 * 1024  # the budget: every flow at this cap on 32-bit
+AIM = 104 * 1024  # the budget: every flow at this cap on 32-bit, with .mpy files (a stock image)
+FROZEN_AIM = 56 * 1024  # and with the code frozen into the image
 
 SCRIPT = r"""
 import asyncio, gc, json, sys
@@ -108,10 +110,18 @@ class Flows:
         conf = {k: str(self.pki / v) for k, v in files.items()} | {"require_certificate": True}
         self.broker = Mosquitto(tls=conf if tls else None).start()
         self.bundle = workdir / "ccm-fw.zip"
-        fs_bundle(str(self.bundle), "0.2.0")
+        self.version = "0.2.0"
+        fs_bundle(str(self.bundle), self.version)
+        # code in ROM is updated with the image (an app or romfs part: a module's flash, not this heap);
+        # what such a module takes over the fs is data: the same bytes, named so nothing imports them
+        self.data_bundle = workdir / "assets.zip"
+        _assets_bundle(self.data_bundle, self.version)
 
     def close(self):
         self.broker.close()
+
+    def ota(self, rom) -> Path:
+        return self.data_bundle if rom else self.bundle
 
     def _files(self) -> dict:
         return {k: str(self.pki / v) for k, v in (("ca", "ca.pem"), ("cert", "device.pem"), ("key", "device.key"))}
@@ -131,10 +141,27 @@ class Flows:
         return {"cafile": f["ca"], "certfile": f["cert"], "keyfile": f["key"]}
 
 
-def works_at(heap_kib: int, rom: bool, flows: Flows) -> str | None:
+def _assets_bundle(output: Path, version: str):
+    """An esp32 bundle of the firmware files' bytes under assets/ (nothing imports them there)."""
+    import tempfile
+
+    from ccm.ota import fsarchive
+    from pc import fwbundle
+    from pc.fwimage import stage
+
+    with tempfile.TemporaryDirectory(prefix="ccm-mem-") as d:
+        names = stage(Path(d), {}, version=version)
+        files = {"assets/" + n: (Path(d) / n).read_bytes() for n in names if n != "conf0.json"}
+    part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack(files))
+    fwbundle.create(str(output), "ccm", "esp32", [], version, parts=[part])
+
+
+def works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str | None:
     """None when the whole firmware works with this heap on the unix port, else the step that failed and
     why: boot; MQTT over mutual TLS (CA checked) with a call from the cloud and Shadow.Report; HTTP and
-    WebSocket /rpc; a bundle OTA over WebSocket (upload, check, stage, reboot into it); a broker outage."""
+    WebSocket /rpc; a bundle OTA over WebSocket (upload, check, stage, reboot into it); a broker outage.
+    `rom`: False .mpy files, True a romfs image, "frozen" the code in the binary. With `peaks`, the live
+    heap is sampled inside the steps (every 5 ms, after a collection) and each step's most is put there."""
     import json as _json
     import time
     import urllib.request
@@ -147,18 +174,22 @@ def works_at(heap_kib: int, rom: bool, flows: Flows) -> str | None:
     from host_lib import Host
     from sim.mpy_unix import UnixCcm
 
-    dev = f"mem-{heap_kib}-{int(rom)}"
+    dev = f"mem-{heap_kib}-{rom}"
     step = "boot"
+
+    def done(name):
+        if peaks is not None:
+            peaks[name] = max(peaks.get(name, 0), host.call("Sys.GetInfo")["heap_peak"])
 
     def wait(cond, what, timeout=20):
         end = time.monotonic() + timeout
-        while not cond():
+        while not _holds(cond):  # a call during a reboot may go unanswered: asked again
             if time.monotonic() > end:
                 raise TimeoutError(f"{what}: {host.call('Sys.GetInfo').get('faults') or 'not within %d s' % timeout}")
             time.sleep(0.1)
 
     try:
-        ccm = UnixCcm(flows.config(dev), heap=f"{heap_kib}K", rom=rom).start()
+        ccm = UnixCcm(flows.config(dev), heap=f"{heap_kib}K", rom=rom, sample_ms=5 if peaks is not None else 0).start()
     except RuntimeError as e:
         return "boot: " + str(e).splitlines()[-1]
     try:
@@ -169,32 +200,42 @@ def works_at(heap_kib: int, rom: bool, flows: Flows) -> str | None:
             host.export("Sum", lambda p: p[0] + p[1])
             step = "MQTT over TLS" if flows.tls else "MQTT"
             wait(lambda: host.call("Sys.GetInfo")["cloud"]["connected"], "not connected")
+            done("boot, " + step + " connected")
             assert cloud.call(dev, "Sum", [1, 2]) == 3
             assert host.call("Shadow.Report", {"reported": {"n": 1}}) is True
+            done("a call from the cloud, Shadow.Report")
             step = "HTTP /rpc"
             url = f"http://127.0.0.1:{ccm.http_port}/rpc"
             body = _json.dumps({"id": 1, "method": "Sum", "params": [2, 2]}).encode()
             with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as r:
                 assert _json.loads(r.read())["result"] == 4
+            done(step)
             step = "WebSocket /rpc"
             with wsclient.connect(url.replace("http", "ws"), open_timeout=10) as ws:
                 ws.send(_json.dumps({"id": 2, "method": "Sys.GetInfo"}))
                 assert "result" in _json.loads(ws.recv(timeout=10))
+            done(step)
             step = "bundle OTA over WebSocket"
             link = WsRpc(url.replace("http", "ws"))
             try:
-                st = push(link, flows.bundle.read_bytes(), 2048, call_timeout=10, apply_timeout=60)
+                st = push(link, flows.ota(rom).read_bytes(), 2048, call_timeout=10, apply_timeout=60)
             finally:
                 link.close()
             assert st.get("state") in (0, 3), st
+            done("bundle OTA over WebSocket (upload, check, stage)")  # before its reboot (in 500 ms)
             step = "after the OTA's reboot"
+            wait(lambda: ccm.resets > 0, "no reboot into the update", 30)
+            if not rom:  # the update's own files run
+                wait(lambda: host.call("Sys.GetInfo")["fw_version"] == flows.version, "the update does not run", 30)
             wait(lambda: host.call("Sys.GetInfo")["cloud"]["connected"], "not connected again", 30)
+            done("reboot into the update, MQTT connected again")
             step = "broker outage"
             flows.broker.stop()
             wait(lambda: not host.call("Sys.GetInfo")["cloud"]["connected"], "still connected", 30)
             flows.broker.start()
             wait(lambda: host.call("Sys.GetInfo")["cloud"]["connected"], "not back after the outage", 30)
             wait(lambda: _answers(cloud, dev), "no call from the cloud after the outage", 30)
+            done(step)
             faults = host.call("Sys.GetInfo")["faults"]
             return "faults: %s" % faults if faults else None
     except Exception as e:  # a call that timed out or failed: the heap was too small somewhere
@@ -203,6 +244,13 @@ def works_at(heap_kib: int, rom: bool, flows: Flows) -> str | None:
         if flows.broker.proc is None:
             flows.broker.start()
         ccm.stop()
+
+
+def _holds(cond) -> bool:
+    try:
+        return cond()
+    except TimeoutError:
+        return False
 
 
 def _answers(cloud, dev) -> bool:
@@ -226,20 +274,22 @@ def smallest_cap(rom: bool, flows: Flows, lo=32, hi=512, step=8) -> tuple[int, s
     return hi, why
 
 
-def unix_table(exe: str | None):
+def unix_table(exe: str | None, frozen: str | None = None):
     import tempfile
 
-    from sim.mpy_unix import micropython_exe, word_bits
+    from sim.mpy_unix import has_frozen_ccm, micropython_exe, word_bits
 
+    for path, flag in ((exe, "--micropython"), (frozen, "--frozen")):
+        if path and not os.access(path, os.X_OK):
+            raise SystemExit(f"{flag} {path}: not an executable MicroPython unix build")
+    if frozen and not has_frozen_ccm(frozen):
+        raise SystemExit(f"--frozen {frozen}: the ccm package is not frozen in it (build it with FREEZE_CCM)")
     if exe:
-        if not os.access(exe, os.X_OK):
-            raise SystemExit(f"--micropython {exe}: not an executable MicroPython unix build")
         os.environ["CCM_MICROPYTHON"] = exe
+    exe = micropython_exe()
     bits = word_bits()
-    tls = subprocess.run([micropython_exe(), "-c", "import ssl"], capture_output=True).returncode == 0
-    print(
-        f"\nThe whole firmware on MicroPython's unix port ({micropython_exe()}, {bits}-bit), heap capped (-X heapsize):"
-    )
+    tls = subprocess.run([exe, "-c", "import ssl"], capture_output=True).returncode == 0
+    print(f"\nThe whole firmware on MicroPython's unix port ({exe}, {bits}-bit), heap capped (-X heapsize):")
     print(f"link + MQTT{' over mutual TLS' if tls else ''} + a cloud call + Shadow.Report + HTTP and WebSocket /rpc")
     print("+ a bundle OTA over WebSocket (upload, check, stage, reboot) + a broker outage\n")
     if not tls:
@@ -248,15 +298,29 @@ def unix_table(exe: str | None):
     if bits == 64:
         print("(a 64-bit build: its figures are NOT the ESP32's — bytecode does not halve. Build a 32-bit one:")
         print(" see the README, 'Measure it yourself', and pass --micropython PATH)\n")
-    print(f"{'code':<34} {'smallest cap':>13} {'vs 111,936 B':>13}  {'below it, what failed'}")
+    rows = [(False, ".mpy files on LittleFS (stock)", exe, AIM), (True, "romfs partition (code in flash)", exe, None)]
+    if frozen:
+        rows.append(("frozen", "frozen into the image", frozen, FROZEN_AIM))
+    print(f"{'code':<34} {'smallest cap':>13} {'vs 111,936 B':>13} {'budget':>9}  {'below it, what failed'}")
+    high = []
     with tempfile.TemporaryDirectory(prefix="ccm-mem-") as d:
         flows = Flows(Path(d), tls)
         try:
-            for rom, label in ((False, ".mpy files on LittleFS (stock)"), (True, "in ROM (frozen / romfs)")):
+            for rom, label, binary, aim in rows:
+                os.environ["CCM_MICROPYTHON"] = binary
                 cap, why = smallest_cap(rom, flows)
-                print(f"{label:<34} {cap:>9} KiB {cap * 1024 / 111936:>12.2f}x  {why[:90]}")
+                budget = f"{aim // 1024} KiB" if aim else "-"
+                print(f"{label:<34} {cap:>9} KiB {cap * 1024 / CAP:>12.2f}x {budget:>9}  {why[:90]}", flush=True)
+                peaks = {}
+                works_at(cap + 64, rom, flows, peaks)  # room to spare: the figures are what the code needs
+                high.append((label, peaks))
         finally:
             flows.close()
+            os.environ["CCM_MICROPYTHON"] = exe
+    print("\nThe live heap's high-water mark in each step (KiB, sampled every 5 ms inside it, after a collection):\n")
+    print(f"{'step':<58}" + "".join(f" {label.split(' (')[0][:20]:>21}" for label, _ in high))
+    for step in high[0][1]:
+        print(f"{step:<58}" + "".join(f" {p.get(step, 0) / 1024:>21.1f}" for _, p in high))
 
 
 def run() -> dict:
@@ -268,10 +332,13 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--micropython", metavar="PATH", help="the unix port binary for the cap search (a 32-bit build)")
+    ap.add_argument(
+        "--frozen", metavar="PATH", help="a unix build with the ccm package frozen in (FREEZE_CCM): the frozen row"
+    )
     ap.add_argument("--caps-only", action="store_true", help="only the cap search, not the live heap per step")
     args = ap.parse_args()
     if args.caps_only:
-        unix_table(args.micropython)
+        unix_table(args.micropython, args.frozen)
         return
     r = run()
     base = r["rows"][0][1]
@@ -287,7 +354,7 @@ def main():
     )
     print("(the runner's own baseline and the test doubles are taken off; bytecode is in the heap, as with .mpy")
     print(" files on a module; only a frozen image would move it to flash)")
-    unix_table(args.micropython)
+    unix_table(args.micropython, args.frozen)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ccm.rpc import RpcError
 
 IDLE, PROGRESS, ERROR, SUCCESS = 0, 1, 2, 3
+MIN_CHUNK = 256  # what a chunk is halved down to when the CCM runs out of heap for one
 MAX_CHUNK = 2900  # base64 of it plus mos's envelope stays under rpc.max_frame_size (4096)
 
 
@@ -44,14 +45,19 @@ def push(
         raise OtaFailed(
             f"an update is already in progress on the CCM ({st.get('stage') or 'state %s' % st.get('state')})"
         )
+    hint = st.get("chunk")  # the size this module's heap takes best (a plain ESP32: 1 KiB when tight)
+    if type(hint) is int and 1 <= hint < chunk_size:
+        chunk_size = hint
     try:
         link.call("OTA.Begin", {"size": len(data), "timeout": timeout, "commit_timeout": commit_timeout}, call_timeout)
     except RpcError as e:
         raise OtaFailed(f"OTA.Begin refused: {e.message}") from None
     total = len(data)
-    for off in range(0, total, chunk_size):
-        chunk = {"offset": off, "data": base64.b64encode(data[off : off + chunk_size]).decode()}
+    off = 0
+    while off < total:
+        size = chunk_size
         for attempt in range(3):  # mos retries a chunk three times at the same offset
+            chunk = {"offset": off, "data": base64.b64encode(data[off : off + size]).decode()}
             try:
                 link.call("OTA.Write", chunk, call_timeout)
                 break
@@ -60,8 +66,11 @@ def push(
                     _abort(link, call_timeout)
                     why = e.message if isinstance(e, RpcError) else str(e)
                     raise OtaFailed(f"write failed at offset {off}: {why}") from None
+                if isinstance(e, RpcError) and e.code == -32603 and size > MIN_CHUNK:
+                    size = chunk_size = max(MIN_CHUNK, size // 2)  # its heap is short: smaller pieces from here
+        off += size
         if progress:
-            progress("upload", min(off + chunk_size, total), total)
+            progress("upload", min(off, total), total)
     try:
         link.call("OTA.End", None, max(call_timeout, 120.0))
     except RpcError as e:

@@ -236,6 +236,7 @@ class RpcServer:
         await writer.drain()
         caller = self.caller("ws")
         while True:
+            data = None
             try:
                 data = await self._ws_receive(reader, writer)
                 if data is None:
@@ -244,11 +245,10 @@ class RpcServer:
             except rpc.ParseError as e:
                 await _ws_send(writer, rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1])
                 continue
-            except MemoryError:  # no room for this message: the connection stays, the sender is told
+            except MemoryError as e:  # no room for this message: the connection stays, the sender is told
+                rid = request_id(getattr(e, "head", None) or data)  # under its id, so it can try again
                 data = None
-                await _ws_send(
-                    writer, rpc.encode_error(None, rpc.INTERNAL_ERROR, "out of memory for this message")[:-1]
-                )
+                await _ws_send(writer, rpc.encode_error(rid, rpc.INTERNAL_ERROR, "out of memory for this message")[:-1])
                 continue
             data = None  # an OTA chunk: not held while it is written
             if type(msg) is not dict:
@@ -315,13 +315,47 @@ async def _ws_frame(reader, h, room):
     try:
         data = await _read(reader, n)
     except MemoryError:
+        head = None
         while n:  # read past it in small pieces, so the next frame is found where it starts
-            n -= len(await reader.readexactly(min(n, 64)))
-        raise
+            piece = await reader.readexactly(min(n, 64))
+            if head is None:  # its first bytes name the request's id: the error goes back under it
+                head = bytearray(piece)
+                for i in range(len(head) if mask is not None else 0):
+                    head[i] ^= mask[i & 3]
+            n -= len(piece)
+        raise NoRoom(head) from None
     if mask is not None:
         for i in range(n):
             data[i] ^= mask[i & 3]
     return data
+
+
+class NoRoom(MemoryError):
+    """A frame there was no heap for; `head`: its first bytes."""
+
+    def __init__(self, head):
+        super().__init__("out of memory for this message")
+        self.head = head
+
+
+def request_id(data):
+    """The id of the JSON-RPC request whose text starts `data`, or None: found without parsing it (there
+    was no heap to parse it), for an error the client can match to its call."""
+    try:
+        i = data.find(b'"id"') if data else -1
+        if i < 0:
+            return None
+        i = data.find(b":", i) + 1
+        while data[i] in b" \t\r\n":
+            i += 1
+        if data[i] == 0x22:  # a string id
+            return bytes(data[i + 1 : data.find(b'"', i + 1)]).decode()
+        j = i
+        while data[j] in b"-0123456789":
+            j += 1
+        return int(bytes(data[i:j])) if j > i else None
+    except (IndexError, ValueError, UnicodeError):
+        return None
 
 
 async def _head(reader):

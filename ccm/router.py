@@ -99,6 +99,9 @@ class Router:
             "heap_free": b.heap_free() if b else None,
             "host": host,
         }
+        peak = b.heap_peak() if b else None
+        if peak is not None:
+            info["heap_peak"] = peak
         for name, fn in self.status.items():
             info[name] = fn()
         return info

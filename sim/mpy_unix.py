@@ -32,6 +32,7 @@ from sim.mpy_ccm import MicroPythonProcess
 HEAP_64 = "192K"  # the 64-bit equivalent of the ESP32's 96 KiB heap (see above)
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = "ccm: /rpc listening on 127.0.0.1:"  # what ccm/board/unix.py prints once its server is bound
+RESET = "ccm: reset"  # and before it ends for a reset (UnixCcm starts it again)
 
 
 def micropython_exe() -> str:
@@ -52,6 +53,13 @@ def word_bits(exe: str | None = None) -> int:
     return 32 if int(r.stdout.strip() or 0) < 2**32 else 64
 
 
+def has_frozen_ccm(exe: str | None = None) -> bool:
+    """Whether a unix build has the firmware frozen in (built with FREEZE_CCM: its code in ROM)."""
+    code = "import sys\nsys.path[:] = ['.frozen']\nimport ccm.main"
+    r = subprocess.run([exe or micropython_exe(), "-c", code], capture_output=True, cwd=tempfile.gettempdir())
+    return r.returncode == 0
+
+
 def _bytes(size: str) -> int:
     size = str(size).upper()
     mult = {"K": 1024, "M": 1024 * 1024}.get(size[-1:], 1)
@@ -66,8 +74,9 @@ def rom_overhead(size: int) -> int:
 
 
 # On the unix port the ROM image is read into one bytearray first thing, while the heap is empty, then
-# mounted as MicroPython mounts a module's romfs partition: at /rom, with /rom and /rom/lib first on
-# sys.path. Its .mpy files then run in place, as from flash.
+# mounted as MicroPython mounts a module's romfs partition: at /rom, with /rom and /rom/lib on sys.path
+# after the filesystem (a self-update's files there come first). Its .mpy files then run in place, as
+# from flash.
 _PROLOGUE = """import sys
 sys.path[:0] = %r
 if %r:
@@ -77,7 +86,8 @@ if %r:
     f.readinto(img)
     f.close()
     vfs.mount(vfs.VfsRom(img), "/rom")
-    sys.path[:0] = ["/rom", "/rom/lib"] + ["/rom/" + d for d in %r]
+    n = len(%r)  # after the filesystem's: a module appends /rom and /rom/lib, '' (its LittleFS) comes first
+    sys.path[n:n] = ["/rom", "/rom/lib"] + ["/rom/" + d for d in %r]
     del f, vfs
 """
 
@@ -87,7 +97,7 @@ def micropython_cmd(heap: str, paths: list[str], code: str, rom: Path | None = N
     sys.path, and the ROM image `rom` (if any) mounted at /rom, its size added to the heap it takes."""
     size = rom.stat().st_size if rom else 0
     total = _bytes(heap) + (rom_overhead(size) if rom else 0)
-    prologue = _PROLOGUE % (paths, bool(rom), str(rom or ""), size, list(rom_dirs))
+    prologue = _PROLOGUE % (paths, bool(rom), str(rom or ""), size, paths, list(rom_dirs))
     return [micropython_exe(), "-X", "heapsize=%d" % total, "-c", prologue + code]
 
 
@@ -117,19 +127,26 @@ class UnixCcm(MicroPythonProcess):
         rom: bool = True,
         rtc: int | None = None,
         dns: str | None = None,
+        sample_ms: int = 0,
     ):
         self.config = config or {}
         self.heap = heap
         self._http_port = http_port or 0  # 0: the firmware binds a free port and prints it
         self.rtc = rtc  # the module's clock at power-up (None: the PC's)
         self.dns = dns  # "ip:port" of the DNS server the firmware resolves names through (ccm/dns.py)
+        self.sample_ms = sample_ms  # > 0: the live heap sampled this often (Sys.GetInfo heap_peak)
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-unix-"))
         stage(self.dir, self.config)  # the module's filesystem, as `ccm build` makes it
-        self.rom = rom  # the code in ROM (a frozen image or a romfs partition), else .mpy files on LittleFS
+        # the code in ROM: True a romfs partition, "frozen" frozen into the binary ($CCM_MICROPYTHON built
+        # with FREEZE_CCM); False: .mpy files on LittleFS (a stock image)
+        self.rom = rom
         if rom:
             from pc.fwimage import ROM_TOPS
 
-            (self.dir / "ccm.romfs").write_bytes(rom_image(self.dir))
+            if rom is True:
+                (self.dir / "ccm.romfs").write_bytes(rom_image(self.dir))
+            elif not has_frozen_ccm():
+                raise RuntimeError(f"{micropython_exe()} has no frozen ccm package: build it with FREEZE_CCM")
             for top in ROM_TOPS:
                 shutil.rmtree(self.dir / top)
         self.master, self._slave, self.path = open_raw_pty()
@@ -138,15 +155,34 @@ class UnixCcm(MicroPythonProcess):
         self.output: list[str] = []
 
     def start(self) -> UnixCcm:
+        self._stopping = False
+        self.resets = 0
+        self._launch()
+        line = self.proc.stdout.readline()
+        if "booting" not in line:
+            self.proc.wait(5)
+            rest = self.proc.stdout.read()
+            raise RuntimeError(f"the MicroPython CCM did not boot: {line}{rest}")
+        self.output.append(line.rstrip("\n"))
+        import threading
+
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _launch(self) -> None:
         argv = ["--fd", str(self.master), "--fs", str(self.dir), "--http", str(self._http_port)]
-        rom = self.dir / "ccm.romfs" if self.rom else None
+        rom = self.dir / "ccm.romfs" if self.rom is True else None
         if rom:
             argv += ["--rom-size", str(rom.stat().st_size)]
         if self.rtc is not None:
             argv += ["--rtc", str(self.rtc)]
         if self.dns:
             argv += ["--dns", self.dns]
-        code = "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
+        if self.sample_ms:
+            argv += ["--sample-ms", str(self.sample_ms)]
+        # as the module's main.py (pc/fwimage.py): a staged self-update is swapped in first
+        code = "from ccm.ota.selfupdate import at_boot\nat_boot(%r)\n" % str(self.dir)
+        code += "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
         self.proc = subprocess.Popen(
             micropython_cmd(self.heap, [str(self.dir), str(self.dir / "lib")], code, rom),
             pass_fds=(self.master,),
@@ -155,22 +191,25 @@ class UnixCcm(MicroPythonProcess):
             text=True,
             cwd=self.dir,
         )
-        line = self.proc.stdout.readline()
-        if "booting" not in line:
-            self.proc.wait(5)
-            rest = self.proc.stdout.read()
-            raise RuntimeError(f"the MicroPython CCM did not boot: {line}{rest}")
-        import threading
-
-        threading.Thread(target=self._drain, daemon=True).start()
-        return self
 
     def _drain(self) -> None:
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith(LISTENING):
-                self._http_port = int(line.rsplit(":", 1)[1])
-            self.output.append(line)
+        """The firmware's output, kept; a reset (the firmware prints RESET and ends) starts it again on
+        the same pty, filesystem and /rpc port, with a fresh heap — as a module resets."""
+        while True:
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                if line.startswith(LISTENING):
+                    self._http_port = int(line.rsplit(":", 1)[1])
+                self.output.append(line)
+            self.proc.wait()
+            if self._stopping or not self.output or self.output[-1] != RESET:
+                return
+            self.resets += 1
+            self._launch()
+
+    def stop(self) -> None:
+        self._stopping = True
+        super().stop()
 
     @property
     def http_port(self) -> int:

@@ -220,6 +220,52 @@ def test_ccm_ota_over_websocket_reflashes_the_host(product, tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+def test_a_ccm_short_of_heap_gets_smaller_chunks_and_the_update_goes_through(product, tmp_path, monkeypatch):
+    """A 2 KiB chunk that finds no room on the CCM is answered -32603 under its id; `ccm ota` halves the
+    chunk and carries on from the same offset (a plain ESP32's fragmented heap). OTA.Status says which
+    size the CCM takes best (`chunk`)."""
+    from ccm import http as ccm_http
+
+    real = ccm_http._read
+    refused = []
+
+    async def short_of_heap(reader, n):
+        if n > 1500:  # a 2 KiB chunk's frame is ~2.8 KB; a 1 KiB one's ~1.4 KB
+            refused.append(n)
+            raise MemoryError("memory allocation failed, allocating %d bytes" % n)
+        return await real(reader, n)
+
+    monkeypatch.setattr(ccm_http, "_read", short_of_heap)
+    assert product.status()["chunk"] == 2048  # CPython: no heap to be short of
+    out = ccm("--port", product.ws, "ota", str(make_bundle(tmp_path)))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert product.host_version() == "2.0"
+    assert len(refused) == 1  # the first chunk only: the rest were sent at 1 KiB
+
+
+def test_running_out_of_heap_while_checking_a_bundle_answers_ota_end(product, tmp_path, monkeypatch):
+    """A MemoryError in the check (a plain ESP32 reading a bundle's directory) used to leave OTA.End
+    unanswered and the task's error unretrieved: now OTA.End fails with the reason, and the next upload
+    goes through."""
+    from ccm.ota.bundle import Bundle
+
+    data = make_bundle(tmp_path).read_bytes()
+    real = Bundle.check_steps
+
+    def no_heap(self, *a, **kw):
+        raise MemoryError("memory allocation failed, allocating 1047 bytes")
+        yield
+
+    monkeypatch.setattr(Bundle, "check_steps", no_heap)
+    with pytest.raises(RpcError) as e:
+        upload(product, data)
+    assert e.value.code == -32603 and "out of memory while checking the bundle" in e.value.message
+    assert product.status()["state"] == 2
+    monkeypatch.setattr(Bundle, "check_steps", real)
+    upload(product, data)
+    wait_until(lambda: product.host_version() == "2.0", 60, "the host flashed after all")
+
+
 def test_ccm_ota_through_the_cloud_over_mqtt(mosquitto, tmp_path):
     device = unique_device()
     p = Product(tmp_path, cloud_config(mosquitto.port, device))

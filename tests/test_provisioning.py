@@ -310,3 +310,30 @@ def test_http_and_websocket_calls_reach_the_host(tmp_path):
                 assert json.loads(ws.recv(10))["result"] == 42
     finally:
         v.stop()
+
+
+def test_a_websocket_message_there_is_no_heap_for_is_answered_under_its_id(tmp_path, monkeypatch):
+    """On a module a 2 KiB OTA chunk may find no room in a fragmented heap: the reply says so under the
+    request's id (read from the frame's first bytes), so the client's call fails at once and it can send
+    smaller chunks, instead of waiting for an answer that never comes; the connection serves on."""
+    import ccm.http
+
+    real = ccm.http._read
+
+    async def short_of_heap(reader, n):
+        if n > 1000:
+            raise MemoryError("memory allocation failed, allocating %d bytes" % n)
+        return await real(reader, n)
+
+    monkeypatch.setattr(ccm.http, "_read", short_of_heap)
+    v = provisioned(tmp_path)
+    try:
+        with wsclient.connect(ws_url(v)) as ws:
+            ws.send(json.dumps({"id": 7, "method": "OTA.Write", "params": {"offset": 0, "data": "QUJD" * 500}}))
+            reply = json.loads(ws.recv(10))
+            assert reply["id"] == 7 and reply["error"]["code"] == rpc.INTERNAL_ERROR
+            assert "out of memory" in reply["error"]["message"]
+            ws.send(json.dumps({"id": "s8", "method": "Sys.GetInfo"}))
+            assert json.loads(ws.recv(10))["id"] == "s8"
+    finally:
+        v.stop()

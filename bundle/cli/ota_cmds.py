@@ -168,7 +168,8 @@ def bundle_verify(file: str, pubkey: str | None) -> None:
     "--chunk-size",
     type=int,
     default=None,
-    help="Bytes per OTA.Write (default: 512 on a serial port, as mos; 2048 over the network).",
+    help="Bytes per OTA.Write (default: 512 on a serial port, as mos; 2048 over the network). A module "
+    "short of heap asks for less (OTA.Status chunk) and gets it.",
 )
 @click.option(
     "--commit-timeout",

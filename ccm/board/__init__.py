@@ -34,6 +34,10 @@ class Board:
     def heap_free(self):
         return None
 
+    def heap_peak(self):
+        """The most heap live at once since the last call (sampled), or None where nothing samples it."""
+        return None
+
     def fs_free(self):
         """Bytes free on the filesystem, or None when unknown."""
         return None

@@ -23,6 +23,10 @@ class UnixBoard(Board):
 
     def __init__(self, fd, fs_dir, http_port=8080, mac="02:00:00:00:00:01", rtc=None, dns=None):
         self.fs_dir = fs_dir
+        self.sample_ms = 0  # > 0: the live heap is sampled this often (heap_peak; for bench/memory.py)
+        self.rom = 0  # bytes of a ROM image held in the heap (the unix port has no flash to map)
+        self._peak = 0
+        self._sampler = None
         self.dns = dns  # "ip:port" of a DNS server (ccm/dns.py resolves through it); None: getaddrinfo
         self.config_path = fs_dir + "/conf.json"
         self.mac = mac
@@ -33,10 +37,27 @@ class UnixBoard(Board):
         self._stream = asyncio.StreamReader(open(fd, "r+b"))
 
     async def open_uart(self, config):
+        if self.sample_ms and (self._sampler is None or self._sampler.done()):  # a reboot keeps the loop
+            self._sampler = asyncio.create_task(self._sample())
         return self._stream
 
     def heap_free(self):
         return gc.mem_free()
+
+    async def _sample(self):
+        """The live heap (after a collection) every sample_ms: the high-water mark inside each step,
+        not only between them."""
+        while True:
+            gc.collect()
+            self._peak = max(self._peak, gc.mem_alloc() - self.rom)
+            await asyncio.sleep_ms(self.sample_ms)
+
+    def heap_peak(self):
+        if not self.sample_ms:
+            return None
+        gc.collect()
+        peak, self._peak = self._peak, gc.mem_alloc() - self.rom
+        return max(peak, self._peak)
 
     def dns_server(self):
         return self.dns
@@ -73,7 +94,10 @@ class UnixBoard(Board):
             print("ccm: /rpc listening on 127.0.0.1:%d" % self.http_port)
 
     def reboot(self):
-        return True  # boot again, on the same pty
+        """A reset: this process ends and its parent (sim/mpy_unix.py) starts the firmware again on the
+        same pty — with a fresh heap, as a module's reset gives it, not this boot's garbage."""
+        print("ccm: reset")
+        return False
 
 
 def _listening_port():
@@ -99,19 +123,25 @@ def main(argv=None):
     """`--fd N` the UART, `--fs DIR` the filesystem (conf0.json there holds the factory settings),
     `--http PORT` the /rpc server's port on 127.0.0.1 (0: a free one, printed once bound), `--rtc SECONDS`
     a module's clock that was never set (946684800: 2000-01-01, as after power-up) instead of the PC's,
-    `--dns IP:PORT` a DNS server to resolve names through without blocking (as the module does)."""
+    `--dns IP:PORT` a DNS server to resolve names through without blocking (as the module does),
+    `--sample-ms MS` the live heap sampled that often (Sys.GetInfo heap_peak: the most since the last read)."""
     args = list(argv if argv is not None else sys.argv[1:])
     opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0", "--rtc": ""}
     opts["--dns"] = ""
+    opts["--sample-ms"] = "0"
     while args:
         k = args.pop(0)
         opts[k] = args.pop(0)
     from ccm.main import factory_config, run_module
 
     rtc = int(opts["--rtc"]) if opts["--rtc"] else None
-    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc, opts["--dns"] or None)
-    gc.collect()
     rom = int(opts["--rom-size"])
-    heap = gc.mem_free() + gc.mem_alloc() - (rom + 31) // 32 * 32 if rom else gc.mem_free() + gc.mem_alloc()
-    print("ccm: booting on MicroPython %s (unix), heap %d, code in %s" % (sys.version, heap, "ROM" if rom else "files"))
+    rom = (rom + 31) // 32 * 32 if rom else 0
+    board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc, opts["--dns"] or None)
+    board.sample_ms = int(opts["--sample-ms"])
+    board.rom = rom
+    gc.collect()
+    heap = gc.mem_free() + gc.mem_alloc() - rom
+    code = "ROM (romfs)" if rom else "files" if __file__.startswith("/") else "the image (frozen)"
+    print("ccm: booting on MicroPython %s (unix), heap %d, code in %s" % (sys.version, heap, code))
     run_module(board, factory_config(opts["--fs"] + "/conf0.json"), board.reboot)

@@ -28,9 +28,9 @@ def pack(files):
 
 
 def _exact(read, n):
-    data = b""
+    data = read(n)  # whole at the first read, as a rule: no copy then
     while len(data) < n:
-        chunk = read(n - len(data))
+        chunk = read(n - len(data)) if data else None
         if not chunk:
             raise ArchiveError("the fs archive ends early")
         data += chunk

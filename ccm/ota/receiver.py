@@ -1,7 +1,8 @@
 """The OTA receiver (docs/protocol.md, OTA): `OTA.*` on the router, the bundle staged on the filesystem, checked,
 then handed to the applier for its platform.
 
-    OTA.Status            {state: 0 idle | 1 in progress | 2 error | 3 success, progress, message, stage, …}
+    OTA.Status            {state: 0 idle | 1 in progress | 2 error | 3 success, progress, message, stage,
+                          chunk: the OTA.Write size this module's free heap takes best, …}
     OTA.Begin             {size, timeout = 600, commit_timeout = 0}   → true; -32004 while another runs
     OTA.Write             {offset, data: base64} → true; the same chunk again is accepted (mos retries),
                           a gap or an overlap is refused
@@ -28,6 +29,10 @@ IDLE = 0
 PROGRESS = 1
 ERROR = 2
 SUCCESS = 3
+
+# OTA.Write sizes by free heap (MicroPython): a chunk is held three times over while it is decoded (the
+# frame, its JSON string, the bytes), each in one piece — on a small heap a smaller chunk finds room
+CHUNKS = ((64 * 1024, 2048), (24 * 1024, 1024), (0, 512))
 
 # what one update loads besides this module: dropped when it ends (on a stock image their bytecode is heap)
 HELPERS = (
@@ -173,6 +178,7 @@ class OtaReceiver:
     def _status_rpc(self, params, call):
         rpc.take(params)
         st = self.status()
+        st["chunk"] = chunk_hint()
         if self.state == SUCCESS:  # reported once; then idle, so `mos ota` can run again
             self.last = {"state": SUCCESS, "message": self.message, "version": self.version}
             self.state = IDLE
@@ -353,6 +359,10 @@ class OtaReceiver:
             self._fail("bad bundle: %s; nothing was applied" % e)
             unload(*HELPERS)
             raise rpc.RpcError(rpc.INVALID_PARAMS, self.message) from None
+        except MemoryError as e:  # said, and OTA.End answered: the link and the next try go on
+            self._fail("out of memory while checking the bundle (%s); nothing was applied" % e)
+            unload(*HELPERS)
+            raise rpc.RpcError(rpc.INTERNAL_ERROR, self.message) from None
         if self.version is None:
             self.version = version
         self.spawn(self._apply_staged(platform, version))
@@ -448,7 +458,7 @@ class OtaReceiver:
         if p["offset"] < 0:
             raise _invalid("offset must not be negative")
         try:
-            data = binascii.a2b_base64(p["data"].encode())
+            data = binascii.a2b_base64(p["data"].encode())  # MicroPython 1.27 (WebAssembly) takes no str here
         except ValueError:
             raise _invalid("data is not base64") from None
         self.write(p["offset"], data)
@@ -462,6 +472,8 @@ class OtaReceiver:
                 call.reply(await self.end())
             except rpc.RpcError as e:
                 call.fail(e.code, e.message)
+            except Exception as e:  # noqa: BLE001 - e.g. MemoryError: OTA.End is answered, never left hanging
+                call.fail(rpc.INTERNAL_ERROR, "%s: %s" % (type(e).__name__, e))
 
         self.spawn(go())
         return rpc.LATER
@@ -545,3 +557,16 @@ class _Buffer:
 
     def write(self, b):
         self.data += b
+
+
+def chunk_hint():
+    """The OTA.Write size to ask clients for (OTA.Status `chunk`): by the free heap on MicroPython."""
+    import gc
+
+    if not hasattr(gc, "mem_free"):  # CPython
+        return CHUNKS[0][1]
+    gc.collect()
+    free = gc.mem_free()
+    for least, size in CHUNKS:
+        if free >= least:
+            return size

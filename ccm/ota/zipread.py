@@ -49,9 +49,12 @@ def entries(f, size):
     """The archive's entries in local-header order (the first one is what the archive starts with)."""
     if size < 22:
         raise ZipError("not a zip file: %d bytes" % size)
-    tail_n = min(size, 22 + 1024)  # EOCD + a short comment
-    tail = _read_at(f, size - tail_n, tail_n)
-    i = tail.rfind(EOCD_SIG)
+    tail = _read_at(f, size - 22, 22)  # the EOCD of an archive without a comment (a bundle's)
+    i = 0 if tail[:4] == EOCD_SIG else -1
+    if i < 0:  # a comment follows it: look further back (a 1 KiB piece of heap, only then)
+        tail_n = min(size, 22 + 1024)
+        tail = _read_at(f, size - tail_n, tail_n)
+        i = tail.rfind(EOCD_SIG)
     if i < 0:
         raise ZipError("not a zip file (no end of central directory): truncated?")
     count, cd_size, cd_offset = struct.unpack("<HII", tail[i + 10 : i + 20])
@@ -118,10 +121,15 @@ class _Slice(io.IOBase):
         self.left -= k
         return k
 
-    def read(self, n):
-        b = bytearray(min(n, self.left))
-        k = self.readinto(b)
-        return bytes(b[:k])
+    def read(self, n):  # the file's own bytes object: one piece of heap a read, not three copies
+        n = min(n, self.left)
+        if n <= 0:
+            return b""
+        self.f.seek(self.pos)
+        data = self.f.read(n)
+        self.pos += len(data)
+        self.left -= len(data)
+        return data
 
 
 def _deflate():
