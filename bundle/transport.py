@@ -193,6 +193,8 @@ class WsRpc:
                 reply = json.loads(self.ws.recv(timeout))
                 if reply.get("id") == self.ids:
                     break
+                if reply.get("id") is None and "error" in reply:
+                    break  # the CCM could not read which call it answers (no heap for it): ours, the only one out
         except TimeoutError:
             raise TimeoutError(f"no answer from {self.url} within {timeout:g} s") from None
         if "error" in reply:

@@ -194,6 +194,8 @@ class RpcServer:
     async def _post_frame(self, body):
         try:
             msg = rpc.parse(body)
+        except rpc.NoHeap as e:
+            return 200, rpc.encode_error(request_id(body), e.code, str(e))
         except rpc.ParseError as e:
             return 200, rpc.encode_error(None, rpc.PARSE_ERROR, "%s: the body is not a JSON-RPC frame" % e)
         if type(msg) is dict and "method" not in msg and "config" in msg:
@@ -242,6 +244,9 @@ class RpcServer:
                 if data is None:
                     return
                 msg = rpc.parse(data)
+            except rpc.NoHeap as e:  # answered under its id, so the client can try again (smaller)
+                await _ws_send(writer, rpc.encode_error(request_id(data), e.code, str(e))[:-1])
+                continue
             except rpc.ParseError as e:
                 await _ws_send(writer, rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1])
                 continue

@@ -282,13 +282,25 @@ _LAX = (
 
 
 class ParseError(ValueError):
-    pass
+    code = PARSE_ERROR
+
+
+class NoHeap(ParseError):
+    """A frame there was no heap to parse (MicroPython's MemoryError): answered -32603, not as bad JSON,
+    and never raised past the framer — no frame may stop the link."""
+
+    code = INTERNAL_ERROR
+
+    def __init__(self):
+        super().__init__("out of memory for this message")
 
 
 def parse(frame):
     """The value of one frame (bytes), or ParseError naming why it is not acceptable JSON."""
     try:
         text = frame.decode()
+    except MemoryError:
+        raise NoHeap() from None
     except Exception:
         raise ParseError("parse error: invalid UTF-8") from None
     if len(text) != len(frame):  # multi-byte sequences: refuse what MicroPython's decoder lets pass
@@ -303,6 +315,8 @@ def parse(frame):
         text = _join_surrogates(text)
     try:
         value = json.loads(text)
+    except MemoryError:
+        raise NoHeap() from None
     except Exception as e:  # CPython recurses per level: RecursionError (MicroPython has no such name)
         raise ParseError(
             "parse error: nesting deeper than %d" % MAX_DEPTH if "recursion" in str(e) else "parse error"
@@ -315,7 +329,7 @@ def parse_or_error(frame):
     try:
         return parse(frame)
     except ParseError as e:
-        return FrameError(PARSE_ERROR, str(e))
+        return FrameError(e.code, str(e))
 
 
 def _check(v, depth):

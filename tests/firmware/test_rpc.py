@@ -186,3 +186,24 @@ def test_pending_ids_responses_and_timeouts():
     assert p.expire(49) == 0 and p.expire(50) == 1
     assert got == [{"id": a, "result": 1}, {"id": b, "error": {"code": -32000, "message": "host timeout"}}]
     assert p.table == {}
+
+
+def test_a_frame_there_is_no_heap_for_is_an_internal_error_and_the_next_one_parses():
+    """MicroPython's MemoryError while a frame is parsed is not bad JSON: -32603 "out of memory", and the
+    framer goes on (no frame may stop the link)."""
+    real = rpc.json
+
+    class ShortOfHeap:
+        def loads(self, text):
+            if "big" in text:
+                raise MemoryError("memory allocation failed, allocating 2800 bytes")
+            return real.loads(text)
+
+    rpc.json = ShortOfHeap()
+    try:
+        got = frames(rpc.Framer(), b'{"id":1,"method":"big"}\n{"id":2,"method":"A"}\n')
+    finally:
+        rpc.json = real
+    assert type(got[0]) is rpc.FrameError and got[0].code == rpc.INTERNAL_ERROR, got
+    assert "out of memory" in got[0].message
+    assert got[1] == {"id": 2, "method": "A"}
