@@ -164,12 +164,9 @@ def works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str
     heap is sampled inside the steps (every 5 ms, after a collection) and each step's most is put there."""
     import json as _json
     import time
-    import urllib.request
-
-    import websockets.sync.client as wsclient
 
     from bundle.ota_client import push
-    from bundle.transport import WsRpc
+    from bundle.transport import HttpRpc, WsRpc, ws_connect
     from cloud.client import CloudClient
     from host_lib import Host
     from sim.mpy_unix import UnixCcm
@@ -204,19 +201,16 @@ def works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str
             assert cloud.call(dev, "Sum", [1, 2]) == 3
             assert host.call("Shadow.Report", {"reported": {"n": 1}}) is True
             done("a call from the cloud, Shadow.Report")
-            step = "HTTP /rpc"
-            url = f"http://127.0.0.1:{ccm.http_port}/rpc"
-            body = _json.dumps({"id": 1, "method": "Sum", "params": [2, 2]}).encode()
-            with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as r:
-                assert _json.loads(r.read())["result"] == 4
+            step = "HTTP /rpc"  # with the module's password: HTTP Digest, as every /rpc client
+            assert HttpRpc(ccm.rpc_url("http")).call("Sum", [2, 2], 10) == 4
             done(step)
             step = "WebSocket /rpc"
-            with wsclient.connect(url.replace("http", "ws"), open_timeout=10) as ws:
+            with ws_connect(ccm.rpc_url(), timeout=10) as ws:
                 ws.send(_json.dumps({"id": 2, "method": "Sys.GetInfo"}))
                 assert "result" in _json.loads(ws.recv(timeout=10))
             done(step)
             step = "bundle OTA over WebSocket"
-            link = WsRpc(url.replace("http", "ws"))
+            link = WsRpc(ccm.rpc_url())
             try:
                 st = push(link, flows.ota(rom).read_bytes(), 2048, call_timeout=10, apply_timeout=60)
             finally:

@@ -157,7 +157,7 @@ def throughput_figure() -> float:
     with tempfile.TemporaryDirectory() as d:
         cfg = {"wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}}}
         with VirtualCcm(cfg, fs_dir=d) as v:
-            link = WsRpc(v.http_url.replace("http://", "ws://"))
+            link = WsRpc(v.rpc_url())
             marks = {}
 
             def progress(stage, done, total):
@@ -196,7 +196,7 @@ def end_to_end_figure() -> tuple[float, float, float]:
         v.board.wires[14] = mcu.set_boot0
         v.board.wires[27] = lambda level: mcu.set_reset(not level)
         v.start()
-        link = WsRpc(v.http_url.replace("http://", "ws://"))
+        link = WsRpc(v.rpc_url())
         marks = {}
 
         def progress(stage, done, total):
@@ -270,7 +270,7 @@ def link_gap_figure() -> tuple[float, float, int]:
 
             t = threading.Thread(target=ping)
             t.start()
-            link = WsRpc(f"ws://127.0.0.1:{ccm.http_port}/rpc")
+            link = WsRpc(ccm.rpc_url())
             try:
                 push(link, data, 2048, call_timeout=30, apply_timeout=120)
             finally:

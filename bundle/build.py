@@ -61,10 +61,47 @@ def parse_config(pairs: tuple[str, ...] | list[str]) -> dict:
     return patch
 
 
+PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # as the module's own (ccm/main.py): no 0/o, 1/l
+DEVICES_FILE = "ccm-devices.csv"  # what `ccm build`/`ccm flash` gave each module, for the vendor to keep
+
+
+def own_password(config: dict) -> str | None:
+    """Give the module its own /rpc password (16 characters, 80 bits) unless the config has one or opens
+    /rpc knowingly (rpc.auth.open). Returns the password made, or None."""
+    auth = config.setdefault("rpc", {}).setdefault("auth", {})
+    if auth.get("password") or auth.get("open"):
+        return None
+    import secrets
+
+    auth["password"] = "".join(secrets.choice(PASSWORD_CHARS) for _ in range(16))
+    return auth["password"]
+
+
+def record_password(config: dict, path: str = DEVICES_FILE) -> str:
+    """Append the module's id and /rpc credentials to the vendor's file (CSV: device_id,user,password,when)."""
+    import csv
+    import datetime
+    import os
+
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["device_id", "user", "password", "made"])
+        auth = config["rpc"]["auth"]
+        device = config.get("device", {}).get("id") or "(the MAC-derived id)"
+        w.writerow(
+            [device, auth.get("user", "admin"), auth["password"], datetime.datetime.now().isoformat(" ", "seconds")]
+        )
+    return path
+
+
 def build_fs(
-    config_pairs=(), fs_size: int = FLASH_SIZE - FS_OFFSET, mpy_cross: str | None = None, march: str | None = None
+    config=(), fs_size: int = FLASH_SIZE - FS_OFFSET, mpy_cross: str | None = None, march: str | None = None
 ) -> bytes:
-    config = parse_config(config_pairs)
+    """The LittleFS image: the firmware files and the factory config (a dict, or KEY=VALUE pairs)."""
+    if not isinstance(config, dict):
+        config = parse_config(config)
     with tempfile.TemporaryDirectory(prefix="ccm-build-") as d:
         stage(Path(d), config, mpy_cross, march)
         return pack_littlefs(Path(d), fs_size)

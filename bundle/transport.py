@@ -98,6 +98,7 @@ class HttpRpc:
     """Calls as JSON-RPC frames POSTed to http://HOST[:PORT]/rpc, with Digest auth when asked."""
 
     def __init__(self, url: str, user: str = "admin", password: str | None = None):
+        url, user, password = split_credentials(url, user, password)
         self.url = url
         self.user = user
         self.password = password
@@ -123,6 +124,8 @@ class HttpRpc:
                     reply = json.loads(r.read())
                 break
             except urllib.error.HTTPError as e:
+                if e.code == 429:
+                    raise AuthFailed(f"{self.url}: {_message(e.read()) or 'too many wrong passwords'}") from None
                 if e.code != 401:
                     raise PortError(f"{self.url}: HTTP {e.code} {e.reason}") from None
                 if attempt or self.password is None:
@@ -149,34 +152,54 @@ class HttpRpc:
         pass
 
 
+def ws_connect(url: str, user: str = "admin", password: str | None = None, timeout: float = 5.0):
+    """A websockets connection to ws://[USER:PASSWORD@]HOST[:PORT]/rpc, answering the CCM's Digest
+    challenge; AuthFailed (401, 429) or PortError with the reason."""
+    import websockets.sync.client as wsclient
+    from websockets.exceptions import InvalidStatus
+
+    url, user, password = split_credentials(url, user, password)
+    headers = {}
+    for attempt in (0, 1):
+        try:
+            return wsclient.connect(url, additional_headers=headers, open_timeout=timeout)
+        except InvalidStatus as e:
+            status = e.response.status_code
+            if status == 429:
+                raise AuthFailed(f"{url}: {_message(e.response.body) or 'too many wrong passwords'}") from None
+            if status != 401:
+                raise PortError(f"{url}: HTTP {status}") from None
+            if attempt or password is None:
+                raise AuthFailed(
+                    f"{url} wants a password: give --password, or put it in the URL (ws://{user}:PASSWORD@…)"
+                    if password is None
+                    else f"{url}: authentication failed for user {user}: wrong password?"
+                ) from None
+            path = urlparse(url).path or "/"
+            challenge = e.response.headers.get_all("WWW-Authenticate")[0]
+            headers = {"Authorization": digest_header(challenge, "GET", path, user, password)}
+        except (OSError, TimeoutError) as e:
+            raise PortError(f"cannot reach {url}: {e}. Is the CCM on this network?") from None
+    raise AssertionError("unreachable")
+
+
+def _message(body: bytes | None) -> str:
+    """The CCM's error message in an HTTP error body ({"error": {"message": …}}), or ""."""
+    import json
+
+    try:
+        return json.loads(body or b"")["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 class WsRpc:
     """Calls over a WebSocket to ws://HOST[:PORT]/rpc, in mos's envelope, with Digest auth when asked."""
 
     def __init__(self, url: str, user: str = "admin", password: str | None = None, timeout: float = 5.0):
-        import websockets.sync.client as wsclient
-        from websockets.exceptions import InvalidStatus
-
-        self.url = url
+        self.ws = ws_connect(url, user, password, timeout)
+        self.url = split_credentials(url)[0]
         self.ids = 0
-        headers = {}
-        for attempt in (0, 1):
-            try:
-                self.ws = wsclient.connect(url, additional_headers=headers, open_timeout=timeout)
-                break
-            except InvalidStatus as e:
-                if e.response.status_code != 401:
-                    raise PortError(f"{url}: HTTP {e.response.status_code}") from None
-                if attempt or password is None:
-                    raise AuthFailed(
-                        f"{url} wants a password: give --password (user {user})"
-                        if password is None
-                        else f"{url}: authentication failed for user {user}: wrong password?"
-                    ) from None
-                path = urlparse(url).path or "/"
-                challenge = e.response.headers.get_all("WWW-Authenticate")[0]
-                headers = {"Authorization": digest_header(challenge, "GET", path, user, password)}
-            except (OSError, TimeoutError) as e:
-                raise PortError(f"cannot reach {url}: {e}. Is the CCM on this network?") from None
 
     def call(self, method: str, params: Any = None, timeout: float = 5.0) -> Any:
         import json
@@ -206,8 +229,24 @@ class WsRpc:
         self.ws.close()
 
 
+def split_credentials(url: str, user: str = "admin", password: str | None = None) -> tuple[str, str, str | None]:
+    """(url without its user:password@, user, password): credentials in the URL, as the sims print it
+    (ws://admin:PASSWORD@127.0.0.1:PORT/rpc), win over the given ones."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, user, password
+    cred, _, host = parts.netloc.rpartition("@")
+    u, sep, pw = cred.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(u) or user, unquote(pw) if sep else password
+
+
 def open_rpc(port: str, baud: int = 115200, password: str | None = None, user: str = "admin"):
-    """The right transport for PORT: mqtt://…/DEVICE, http://…/rpc, ws://…/rpc, or a serial port."""
+    """The right transport for PORT: mqtt://…/DEVICE, http://…/rpc, ws://…/rpc, or a serial port. An
+    http(s)/ws(s) URL may carry the /rpc credentials: ws://admin:PASSWORD@HOST/rpc."""
+    if port.startswith(("http://", "https://", "ws://", "wss://")):
+        port, user, password = split_credentials(port, user, password)
     if port.startswith("mqtt://"):
         return MqttRpc(port)
     if port.startswith(("http://", "https://")):

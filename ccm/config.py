@@ -37,7 +37,9 @@ DEFAULTS = {
         "max_pending": 16,  # calls waiting for the host at once
         "tx_queue": 16,  # frames waiting to be written to the host
         "http": {"enable": True, "port": 80, "timeout_ms": 10000},  # a request's head and body must come in time
-        "auth": {"user": "admin", "password": "", "realm": "ccm"},  # HTTP Digest once password is set
+        # HTTP Digest on /rpc with the module's password: `ccm build` gives each module its own, else it makes
+        # one at first boot (Sys.Credentials over the UART). open=true: no password, knowingly (a warning)
+        "auth": {"user": "admin", "password": "", "realm": "ccm", "open": False},
     },
     "host": {
         "rpc": {

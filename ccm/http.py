@@ -4,9 +4,12 @@
 - `POST /rpc` with `{"config": {…}}` and no method: the manual's provisioning shortcut, Config.Set + save.
 - `POST /rpc/<Method>` with the params as the body: the result, or `{"error": {…}}` with an HTTP status.
 - WebSocket `/rpc`: frames in mos's envelope `{id, src, dst, method, params, tag}`; answers echo id and tag.
-- HTTP Digest authentication (RFC 7616; MD5 challenged, SHA-256 accepted) once `rpc.auth.password` is set.
-- While unprovisioned (the access point is up) only `wifi.*` may be set and only Config.Set, Config.Save,
-  Wifi.Scan and Sys.GetInfo are served.
+- HTTP Digest authentication (RFC 7616; MD5 challenged, SHA-256 accepted) with the module's password
+  (`rpc.auth.password`: given by `ccm build`, else made at first boot) unless the vendor set
+  `rpc.auth.open`; nonces expire and are not accepted twice with the same count; a client that keeps
+  guessing waits (429, doubling up to LOCKOUT_MAX_MS).
+- While unprovisioned (the access point is up) no password is asked: only `wifi.*` may be set and only
+  Config.Set, Config.Save, Wifi.Scan and Sys.GetInfo are served.
 
 The server is our own, on asyncio streams: one route with two shapes needs no framework, and a plain
 ESP32's heap cannot spare one (microdot cost 26 KB of it with .mpy files; this module costs a third).
@@ -20,12 +23,15 @@ import json
 import struct
 
 from ccm import rpc
-from ccm.compat import Waiter, dumps, wait_ms
+from ccm.compat import Waiter, dumps, ticks_add, ticks_diff, ticks_ms, wait_ms
 
 AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
 AP_ACL = "wifi.*"
 MAX_LINE = 2048  # a request line or header longer than this is refused
 MAX_HEADERS = 32
+LOGIN_FREE = 5  # wrong passwords in a row a client may send before it has to wait
+LOCKOUT_MAX_MS = 8000  # the longest wait (doubling from 1 s): guessing stays slow, the owner is never locked out
+MAX_PEERS = 16  # clients whose failed logins are counted at once
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 # JSON-RPC error code → HTTP status for /rpc/<Method>
@@ -49,6 +55,7 @@ REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -90,27 +97,45 @@ class RpcServer:
     # -- auth --------------------------------------------------------------------------------
     def auth(self):
         pw = self.config.get("rpc.auth.password")
-        if not pw:
+        if not pw:  # only with rpc.auth.open: a module makes its own password otherwise (ccm/main.py)
             return None
         a = self._auth
         if a is None or a.password != pw or a.user != self.config.get("rpc.auth.user"):
             from ccm.digest import DigestAuth  # only once a password is set: an open /rpc does not load it
 
             realm, user = self.config.get("rpc.auth.realm"), self.config.get("rpc.auth.user")
-            a = self._auth = DigestAuth(realm, user, pw, self.keep.get("nonce_key"))
-            self.keep["nonce_key"] = a.secret  # a nonce this server gave stays good after it is reloaded
+            keep = self.keep  # what a nonce needs to be judged after this server is reloaded
+            a = self._auth = DigestAuth(realm, user, pw, keep.get("nonce_key"), keep.setdefault("seen", {}))
+            keep["nonce_key"] = a.secret
         return a
 
-    def _authenticate(self, method, headers):
-        """None when the request may go on, else the 401 response's (body, extra header lines)."""
+    def _authenticate(self, method, headers, peer):
+        """None when the request may go on, else the response's (status, body, extra header lines). While
+        unprovisioned the AP's rules stand instead (wifi.* and four methods: the manual's curl command).
+        A client whose password was wrong LOGIN_FREE times in a row waits, longer each time (429)."""
+        if self.provisioning():
+            return None
         a = self.auth()
         if a is None:
             return None
+        fails = self.keep.setdefault("fails", {})  # peer -> (wrong passwords in a row, not before this time)
+        n, until = fails.get(peer, (0, 0))
+        wait = ticks_diff(until, ticks_ms())
+        if wait > 0:
+            body = _error(429, "too many wrong passwords from %s: try again in %d s" % (peer, (wait + 999) // 1000))
+            return 429, body, "Retry-After: %d\r\n" % ((wait + 999) // 1000)
         why = a.check(method, headers.get("authorization"))
         if why is None:
+            fails.pop(peer, None)
             return None
+        if why in ("wrong password", "wrong user"):
+            n += 1
+            if len(fails) >= MAX_PEERS and peer not in fails:
+                fails.clear()  # a bounded table: many clients guessing at once are forgotten, not stored
+            delay = min(1000 << (n - LOGIN_FREE), LOCKOUT_MAX_MS) if n >= LOGIN_FREE else 0
+            fails[peer] = (n, ticks_add(ticks_ms(), delay))
         body = dumps({"error": {"code": 401, "message": "unauthorized: %s (HTTP Digest, user %s)" % (why, a.user)}})
-        return body, "".join("WWW-Authenticate: %s\r\n" % c for c in a.challenge(why == "stale"))
+        return 401, body, "".join("WWW-Authenticate: %s\r\n" % c for c in a.challenge(why == "stale"))
 
     # -- one connection: one request --------------------------------------------------------
     async def connection(self, reader, writer):
@@ -136,9 +161,9 @@ class RpcServer:
         except asyncio.TimeoutError:
             return  # closed without an answer
         path = target.split("?", 1)[0]
-        denied = self._authenticate(method, headers)
+        denied = self._authenticate(method, headers, _peer(writer))
         if denied is not None:
-            await _respond(writer, 401, denied[0], denied[1])
+            await _respond(writer, *denied)
             return
         if path == "/rpc" and method == "GET" and headers.get("upgrade", "").lower() == "websocket":
             await self._websocket(reader, writer, headers)
@@ -333,6 +358,19 @@ async def _ws_frame(reader, h, room):
         for i in range(n):
             data[i] ^= mask[i & 3]
     return data
+
+
+def _peer(writer):
+    """The client's IP address: what failed logins are counted by."""
+    try:
+        addr = writer.get_extra_info("peername")
+    except Exception:
+        return "?"
+    if type(addr) is tuple:
+        return addr[0]
+    if type(addr) in (bytes, bytearray) and len(addr) >= 8:  # the unix port: a raw sockaddr_in
+        return "%d.%d.%d.%d" % tuple(addr[4:8])
+    return "?"
 
 
 class NoRoom(MemoryError):

@@ -49,6 +49,10 @@ class BootGuard:
             self._write({"count": 0})
 
 
+PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # 32: no 0/o, 1/l; a byte % 32 is uniform
+PASSWORD_LEN = 16  # 80 bits
+
+
 class Ccm:
     """One boot of the module: configuration loaded from the board's filesystem, the router, the host
     link over the board's UART, provisioning, the /rpc server and (when configured) the cloud.
@@ -69,6 +73,9 @@ class Ccm:
         if safe_mode:
             self.router.status["safe_mode"] = lambda: safe_mode
         config_mod.serve(self.router, self.config)
+        self.router.add("Sys.Credentials", self._credentials)
+        if self.config.get("rpc.auth.open"):
+            self.router.status["warnings"] = lambda: ["rpc.auth.open: /rpc serves anyone on the network, no password"]
         self.guard = None  # the BootGuard, told when this boot has lasted
         self.link = None
         self.host_update = None  # ccm/ota/host.py: flashing the host, once the link is up
@@ -229,6 +236,7 @@ class Ccm:
         if address is not None:
             from ccm.listener import Listener
 
+            self._own_password()
             config, router, p = self.config, self.router, self.provisioner
 
             def handler(keep):
@@ -242,6 +250,34 @@ class Ccm:
                 self.supervise("rpc.http", lambda: self.http.serve(address[0], address[1], board.http_listening))
             )
         return tasks
+
+    def _own_password(self):
+        """/rpc is never open by accident: a module whose image gave it no password makes its own, once,
+        and keeps it in its saved settings — readable over the UART only (Sys.Credentials: physical
+        access is the trust anchor) — unless the vendor chose rpc.auth.open."""
+        c = self.config
+        if c.get("rpc.auth.password") or c.get("rpc.auth.open"):
+            return
+        from ccm.compat import random_bytes
+
+        pw = "".join(PASSWORD_CHARS[b % len(PASSWORD_CHARS)] for b in random_bytes(PASSWORD_LEN))
+        c.set({"rpc": {"auth": {"password": pw}}})
+        try:
+            c.save()
+        except Exception as e:  # no filesystem: good for this boot, and said
+            self.faults["rpc.auth"] = "the /rpc password made at this boot could not be saved: %s" % e
+        print(
+            "ccm: /rpc password for %s: %s (made at first boot; Sys.Credentials over the UART)"
+            % (c.get("rpc.auth.user"), pw)
+        )
+
+    def _credentials(self, params, call):
+        """Sys.Credentials: the /rpc user and password, to the host on the UART only."""
+        rpc.take(params)
+        if call.src is None or call.src is not self.link:
+            raise rpc.RpcError(rpc.FORBIDDEN, "forbidden: Sys.Credentials is served over the UART only")
+        c = self.config
+        return {"user": c.get("rpc.auth.user"), "password": c.get("rpc.auth.password"), "open": c.get("rpc.auth.open")}
 
     def spawn(self, coro):
         """Run background work that belongs to this boot (a reboot cancels it)."""

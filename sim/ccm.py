@@ -53,6 +53,19 @@ class VirtualCcm:
         return f"http://127.0.0.1:{self.board.http_port}/rpc"
 
     @property
+    def password(self) -> str:
+        """The /rpc password (rpc.auth.password: the factory's, or the one the CCM made at its first boot)."""
+        return self.ccm.config.get("rpc.auth.password")
+
+    def rpc_url(self, scheme: str = "ws") -> str:
+        """The /rpc URL with the credentials in it (ws://admin:PASSWORD@127.0.0.1:PORT/rpc), as `ccm --port`
+        takes it; without them when rpc.auth.open."""
+        url = self.http_url.replace("http://", scheme + "://")
+        if not self.password:
+            return url
+        return url.replace("://", "://%s:%s@" % (self.ccm.config.get("rpc.auth.user"), self.password), 1)
+
+    @property
     def path(self) -> str:
         """What a host opens: a pty path, a serial device, or socket://127.0.0.1:PORT."""
         return self.uart.path

@@ -128,8 +128,15 @@ class UnixCcm(MicroPythonProcess):
         rtc: int | None = None,
         dns: str | None = None,
         sample_ms: int = 0,
+        factory_password: bool = True,
     ):
-        self.config = config or {}
+        import copy
+
+        from bundle.build import own_password
+
+        self.config = copy.deepcopy(config or {})
+        if factory_password:  # as `ccm build` gives each module its own; else it makes one at first boot
+            own_password(self.config)
         self.heap = heap
         self._http_port = http_port or 0  # 0: the firmware binds a free port and prints it
         self.rtc = rtc  # the module's clock at power-up (None: the PC's)
@@ -210,6 +217,22 @@ class UnixCcm(MicroPythonProcess):
     def stop(self) -> None:
         self._stopping = True
         super().stop()
+
+    @property
+    def password(self) -> str:
+        """The /rpc password: the factory's, or the one the firmware made at its first boot (it prints it)."""
+        given = self.config.get("rpc", {}).get("auth", {}).get("password")
+        if given:
+            return given
+        for line in self.output:
+            if line.startswith("ccm: /rpc password for "):
+                return line.split(": ")[2].split(" ")[0]
+        return ""
+
+    def rpc_url(self, scheme: str = "ws") -> str:
+        """The /rpc URL with the module's credentials in it, as `ccm --port` takes it."""
+        cred = "admin:%s@" % self.password if self.password else ""
+        return "%s://%s127.0.0.1:%d/rpc" % (scheme, cred, self.http_port)
 
     @property
     def http_port(self) -> int:

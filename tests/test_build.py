@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,15 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def ccm(*args):
+    """`ccm ARGS` (absolute paths) from a scratch folder: `ccm flash` keeps the passwords it gives in
+    ./ccm-devices.csv."""
     return subprocess.run(
-        [sys.executable, "-m", "bundle.cli", *args], capture_output=True, text=True, env=ENV, timeout=600
+        [sys.executable, "-m", "bundle.cli", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+        cwd=tempfile.gettempdir(),
     )
 
 
@@ -65,10 +73,18 @@ def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
     assert modules <= set(files)
     assert {"boot.py", "main.py", "ccm/http.mpy"} <= set(files)
     assert all(files[m][:1] == b"M" for m in modules)  # .mpy magic
-    assert json.loads(files["conf0.json"]) == {
-        "device": {"id": "lamp-0042"},
-        "mqtt": {"server": "b:1883", "enable": True},
-    }
+    conf = json.loads(files["conf0.json"])
+    password = conf["rpc"]["auth"].pop("password")  # its own /rpc password (issue 22, item 1)
+    assert conf == {"device": {"id": "lamp-0042"}, "mqtt": {"server": "b:1883", "enable": True}, "rpc": {"auth": {}}}
+    assert len(password) == 16 and password in out.stdout  # printed for the label
+    assert f"lamp-0042,admin,{password}," in (tmp_path / "ccm-devices.csv").read_text()  # and kept
+    again = ccm("build", "-o", str(tmp_path / "fs2.bin"), "--config", "device.id=lamp-0043")
+    other = json.loads(read_littlefs((tmp_path / "fs2.bin").read_bytes())["conf0.json"])["rpc"]["auth"]["password"]
+    assert again.returncode == 0 and other != password  # each module its own
+    assert len((tmp_path / "ccm-devices.csv").read_text().splitlines()) == 3  # the header and both
+    opened = ccm("build", "-o", str(tmp_path / "fs3.bin"), "--config", "rpc.auth.open=true")
+    assert "password" not in json.loads(read_littlefs((tmp_path / "fs3.bin").read_bytes())["conf0.json"])["rpc"]["auth"]
+    assert opened.returncode == 0 and "/rpc password" not in opened.stdout
     bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.keep_alive=soon")
     assert bad.returncode != 0 and "mqtt.keep_alive must be a number" in bad.stderr
     bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.nope=1")
@@ -147,7 +163,9 @@ def test_ccm_flash_writes_micropython_and_the_filesystem_and_esptool_agrees(rom,
     r = esptool(rom.path, "read-flash", hex(FS_OFFSET), "8192", str(tmp_path / "head.bin"))
     assert r.returncode == 0 and (tmp_path / "head.bin").read_bytes() == fs[:8192]
     files = read_littlefs(fs)
-    assert json.loads(files["conf0.json"]) == {"device": {"id": "lamp-7"}} and "ccm/main.mpy" in files
+    conf = json.loads(files["conf0.json"])
+    assert conf["device"] == {"id": "lamp-7"} and len(conf["rpc"]["auth"]["password"]) == 16  # its own
+    assert "ccm/main.mpy" in files
 
 
 def test_ccm_flash_reports_bad_input_clearly(rom, tmp_path):
@@ -374,7 +392,7 @@ def test_ccm_flash_puts_the_filesystem_where_micropython_mounts_it(tmp_path, mb,
         assert f"{mb} MB flash, filesystem {size // 1024} KiB at {offset:#x}" in out.stdout
         rom.save()
     at, got, files = module_filesystem((tmp_path / "flash.bin").read_bytes())
-    assert (at, got) == (offset, size) and json.loads(files["conf0.json"]) == {"device": {"id": "big-1"}}
+    assert (at, got) == (offset, size) and json.loads(files["conf0.json"])["device"] == {"id": "big-1"}
     FlashBootedCcm(str(tmp_path / "flash.bin")).stop()  # found and mounted as the module would
 
 

@@ -38,7 +38,7 @@ def test_check_passes_against_the_virtual_product_with_a_host_ota(mosquitto, sha
     device = unique_device()
     with LampProduct(device, mqtt=f"127.0.0.1:{mosquitto.port}", fs_dir=str(tmp_path / "fs")) as p:
         wait_until(lambda: p.ccm.call("Sys.GetInfo")["cloud"]["connected"], what="the product online")
-        ws = p.ccm.http_url.replace("http://", "ws://")
+        ws = p.ccm.rpc_url()
         out = ccm("--port", ws, "check", "--broker", mosquitto.url, "--host-image", str(LAMP_V2))
         assert out.returncode == 0, out.stdout + out.stderr
         got = rows(out.stdout)

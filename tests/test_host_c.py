@@ -299,7 +299,7 @@ def test_ccm_host_ota_from_a_bundle_boots_the_new_firmware(tmp_path):
     v.start()
     try:
         assert wait_until(lambda: _quiet(v.host_call, "Sys.Info"), what="v1 to answer")["fw_version"] == "1.0"
-        ws = v.http_url.replace("http://", "ws://")
+        ws = v.rpc_url()
         r = ccm("--port", ws, "ota", str(tmp_path / "fw.zip"))
         assert r.returncode == 0, r.stdout + r.stderr
         assert "host updated: it runs 2.0" in r.stdout

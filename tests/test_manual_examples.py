@@ -230,11 +230,14 @@ def test_ccm_sim_ccm_prints_its_port_and_serves_it():
         env=env,
     )
     try:
-        first = p.stdout.readline()
+        lines = [p.stdout.readline() for _ in range(4)]  # the module's console may come first
+        first = next(line for line in lines if "its host UART is" in line)
         path = first.rsplit(" ", 1)[1].strip()
         assert path.startswith("/dev/pts/"), first
         with Host(path) as h:
             assert h.call("Sys.GetInfo")["device_id"] == "ccm-cli42"
+            password = h.call("Sys.Credentials")["password"]  # made at its first boot, printed for the user
+        assert any(f"password {password}" in line for line in lines), lines
     finally:
         p.terminate()
         p.wait(10)

@@ -15,6 +15,8 @@ import websockets.sync.client as wsclient
 from conftest import cloud_config, unique_device, wait_until
 from test_cloud import certs  # noqa: F401 - the test CA, server and device certificates
 
+from bundle.transport import HttpRpc, ws_connect
+from ccm.rpc import RpcError
 from host_lib import Host
 from sim.mpy_unix import UnixCcm
 
@@ -65,16 +67,39 @@ def test_http_and_websocket_rpc_at_the_heap_cap(module):
     ccm, host = module({"device": {"id": unique_device()}, "rpc": {"http": {"enable": True}}})
     url = f"http://127.0.0.1:{ccm.http_port}/rpc"
     wait_until(lambda: _http_up(url), 20, "/rpc on MicroPython")
-    req = urllib.request.Request(
-        url, json.dumps({"id": 1, "method": "Sum", "params": [4, 5]}).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert json.loads(r.read())["result"] == 9
-    with wsclient.connect(f"ws://127.0.0.1:{ccm.http_port}/rpc", open_timeout=10) as ws:
+    assert HttpRpc(ccm.rpc_url("http")).call("Sum", [4, 5], 10) == 9  # with the module's own password
+    with ws_connect(ccm.rpc_url(), timeout=10) as ws:
         for i in range(20):
             ws.send(json.dumps({"id": i, "method": "Sys.GetInfo"}))
             assert json.loads(ws.recv(timeout=10))["result"]["arch"] == "unix"
     assert host.call("Sys.GetInfo")["faults"] == {}
+
+
+def test_rpc_takes_no_call_without_the_modules_password_on_micropython(module):
+    """/rpc is closed by default (issue 22, item 1): Config.Set and OTA.Begin without credentials get 401
+    and change nothing; with the module's own password they work. A module whose image gave it none made
+    one at its first boot and kept it: the host reads it over the UART (Sys.Credentials), nobody else."""
+    ccm, host = module({"device": {"id": unique_device()}}, factory_password=False)  # it makes its own
+    url = f"http://127.0.0.1:{ccm.http_port}/rpc"
+    wait_until(lambda: _http_up(url), 20, "/rpc on MicroPython")
+    for method, params in (("Config.Set", {"config": {"device": {"id": "taken"}}}), ("OTA.Begin", {"size": 9})):
+        body = json.dumps({"id": 1, "method": method, "params": params}).encode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(url, body), timeout=10)
+        assert e.value.code == 401 and "Digest" in e.value.headers["WWW-Authenticate"]
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        wsclient.connect(url.replace("http", "ws"), open_timeout=10)
+    assert host.call("Config.Get", {"key": "device.id"}) != "taken"
+    assert host.call("OTA.Status")["state"] == 0
+    creds = host.call("Sys.Credentials")  # the host, on the UART: physical access
+    assert creds["user"] == "admin" and len(creds["password"]) == 16 and creds["open"] is False
+    assert any(creds["password"] in line for line in ccm.output)  # and on the module's console
+    rpc = HttpRpc(url, "admin", creds["password"])
+    with pytest.raises(RpcError) as e:  # nobody but the host
+        rpc.call("Sys.Credentials", None, 10)
+    assert e.value.code == -32003
+    assert rpc.call("Config.Set", {"config": {"device": {"id": "renamed"}}}, 10) is True
+    assert host.call("Config.Get", {"key": "device.id"}) == "renamed"
 
 
 def _http_up(url):
@@ -349,7 +374,7 @@ def test_the_uart_link_answers_while_a_compressed_update_is_checked_and_applied(
 
     t = threading.Thread(target=ping)
     t.start()
-    link = WsRpc(f"ws://127.0.0.1:{ccm.http_port}/rpc")
+    link = WsRpc(ccm.rpc_url())
     try:
         st = push(link, (tmp_path / "fw.zip").read_bytes(), 2048, call_timeout=30, apply_timeout=120)
     finally:
@@ -414,11 +439,9 @@ def test_a_hundred_slow_clients_do_not_stop_the_link_or_the_server(module):
     finally:
         for s in slow:
             s.close()
-    body = json.dumps({"id": 1, "method": "Sum", "params": [4, 5]}).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as r:
-        assert json.loads(r.read())["result"] == 9
+    assert HttpRpc(ccm.rpc_url("http")).call("Sum", [4, 5], 10) == 9
     # a WebSocket may idle between messages, but a frame that starts and stalls is closed (1008)
-    with wsclient.connect(url.replace("http", "ws"), open_timeout=10) as ws:
+    with ws_connect(ccm.rpc_url(), timeout=10) as ws:
         ws.send(json.dumps({"id": 2, "method": "Sys.GetInfo"}))
         assert "result" in json.loads(ws.recv(timeout=10))
         ws.socket.sendall(bytes([0x81, 0x80 | 100]) + b"\0\0\0\0" + b"{")  # 100 bytes promised, 1 sent

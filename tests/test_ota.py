@@ -67,7 +67,7 @@ class Product:
 
     @property
     def ws(self):
-        return self.v.http_url.replace("http://", "ws://")
+        return self.v.rpc_url()  # the password the CCM made at its first boot, in the URL
 
     def host_version(self):
         return self.v.host_call("Sys.Info")["fw_version"]
@@ -639,7 +639,7 @@ def test_ccm_ota_over_the_uart_and_http_updates_the_ccm_itself(tmp_path, transpo
     try:
         (fs / "lib.txt").write_text("old")
         b = esp32_bundle(tmp_path, {"lib.txt": b"new"}, "9.5")
-        port = v.path if transport == "serial" else v.http_url
+        port = v.path if transport == "serial" else v.rpc_url("http")
         out = ccm("--port", port, "ota", str(b), "--chunk-size", "1024")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "100.0%" in out.stderr

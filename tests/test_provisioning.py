@@ -12,6 +12,7 @@ import websockets.sync.client as wsclient
 from conftest import wait_until
 from websockets.exceptions import InvalidStatus
 
+from bundle.transport import ws_connect
 from ccm import rpc
 from host_lib import Host, RpcError
 from sim.ccm import VirtualCcm
@@ -240,6 +241,11 @@ def ws_url(v):
     return v.http_url.replace("http://", "ws://")
 
 
+def auth(v):
+    """curl's arguments for the CCM's /rpc password (the one it made at its first boot)."""
+    return ("--digest", "-u", "admin:" + v.password)
+
+
 def test_digest_auth_on_websocket(tmp_path):
     from bundle.transport import digest_header
 
@@ -267,17 +273,17 @@ def test_malformed_http_bodies_and_websocket_frames_get_json_rpc_errors(tmp_path
     v = provisioned(tmp_path)
     try:
         url = v.http_url
-        code, body = curl("-d", "{nope", url)
+        code, body = curl(*auth(v), "-d", "{nope", url)
         assert code == 200 and json.loads(body)["error"]["code"] == rpc.PARSE_ERROR
-        code, body = curl("-d", "42", url)
+        code, body = curl(*auth(v), "-d", "42", url)
         assert json.loads(body)["error"]["code"] == rpc.INVALID_REQUEST
-        code, body = curl("-d", "{nope", url + "/Config.Set")
+        code, body = curl(*auth(v), "-d", "{nope", url + "/Config.Set")
         assert code == 400 and json.loads(body)["error"]["code"] == rpc.PARSE_ERROR
-        code, body = curl("-d", '{"id":1,"method":"RPC.List","params":"' + "x" * 10000 + '"}', url)
+        code, body = curl(*auth(v), "-d", '{"id":1,"method":"RPC.List","params":"' + "x" * 10000 + '"}', url)
         assert code == 413 and "max_frame_size" in json.loads(body)["error"]["message"]
-        code, body = curl("-X", "POST", url + "/No.Such")  # forwarded to the host, who is not there
+        code, body = curl(*auth(v), "-X", "POST", url + "/No.Such")  # forwarded to the host, who is not there
         assert code == 504 and json.loads(body)["error"]["code"] == rpc.HOST_TIMEOUT
-        with wsclient.connect(ws_url(v)) as ws:
+        with ws_connect(v.rpc_url()) as ws:
             ws.send("garbage")
             assert json.loads(ws.recv(10))["error"]["code"] == rpc.PARSE_ERROR
             ws.send("[1,2]")
@@ -288,11 +294,11 @@ def test_malformed_http_bodies_and_websocket_frames_get_json_rpc_errors(tmp_path
             for hostile in ('{"id":1,"method":"Config.Get","tag":"\\ud800"}', '{"id":[[[1]]],"method":"X","n":NaN}'):
                 ws.send(hostile)  # a lone surrogate that would be echoed back in `tag`, NaN
                 assert json.loads(ws.recv(10))["error"]["code"] == rpc.PARSE_ERROR
-        code, body = curl("-d", '{"id":1,"method":"Config.Get","params":{"key":"\\udc00"}}', url)
+        code, body = curl(*auth(v), "-d", '{"id":1,"method":"Config.Get","params":{"key":"\\udc00"}}', url)
         assert json.loads(body)["error"]["code"] == rpc.PARSE_ERROR
-        code, body = curl("-d", "[1e999]", url + "/Sys.Reboot")
+        code, body = curl(*auth(v), "-d", "[1e999]", url + "/Sys.Reboot")
         assert code == 400 and json.loads(body)["error"]["code"] == rpc.PARSE_ERROR
-        code, _ = curl("-X", "POST", url + "/Sys.GetInfo")
+        code, _ = curl(*auth(v), "-X", "POST", url + "/Sys.GetInfo")
         assert code == 200  # the server lives on
     finally:
         v.stop()
@@ -303,9 +309,9 @@ def test_http_and_websocket_calls_reach_the_host(tmp_path):
     try:
         with Host(v.path) as h:
             h.export("Sum", lambda p: p[0] + p[1])
-            code, body = curl("-d", "[2,3]", v.http_url + "/Sum")
+            code, body = curl(*auth(v), "-d", "[2,3]", v.http_url + "/Sum")
             assert (code, json.loads(body)) == (200, 5)
-            with wsclient.connect(ws_url(v)) as ws:
+            with ws_connect(v.rpc_url()) as ws:
                 ws.send(json.dumps({"id": 1, "src": "dash", "method": "Sum", "params": [40, 2]}))
                 assert json.loads(ws.recv(10))["result"] == 42
     finally:
@@ -328,12 +334,72 @@ def test_a_websocket_message_there_is_no_heap_for_is_answered_under_its_id(tmp_p
     monkeypatch.setattr(ccm.http, "_read", short_of_heap)
     v = provisioned(tmp_path)
     try:
-        with wsclient.connect(ws_url(v)) as ws:
+        with ws_connect(v.rpc_url()) as ws:
             ws.send(json.dumps({"id": 7, "method": "OTA.Write", "params": {"offset": 0, "data": "QUJD" * 500}}))
             reply = json.loads(ws.recv(10))
             assert reply["id"] == 7 and reply["error"]["code"] == rpc.INTERNAL_ERROR
             assert "out of memory" in reply["error"]["message"]
             ws.send(json.dumps({"id": "s8", "method": "Sys.GetInfo"}))
             assert json.loads(ws.recv(10))["id"] == "s8"
+    finally:
+        v.stop()
+
+
+def _post(url, body, headers=None):
+    """(status, headers, body) of one POST, errors included."""
+    req = urllib.request.Request(url, body, headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_a_thousand_wrong_passwords_are_slowed_down_and_the_right_one_works_after(tmp_path):
+    """Digest guessing (issue 22, item 1): after LOGIN_FREE wrong passwords a client waits, doubling up to
+    8 s (429 with Retry-After, nothing checked meanwhile), so 1,000 guesses get a handful of answers; the
+    owner's password works once the wait is over. A captured Authorization header is not accepted twice."""
+    from bundle.transport import digest_header
+
+    v = provisioned(tmp_path, "right-password")
+    try:
+        url = v.http_url
+        body = json.dumps({"id": 1, "method": "Config.Set", "params": {"config": {"device": {"id": "x"}}}}).encode()
+        status, headers, _ = _post(url, body)
+        assert status == 401
+        challenge = headers.get_all("WWW-Authenticate")[0]
+        seen = {401: 0, 429: 0}
+        for i in range(1000):
+            wrong = digest_header(challenge, "POST", "/rpc", "admin", "guess-%d" % i)
+            status, headers, reply = _post(url, body, {"Authorization": wrong})
+            seen[status] += 1
+        assert seen[401] <= 10 and seen[429] >= 990, seen  # checked a handful of times at most
+        assert "too many wrong passwords" in json.loads(reply)["error"]["message"]
+        wait = int(headers["Retry-After"])
+        assert 1 <= wait <= 8
+        assert v.config.get("device.id") == "ccm-net"  # nothing changed
+        time.sleep(wait)
+        status, headers, _ = _post(url, body)
+        challenge = headers.get_all("WWW-Authenticate")[0]
+        right = digest_header(challenge, "POST", "/rpc", "admin", "right-password")
+        status, _, reply = _post(url, body, {"Authorization": right})
+        assert status == 200 and json.loads(reply)["result"] is True
+        assert v.config.get("device.id") == "x"
+        status, _, _ = _post(url, body, {"Authorization": right})  # the same header again: a replay
+        assert status == 401
+    finally:
+        v.stop()
+
+
+def test_an_open_rpc_is_a_choice_and_says_so(tmp_path):
+    """rpc.auth.open=true: no password (the vendor's explicit choice), and Sys.GetInfo warns about it."""
+    cfg = {"device": {"id": "ccm-open"}, **WIFI, "rpc": {"auth": {"open": True}}}
+    v = VirtualCcm(cfg, fs_dir=str(tmp_path)).start()
+    try:
+        wait_until(lambda: v.ccm.provisioner.state == "connected")
+        status, _, reply = _post(v.http_url, json.dumps({"id": 1, "method": "Sys.GetInfo"}).encode())
+        assert status == 200
+        assert "rpc.auth.open" in json.loads(reply)["result"]["warnings"][0]
+        assert v.password == ""
     finally:
         v.stop()

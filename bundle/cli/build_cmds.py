@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from bundle.cli.common import main, parse_int, user_errors
@@ -84,10 +86,14 @@ def build_cmd(
         fs_size = region
     elif fs_size is None:
         fs_size = chip - FS_OFFSET
+    config = build.parse_config(configs)
+    made = build.own_password(config)
     try:
-        image = build.build_fs(configs, fs_size, mpy_cross, march)
+        image = build.build_fs(config, fs_size, mpy_cross, march)
         with open(output, "wb") as f:
             f.write(image)
+        if made:
+            _said_password(config, made, os.path.dirname(os.path.abspath(output)))
         files = read_littlefs(image)
         click.echo(
             f"{output}: LittleFS {len(image) // 1024} KiB, {len(files)} files ({sum(map(len, files.values()))} bytes)"
@@ -155,18 +161,35 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
         raise click.UsageError("no port: give --port PORT, the ESP32's USB-UART (e.g. /dev/ttyUSB0)")
     if not fs_only and not firmware:
         raise click.UsageError("give --firmware MICROPYTHON.BIN, or --fs-only if MicroPython is already on the module")
-    build.parse_config(configs)  # a bad --config is said before the module is touched
+    config = build.parse_config(configs)  # a bad --config is said before the module is touched
+    made = build.own_password(config)
     info = build.flash(
         port,
         None if fs_only else firmware,
-        lambda size: build.build_fs(configs, size),
+        lambda size: build.build_fs(config, size),
         reset=reset,
         stub=stub,
         erase=erase,
         attempts=connect_attempts,
     )
+    if made:
+        _said_password(config, made)
     what = "filesystem" if fs_only else "MicroPython and filesystem"
     click.echo(
         f"{info['chip']} {info['mac']}: {what} written and verified ({info['flash_bytes'] >> 20} MB flash, "
         f"filesystem {info['fs_size'] // 1024} KiB at {info['fs_offset']:#x})"
+    )
+
+
+def _said_password(config: dict, password: str, folder: str = ".") -> None:
+    """The module's own /rpc password: printed for its label, and kept in ccm-devices.csv in `folder`."""
+    from bundle import build
+
+    try:
+        where = "kept in " + build.record_password(config, os.path.join(folder, build.DEVICES_FILE))
+    except OSError as e:
+        where = f"NOT kept: cannot write {build.DEVICES_FILE} ({e.strerror}); note it now"
+    click.echo(
+        f"/rpc password (user {config['rpc']['auth'].get('user', 'admin')}): {password} — {where}. "
+        "Its /rpc takes no call without it (--config rpc.auth.password=… to choose one, rpc.auth.open=true for none)"
     )

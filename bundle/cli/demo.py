@@ -115,7 +115,7 @@ def demo(embedded: bool) -> None:
             bundle_path, "fw", "ccm_host", ["host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"], src_dir=work
         )
         say(f"   -> fw.zip: version {m['version']}, host_fw {m['parts']['host_fw']['size']} bytes")
-        ws = v.http_url.replace("http://", "ws://")
+        ws = v.rpc_url()  # with the password the CCM made at its first boot in it
         say(f"   ccm --port {ws} ota fw.zip")
         trace.paused = True  # the UART now carries the bootloader's binary protocol
         link = WsRpc(ws)

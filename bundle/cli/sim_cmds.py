@@ -86,7 +86,10 @@ def sim_ccm(
             raise click.ClickException(str(e)) from None
         click.echo(f"virtual CCM {device_id} is up, wired to a virtual STM32F103 running the lamp firmware 1.0")
         click.echo(f"  ({p.how}; UART {p.mcu.path}, IO14 -> BOOT0, IO27 -> NRST)")
-        click.echo(f"  its /rpc endpoint (HTTP and WebSocket) is {p.ccm.http_url}")
+        click.echo(
+            f"  its /rpc endpoint (HTTP and WebSocket) is {p.ccm.http_url}, user admin, password {p.ccm.password}"
+        )
+        click.echo(f"  e.g.  ccm --port {p.ccm.rpc_url()} call Sys.GetInfo")
         if mqtt_server:
             click.echo("  in the dashboard of `ccm cloud`: switch it through its shadow, call Sum, update its firmware")
         click.echo("Ctrl-C stops it.")
@@ -101,7 +104,8 @@ def sim_ccm(
     except (OSError, ValueError) as e:
         raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
     click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
-    click.echo(f"its /rpc endpoint (HTTP and WebSocket) is {v.http_url}")
+    click.echo(f"its /rpc endpoint (HTTP and WebSocket) is {v.http_url}, user admin, password {v.password}")
+    click.echo(f"  (the password it made at its first boot: ccm --port {v.rpc_url()} … takes it in the URL)")
     click.echo("talk to it as the host would:")
     click.echo(f"  ccm --port {v.path} call RPC.List")
     click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')
