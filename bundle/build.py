@@ -96,14 +96,46 @@ def record_password(config: dict, path: str = DEVICES_FILE) -> str:
     return path
 
 
+PUBKEY_FILE = "ota.pub.pem"  # on the module's filesystem: the key its updates must be signed with
+
+
+def trust_signing_key(config: dict, key_path: str | None, unsigned: bool = False) -> tuple[dict, str]:
+    """Signed updates by default (issue 22, item 3): the public half of `key_path` (default
+    ./ccm-signing.pem, made on the spot when there is none) goes into the image and ota.require_signature
+    is turned on. Returns (extra files for the image, what to tell the user); `unsigned`: nothing, loudly."""
+    from pc import fwbundle
+
+    if unsigned:
+        return {}, (
+            "WARNING: --unsigned: this module applies updates nobody signed — whoever reaches its OTA "
+            "(the LAN, the broker, a bundle server) can flash it and its host"
+        )
+    made = ""
+    path = key_path or fwbundle.SIGNING_KEY
+    if key_path is None and not os.path.exists(path):
+        fwbundle.new_signing_key(path)
+        made = f"made the signing key {path} (keep it, and keep it secret: only bundles signed with it update this module). "
+    key = fwbundle.load_signing_key(path)
+    ota = config.setdefault("ota", {})
+    ota["pubkey"] = PUBKEY_FILE
+    ota["require_signature"] = True
+    return {PUBKEY_FILE: fwbundle.public_pem(key)}, (
+        f"{made}Updates must be signed with {path} (ccm create-fw-bundle --sign-key {path}; ccm build --bundle signs)"
+    )
+
+
 def build_fs(
-    config=(), fs_size: int = FLASH_SIZE - FS_OFFSET, mpy_cross: str | None = None, march: str | None = None
+    config=(),
+    fs_size: int = FLASH_SIZE - FS_OFFSET,
+    mpy_cross: str | None = None,
+    march: str | None = None,
+    extra: dict | None = None,
 ) -> bytes:
     """The LittleFS image: the firmware files and the factory config (a dict, or KEY=VALUE pairs)."""
     if not isinstance(config, dict):
         config = parse_config(config)
     with tempfile.TemporaryDirectory(prefix="ccm-build-") as d:
-        stage(Path(d), config, mpy_cross, march)
+        stage(Path(d), config, mpy_cross, march, extra=extra)
         return pack_littlefs(Path(d), fs_size)
 
 
@@ -132,7 +164,13 @@ def frozen(dest: Path, board: str = "ESP32_GENERIC") -> list[str]:
     return ["manifest.py", "ccm.romfs"] + [str(Path("src") / r) for _, r in sources]
 
 
-def fs_bundle(output: str, version: str | None = None, mpy_cross: str | None = None, march: str | None = None) -> dict:
+def fs_bundle(
+    output: str,
+    version: str | None = None,
+    mpy_cross: str | None = None,
+    march: str | None = None,
+    sign_key: str | None = None,
+) -> dict:
     """An `esp32` bundle of the firmware files (part `fs`, type fs) for `ccm ota`: the CCM stages them
     and switches at its next boot. conf0.json stays out: a module keeps its factory configuration."""
     from ccm import FW_VERSION
@@ -144,7 +182,7 @@ def fs_bundle(output: str, version: str | None = None, mpy_cross: str | None = N
         names = stage(Path(d), {}, mpy_cross, march, version)  # the files say which version they are
         files = {n: (Path(d) / n).read_bytes() for n in names if n != "conf0.json"}
     part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack(files))
-    return fwbundle.create(output, "ccm", "esp32", [], version, parts=[part])
+    return fwbundle.create(output, "ccm", "esp32", [], version, parts=[part], sign_keys=[sign_key] if sign_key else [])
 
 
 def check_firmware(path: str) -> bytes:

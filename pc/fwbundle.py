@@ -152,6 +152,47 @@ def _who() -> str:
         return "ccm"
 
 
+SIGNING_KEY = "ccm-signing.pem"  # what `ccm keys new` writes and `ccm build` signs with by default
+
+
+def public_path(key_path: str) -> str:
+    """Where the public half of a signing key is kept: KEY.pem -> KEY.pub.pem."""
+    return key_path.removesuffix(".pem") + ".pub.pem"
+
+
+def new_signing_key(path: str = SIGNING_KEY) -> str:
+    """An ECDSA P-256 key pair for signing bundles: the private key at `path` (PEM, readable by its owner
+    only) and the public one beside it (KEY.pub.pem). Refuses to overwrite a key. Returns the public path."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pub = public_path(path)
+    for p in (path, pub):
+        if os.path.exists(p):
+            raise SpecError(
+                f"{p} exists: a signing key is not replaced (the modules that trust it would refuse updates)"
+            )
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    with open(pub, "wb") as f:
+        f.write(public_pem(key))
+    return pub
+
+
+def public_pem(key) -> bytes:
+    """The PEM public key a module checks signatures with (ota.pubkey)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def load_signing_key(path: str):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_private_key

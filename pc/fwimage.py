@@ -104,10 +104,16 @@ def firmware_sources(leave_out=()) -> list[tuple[Path, Path]]:
 
 
 def stage(
-    dest: Path, config: dict, mpy_cross: str | None = None, march: str | None = None, version: str | None = None
+    dest: Path,
+    config: dict,
+    mpy_cross: str | None = None,
+    march: str | None = None,
+    version: str | None = None,
+    extra: dict | None = None,
 ) -> list[str]:
     """The filesystem's files under `dest`; returns their paths relative to it. `version`: the firmware
-    version they report (Sys.GetInfo fw_version), when it is not the source tree's FW_VERSION."""
+    version they report (Sys.GetInfo fw_version), when it is not the source tree's FW_VERSION. `extra`:
+    more files, name -> bytes (the public key updates are checked with: ota.pub.pem)."""
     exe = mpy_cross_exe(mpy_cross)
     sources = firmware_sources()
     files = []
@@ -130,6 +136,9 @@ def stage(
         files.append(str(rel.with_suffix(".mpy")))
     for name, text in (("boot.py", BOOT_PY), ("main.py", MAIN_PY), ("conf0.json", json.dumps(config))):
         (dest / name).write_text(text)
+        files.append(name)
+    for name, data in (extra or {}).items():
+        (dest / name).write_bytes(data)
         files.append(name)
     return files
 

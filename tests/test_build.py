@@ -249,11 +249,15 @@ def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_w
     from sim.mpy_ccm import FlashBootedCcm
 
     fake_micropython(tmp_path / "micropython.bin")
+    key = str(tmp_path / "vendor.pem")
+    assert ccm("keys", "new", "-o", key).returncode == 0
     args = ["--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "micropython.bin")]
-    assert ccm(*args, "--config", "device.id=self-1").returncode == 0
+    out = ccm(*args, "--config", "device.id=self-1", "--sign-key", key)
+    assert out.returncode == 0 and "Updates must be signed with" in out.stdout, out.stderr
     rom.save()
-    fs_bundle(str(tmp_path / "v2.zip"), "0.2.0")
-    fs_bundle(str(tmp_path / "v3.zip"), "0.3.0")
+    fs_bundle(str(tmp_path / "v2.zip"), "0.2.0", sign_key=key)
+    fs_bundle(str(tmp_path / "v3.zip"), "0.3.0", sign_key=key)
+    fs_bundle(str(tmp_path / "unsigned.zip"), "6.6.6")  # anyone's
 
     def call(module, method, params=None):
         try:
@@ -273,6 +277,9 @@ def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_w
 
     with FlashBootedCcm(rom.flash_path) as module:
         runs(module, "0.1.0")
+        out = ccm("--port", module.path, "ota", str(tmp_path / "unsigned.zip"))  # signed updates by default
+        assert out.returncode != 0 and "signature" in out.stderr, out.stderr
+        assert call(module, "Sys.GetInfo")["fw_version"] == "0.1.0" and module.resets == 0
         out = ccm("--port", module.path, "ota", str(tmp_path / "v2.zip"), "--commit-timeout", "60")
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         runs(module, "0.2.0")  # the swapped-in files run, after a reset

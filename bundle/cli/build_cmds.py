@@ -9,6 +9,21 @@ import click
 from bundle.cli.common import main, parse_int, user_errors
 
 
+def _signing_options(f):
+    """--sign-key / --unsigned, shared by build and flash."""
+    f = click.option(
+        "--unsigned",
+        is_flag=True,
+        help="Let the module apply updates nobody signed (not recommended: anyone who reaches its OTA can flash it).",
+    )(f)
+    return click.option(
+        "--sign-key",
+        metavar="KEY.pem",
+        help="The key updates must be signed with: its public half goes into the image and ota.require_signature "
+        "is turned on (default: ./ccm-signing.pem, made on the spot when missing; see `ccm keys new`).",
+    )(f)
+
+
 @main.command("build")
 @click.option("-o", "--output", default="ccm-fs.bin", show_default=True, help="The LittleFS image to write.")
 @click.option(
@@ -59,9 +74,21 @@ from bundle.cli.common import main, parse_int, user_errors
     help="Also write DIR/manifest.py to freeze the firmware into a custom MicroPython image (its code then "
     "runs from flash, not the heap), and DIR/ccm.romfs, the same code for a romfs partition.",
 )
+@_signing_options
 @user_errors()
 def build_cmd(
-    output, configs, fs_size, flash_size, mpy_cross, march, firmware, bundle_out, version, frozen_dir
+    output,
+    configs,
+    fs_size,
+    flash_size,
+    mpy_cross,
+    march,
+    firmware,
+    bundle_out,
+    version,
+    frozen_dir,
+    sign_key,
+    unsigned,
 ) -> None:
     """Compile the firmware with mpy-cross and pack it, with its factory config, into a LittleFS image.
 
@@ -72,6 +99,7 @@ def build_cmd(
               ccm build --frozen frozen && make -C micropython/ports/esp32 FROZEN_MANIFEST=$PWD/frozen/manifest.py
     """
     from bundle import build
+    from pc import fwbundle
     from pc.fwimage import FS_OFFSET, read_littlefs
 
     chip = build.parse_flash_size(flash_size)
@@ -88,8 +116,9 @@ def build_cmd(
         fs_size = chip - FS_OFFSET
     config = build.parse_config(configs)
     made = build.own_password(config)
+    extra, signing = build.trust_signing_key(config, sign_key, unsigned)
     try:
-        image = build.build_fs(config, fs_size, mpy_cross, march)
+        image = build.build_fs(config, fs_size, mpy_cross, march, extra)
         with open(output, "wb") as f:
             f.write(image)
         if made:
@@ -106,8 +135,13 @@ def build_cmd(
                 f"one image for any flasher, for {chip >> 20} MB of flash"
             )
         if bundle_out:
-            m = build.fs_bundle(bundle_out, version, mpy_cross, march)
-            click.echo(f"{bundle_out}: esp32 bundle {m['version']}, {m['parts']['fs']['size']} bytes of firmware files")
+            key = None if unsigned else (sign_key or fwbundle.SIGNING_KEY)
+            m = build.fs_bundle(bundle_out, version, mpy_cross, march, key)
+            how = f", signed with {key}" if key else ", UNSIGNED"
+            click.echo(
+                f"{bundle_out}: esp32 bundle {m['version']}, {m['parts']['fs']['size']} bytes of firmware files{how}"
+            )
+        click.echo(signing, err=unsigned)
         if frozen_dir:
             from pathlib import Path
 
@@ -146,9 +180,10 @@ def build_cmd(
     help="Use esptool's flasher stub (faster); --no-stub talks to the ROM itself.",
 )
 @click.option("--connect-attempts", default=3, show_default=True, help="How often to try to reach the ROM loader.")
+@_signing_options
 @click.pass_context
 @user_errors()
-def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attempts) -> None:
+def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attempts, sign_key, unsigned) -> None:
     """Turn an ESP32 module into a CCM: MicroPython and the CCM filesystem, verified by esptool.
 
     \b
@@ -163,10 +198,11 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
         raise click.UsageError("give --firmware MICROPYTHON.BIN, or --fs-only if MicroPython is already on the module")
     config = build.parse_config(configs)  # a bad --config is said before the module is touched
     made = build.own_password(config)
+    extra, signing = build.trust_signing_key(config, sign_key, unsigned)
     info = build.flash(
         port,
         None if fs_only else firmware,
-        lambda size: build.build_fs(config, size),
+        lambda size: build.build_fs(config, size, extra=extra),
         reset=reset,
         stub=stub,
         erase=erase,
@@ -174,6 +210,7 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
     )
     if made:
         _said_password(config, made)
+    click.echo(signing, err=unsigned)
     what = "filesystem" if fs_only else "MicroPython and filesystem"
     click.echo(
         f"{info['chip']} {info['mac']}: {what} written and verified ({info['flash_bytes'] >> 20} MB flash, "

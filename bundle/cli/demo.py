@@ -59,8 +59,15 @@ def demo(embedded: bool) -> None:
     broker = start_broker(embedded=embedded)
     service = ShadowService(broker.url).start()
     say(f"  broker: {broker.kind} on {broker.url}")
+    key = os.path.join(work, "signing.pem")  # made on the spot: the CCM takes only bundles it signed
+    fwbundle.new_signing_key(key)
+    fs_dir = os.path.join(work, "ccm-fs")
+    os.makedirs(fs_dir)
+    with open(os.path.join(fs_dir, "ota.pub.pem"), "wb") as f:  # as `ccm build --sign-key` puts it there
+        f.write(open(fwbundle.public_path(key), "rb").read())
+    trust = {"ota": {"pubkey": "ota.pub.pem", "require_signature": True}}
     try:
-        product = LampProduct(device, broker.url, os.path.join(work, "ccm-fs"), trace=trace)
+        product = LampProduct(device, broker.url, fs_dir, trace=trace, config=trust)
         v2, _ = lamp_image("2.0")
     except FirmwareUnavailable as e:
         service.stop()
@@ -108,17 +115,21 @@ def demo(embedded: bool) -> None:
         with open(fw, "wb") as f:
             f.write(v2)
         bundle_path = os.path.join(work, "fw.zip")
-        say(
-            "   ccm create-fw-bundle -o fw.zip --name fw --platform ccm_host host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"
-        )
-        m = fwbundle.create(
-            bundle_path, "fw", "ccm_host", ["host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"], src_dir=work
-        )
-        say(f"   -> fw.zip: version {m['version']}, host_fw {m['parts']['host_fw']['size']} bytes")
+        part = ["host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"]
+        say(f"   ccm create-fw-bundle -o fw.zip --name fw --platform ccm_host --sign-key signing.pem {part[0]}")
+        m = fwbundle.create(bundle_path, "fw", "ccm_host", part, sign_keys=[key], src_dir=work)
+        say(f"   -> fw.zip: version {m['version']}, host_fw {m['parts']['host_fw']['size']} bytes, signed")
         ws = v.rpc_url()  # with the password the CCM made at its first boot in it
+        link = WsRpc(ws)
+        unsigned = os.path.join(work, "unsigned.zip")
+        fwbundle.create(unsigned, "fw", "ccm_host", part, src_dir=work)
+        try:
+            push(link, open(unsigned, "rb").read())
+            raise click.ClickException("the demo's CCM took an unsigned bundle")
+        except OtaFailed as e:
+            say(f"   (the same firmware unsigned is refused: {e})")
         say(f"   ccm --port {ws} ota fw.zip")
         trace.paused = True  # the UART now carries the bootloader's binary protocol
-        link = WsRpc(ws)
         bar = StageBar()
         try:
             st = push(link, open(bundle_path, "rb").read(), progress=bar)

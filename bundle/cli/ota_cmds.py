@@ -214,3 +214,26 @@ def ota_cmd(ctx: click.Context, file: str, chunk_size: int | None, commit_timeou
     bar.close()
     dt = time.monotonic() - t0
     click.echo(f"{file}: {st.get('message') or 'uploaded'} ({len(data)} bytes, {dt:.1f} s)")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Signing keys for updates (ECDSA P-256): modules built with one apply only bundles it signed."""
+
+
+@keys_group.command("new")
+@click.option("-o", "--output", default="ccm-signing.pem", show_default=True, help="The private key to write.")
+@user_errors()
+def keys_new(output: str) -> None:
+    """Make a key pair: OUTPUT (private, yours only) and OUTPUT.pub.pem (public, what modules trust).
+
+    \b
+    Then:  ccm build --sign-key ccm-signing.pem ...      (the module trusts it: signatures required)
+           ccm create-fw-bundle --sign-key ccm-signing.pem ...   (a bundle those modules take)
+    """
+    from pc import fwbundle
+
+    pub = fwbundle.new_signing_key(output)
+    click.echo(f"{output}: the private key (mode 600). Keep it secret and keep a copy: without it, modules that")
+    click.echo("trust it take no update. Sign with: ccm create-fw-bundle --sign-key " + output)
+    click.echo(f"{pub}: the public key (ccm build puts it in each module; ccm bundle verify --pubkey {pub})")

@@ -64,7 +64,8 @@ class OtaReceiver:
 
     def __init__(self, config, root, appliers, spawn, fs_free=None, host_pending=None):
         self.config = config
-        self.dir = (root.rstrip("/") if root else "") + "/ota"
+        self.root = root.rstrip("/") if root else ""
+        self.dir = self.root + "/ota"
         makedirs(self.dir)
         self.bundle_path = self.dir + "/bundle.zip"
         self.state_path = self.dir + "/state.json"
@@ -372,6 +373,8 @@ class OtaReceiver:
         path = self.config.get("ota.pubkey")
         if not path:
             return None
+        if not path.startswith("/"):  # on the filesystem, as `ccm build` puts it (ota.pub.pem)
+            path = self.root + "/" + path
         from ccm.ota import p256
 
         try:
