@@ -306,3 +306,24 @@ def test_tls_without_a_ca_is_refused_unless_asked_for_knowingly(certs):
         insecure = cloud_config(broker.port, unique_device(), ssl_insecure=True, **client)
         with VirtualCcm(insecure) as v:
             wait_until(lambda: v.ccm.mqtt is not None and v.ccm.mqtt.state == 2, 20, "TLS, unverified, as asked")
+
+
+def test_a_broker_whose_certificate_the_module_does_not_trust_gets_no_connection(certs, tmp_path):
+    """A man in the middle with a certificate of his own (issue 22, item 2): the broker answers with a
+    certificate from another CA than mqtt.ssl_ca_cert; the CCM does not connect and says why, again and
+    again, and never sends it a byte of MQTT (nor its client certificate's key, which never leaves it)."""
+    from cloud.broker import Mosquitto
+
+    (tmp_path / "attacker").mkdir()
+    other = make_pki(tmp_path / "attacker")  # the attacker's CA, server certificate for 127.0.0.1 and all
+    tls = {"cafile": str(other / "ca.pem"), "certfile": str(other / "server.pem"), "keyfile": str(other / "server.key")}
+    trusted = {"ssl_ca_cert": str(certs / "ca.pem")}  # the module trusts its vendor's CA only
+    with Mosquitto(tls=tls) as broker:
+        with VirtualCcm(cloud_config(broker.port, unique_device(), **trusted)) as v:
+            host, _ = attach_host(v)
+            with host:
+                why = wait_until(lambda: host.call("Sys.GetInfo")["cloud"].get("reason"), 20, "the reason")
+                assert "certificate" in why.lower() or "verify" in why.lower(), why
+                time.sleep(1.5)  # a retry or two later: still not connected
+                assert host.call("Sys.GetInfo")["cloud"]["connected"] is False
+                assert v.ccm.mqtt is None or v.ccm.mqtt.state != 2
