@@ -275,7 +275,7 @@ class Config:
             raise rpc.RpcError(rpc.INTERNAL_ERROR, "internal error: this board has no place to save config")
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(json.dumps(diff(self.base, self.tree)))
+            json.dump(diff(self.base, self.tree), f)
             f.flush()
             _fsync(f)
         os.rename(tmp, self.path)

@@ -10,7 +10,7 @@ def read_json(path):
     empty and a half-written one never stops a boot."""
     try:
         with open(path) as f:
-            d = json.loads(f.read())
+            d = json.load(f)  # parsed from the file: the text is never one piece of heap
     except (OSError, ValueError):
         return {}
     return d if type(d) is dict else {}
@@ -20,7 +20,7 @@ def write_json(path, obj):
     """Write through a temporary file and a rename: a power cut leaves the old record or the new one."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(obj))
+        json.dump(obj, f)  # written as it is encoded: no string of the whole record on the heap
     os.rename(tmp, path)
 
 

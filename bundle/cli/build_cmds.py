@@ -95,7 +95,7 @@ def build_cmd(
     \b
     Example:  ccm build --config device.id=lamp-0042 --config mqtt.server=broker.local:1883
               ccm build --merge ESP32_GENERIC-v1.26.1.bin --flash-size 8MB -o lamp.bin
-              ccm build --bundle ccm-fw.zip && ccm --port ws://10.0.0.7/rpc ota ccm-fw.zip
+              ccm build --bundle ccm-fw.zip && ccm --port ws://admin:PASSWORD@10.0.0.7/rpc ota ccm-fw.zip
               ccm build --frozen frozen && make -C micropython/ports/esp32 FROZEN_MANIFEST=$PWD/frozen/manifest.py
     """
     from bundle import build

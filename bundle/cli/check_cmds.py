@@ -32,7 +32,7 @@ def check_cmd(ctx: click.Context, broker: str | None, host_image: str | None, ho
     Examples:
       ccm --port /dev/ttyUSB0 check                         a module on a USB-UART, without its host
       ccm --port /dev/ttyUSB0 check --broker mqtt://192.168.1.10:1883
-      ccm --port ws://192.168.1.50/rpc check --host-image lamp-2.0.bin
+      ccm --port ws://admin:PASSWORD@192.168.1.50/rpc check --host-image lamp-2.0.bin
     Exits 1 when a check failed; the first FAIL is the one to mend first.
     """
     from bundle.check import FAIL, PASS, SKIP, run_checks

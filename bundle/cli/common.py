@@ -22,7 +22,7 @@ Examples:
   ccm --port /dev/ttyUSB0 call Config.Get '{"key":"device"}'
   ccm --port /dev/ttyUSB0 wifi HomeNet secret123   provision WiFi, like mos wifi
   ccm --port http://192.168.4.1/rpc config-get wifi
-  ccm --port ws://10.0.0.7/rpc --password pw config-set mqtt.server=broker:1883
+  ccm --port ws://10.0.0.7/rpc --password PASSWORD config-set mqtt.server=broker:1883
   ccm cloud                                  broker + AWS-style shadow service on this PC
   ccm --port mqtt://127.0.0.1:1883/ccm-000000 call Sum '[2,3]'
   ccm --port mqtt://127.0.0.1:1883/ccm-000000 shadow desired on=true
