@@ -152,7 +152,7 @@ def frozen(dest: Path, board: str = "ESP32_GENERIC") -> list[str]:
     language: the port's own modules + ccm/), the sources it names, and ccm.romfs — the same
     code as a ROMFS image, for builds with a romfs partition (`mpremote romfs deploy ccm.romfs`)."""
     src = dest / "src"
-    sources = firmware_sources(("wasm.py", "unix.py"))
+    sources = firmware_sources(("wasm.py", "unix.py", "otadata.py"))
     for p, rel in sources:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, src / rel)

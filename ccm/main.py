@@ -310,6 +310,11 @@ class Ccm:
                         self.router.request_reboot(100)
 
                 self.spawn(deadline())
+        else:  # the app that runs is the one to keep: else ESP-IDF's bootloader rolls back a reverted-to or
+            try:  # freshly flashed app it boots as pending verification (ESP32_GENERIC-OTA)
+                self.board.app_mark_valid()
+            except Exception as e:  # no otadata (the stock table): nothing to mark
+                print("ccm: app not marked valid: %r" % e)
         saved = read_json(root + "/ota/state.json")
         if saved.get("job") or saved.get("trial"):  # a job to finish, or a self-update's trial to settle
             self.load_ota()

@@ -5,7 +5,8 @@
 // DIR holds the files of the module's filesystem (what `ccm build` packed: ccm/*.mpy, lib/, conf0.json);
 // they are copied to /flash in MicroPython's filesystem and the CCM runs from them, not from the source
 // tree. FD is the pty master this process inherited; whoever opens the pty's other end is the host.
-// A reset (machine.reset() on a module: ccm_host.reset() here) writes /flash back to DIR, says
+// PARTS (--parts) holds the image's app slots and otadata as files, copied to /parts and written back the
+// same way. A reset (machine.reset() on a module: ccm_host.reset() here) writes /flash back to DIR, says
 // "ccm: reset" and ends the process; sim/mpy_ccm.py starts the next boot in a fresh interpreter, as a
 // module's reset does. (process.exit() would hang: libuv joins its thread blocked reading the pty.)
 import fs from "fs";
@@ -24,6 +25,7 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const fd = parseInt(opt("--fd"), 10);
 const flash = opt("--flash");
+const parts = opt("--parts");  // the image's app partitions and otadata, as files (sim/mpy_ccm.py)
 const mac = opt("--mac", "24:0A:C4:00:00:01");
 
 const mp = await loadMicroPython({
@@ -41,6 +43,7 @@ function copyTree(src, dest) {
   }
 }
 copyTree(flash, "/flash");
+if (parts) copyTree(parts, "/parts");
 
 function writeBack(src, dest) {
   for (const name of mp.FS.readdir(src)) {
@@ -60,9 +63,12 @@ mp.registerJsModule("ccm_host", {
     fs.rmSync(flash, { recursive: true, force: true });  // what the firmware deleted goes too
     fs.mkdirSync(flash, { recursive: true });
     writeBack("/flash", flash);
+    if (parts) writeBack("/parts", parts);
     fs.writeSync(1, "ccm: reset\n");
     process.kill(process.pid, "SIGKILL");
   },
+  // a file of /parts written through at once (otadata: what the bootloader reads, as a chip's flash keeps it)
+  flush: (name) => { if (parts) fs.writeFileSync(path.join(parts, name), mp.FS.readFile("/parts/" + name)); },
   read: (n) => new Promise((resolve) => {
     fs.read(fd, buf, 0, Math.min(n, buf.length), null, (err, got) => {
       resolve(err || !got ? "" : buf.subarray(0, got).toString("hex"));

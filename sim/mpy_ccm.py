@@ -8,6 +8,7 @@ WebAssembly port under Node, sim/mpy_ccm.mjs), and the UART is a pty whose path 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,6 +74,7 @@ class FlashBootedCcm(MicroPythonProcess):
         if "ccm/main.mpy" not in files:
             raise RuntimeError(f"the filesystem in {flash_path} holds no CCM firmware (ccm/main.mpy)")
         self.files = files
+        self._app_partitions(image)
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-flash-"))
         for name, data in files.items():
             (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,39 @@ class FlashBootedCcm(MicroPythonProcess):
 
     RESET = "ccm: reset"  # what sim/mpy_ccm.mjs says before it ends the process for a reset
 
+    def _app_partitions(self, image: bytes) -> None:
+        """The image's OTA app slots and otadata, as files the firmware writes (ccm/board/wasm.py) and the
+        bootloader here reads at each boot: which slot runs (`app`), ESP-IDF's rollback included."""
+        parts = partition_table(image[0x8000:0x8C00])
+        self.slots = [
+            p.label for p in sorted(parts, key=lambda p: p.subtype) if p.type == 0 and 0x10 <= p.subtype < 0x20
+        ]
+        self.factory = any(p.type == 0 and p.subtype == 0 for p in parts)
+        self.parts_dir = Path(tempfile.mkdtemp(prefix="ccm-parts-"))
+        for p in parts:
+            if p.type == 1 and p.subtype == 0:  # otadata: as flashed (erased after `ccm flash`)
+                (self.parts_dir / "otadata.bin").write_bytes(image[p.offset : p.offset + p.size])
+        self.app = "factory" if self.factory or not self.slots else self.slots[0]  # the slot that runs
+
+    def _bootloader(self) -> None:
+        """ESP-IDF's second stage, app rollback on: choose the slot from otadata (and update it)."""
+        from ccm.board import otadata
+
+        path = self.parts_dir / "otadata.bin"
+        if self.slots and path.exists():
+            blob = bytearray(path.read_bytes())
+            slot = otadata.boot(blob, len(self.slots))
+            path.write_bytes(bytes(blob))
+            self.app = self.slots[slot] if slot is not None else ("factory" if self.factory else self.slots[0])
+        (self.parts_dir / "table.json").write_text(json.dumps({"slots": self.slots, "running": self.app}))
+
+    def otadata(self) -> list:
+        """The two otadata entries as (seq, state) or None (ccm/board/otadata.py's states)."""
+        from ccm.board import otadata
+
+        path = self.parts_dir / "otadata.bin"
+        return otadata.entries(path.read_bytes()) if path.exists() else []
+
     def start(self) -> FlashBootedCcm:
         node = shutil.which("node")
         if not node:
@@ -95,6 +130,7 @@ class FlashBootedCcm(MicroPythonProcess):
                 "node not found: the flash-booted CCM runs on MicroPython's WebAssembly port under Node.js"
             )
         self._cmd = [node, str(HERE / "mpy_ccm.mjs"), "--fd", str(self.master), "--flash", str(self.dir)]
+        self._cmd += ["--parts", str(self.parts_dir)]
         self._cmd += ["--mac", self.mac]
         self._boot()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
@@ -102,6 +138,7 @@ class FlashBootedCcm(MicroPythonProcess):
         return self
 
     def _boot(self) -> None:
+        self._bootloader()
         self.proc = subprocess.Popen(
             self._cmd, pass_fds=(self.master,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -134,3 +171,4 @@ class FlashBootedCcm(MicroPythonProcess):
         super().stop()
         if self._watcher is not None:
             self._watcher.join(10)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)

@@ -75,6 +75,8 @@ def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
     assert all(files[m][:1] == b"M" for m in modules)  # .mpy magic
     conf = json.loads(files["conf0.json"])
     password = conf["rpc"]["auth"].pop("password")  # its own /rpc password (issue 22, item 1)
+    assert conf.pop("ota") == {"pubkey": "ota.pub.pem", "require_signature": True}  # signed updates only (item 3)
+    assert files["ota.pub.pem"].startswith(b"-----BEGIN PUBLIC KEY-----")
     assert conf == {"device": {"id": "lamp-0042"}, "mqtt": {"server": "b:1883", "enable": True}, "rpc": {"auth": {}}}
     assert len(password) == 16 and password in out.stdout  # printed for the label
     assert f"lamp-0042,admin,{password}," in (tmp_path / "ccm-devices.csv").read_text()  # and kept
@@ -82,9 +84,10 @@ def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
     other = json.loads(read_littlefs((tmp_path / "fs2.bin").read_bytes())["conf0.json"])["rpc"]["auth"]["password"]
     assert again.returncode == 0 and other != password  # each module its own
     assert len((tmp_path / "ccm-devices.csv").read_text().splitlines()) == 3  # the header and both
-    opened = ccm("build", "-o", str(tmp_path / "fs3.bin"), "--config", "rpc.auth.open=true")
-    assert "password" not in json.loads(read_littlefs((tmp_path / "fs3.bin").read_bytes())["conf0.json"])["rpc"]["auth"]
-    assert opened.returncode == 0 and "/rpc password" not in opened.stdout
+    opened = ccm("build", "-o", str(tmp_path / "fs3.bin"), "--config", "rpc.auth.open=true", "--unsigned")
+    files3 = read_littlefs((tmp_path / "fs3.bin").read_bytes())
+    assert "password" not in json.loads(files3["conf0.json"])["rpc"]["auth"] and "ota.pub.pem" not in files3
+    assert opened.returncode == 0 and "/rpc password" not in opened.stdout and "WARNING: --unsigned" in opened.stderr
     bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.keep_alive=soon")
     assert bad.returncode != 0 and "mqtt.keep_alive must be a number" in bad.stderr
     bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.nope=1")
@@ -296,6 +299,81 @@ def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_w
         runs(module, "0.2.0")  # no OTA.Commit within 3 s: the 0.2.0 files are back and run
         st = call(module, "OTA.Status")
         assert st["installed"]["esp32"] == "0.2.0" and "rolled back: no OTA.Commit within 3 s" in st["message"], st
+
+
+@pytest.mark.parametrize("table", ["ota", "stock"])
+def test_an_app_update_is_switched_by_otadata_and_rolled_back_by_the_bootloader(rom, tmp_path, table):
+    """MicroPython itself (an `app` part) on the module `ccm flash` made (issue 25, item 4). With
+    ESP32_GENERIC-OTA's table the image goes into the next OTA slot and otadata selects it as NEW; the
+    bootloader (the virtual ESP32's, reading otadata as ESP-IDF's does) boots it pending verification; no
+    OTA.Commit in time -> the CCM boots the slot it came from, which is then marked valid; a committed one
+    stays. With the stock table the bundle is refused before a byte is written, naming the build that can."""
+    import time
+
+    from ccm.board import otadata
+    from host_lib import Host
+    from pc import fwbundle
+    from sim.mpy_ccm import FlashBootedCcm
+
+    fake_micropython(tmp_path / "micropython.bin", table=OTA if table == "ota" else STOCK)
+    key = str(tmp_path / "vendor.pem")
+    assert ccm("keys", "new", "-o", key).returncode == 0
+    args = ["--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "micropython.bin")]
+    assert ccm(*args, "--config", "device.id=app-1", "--sign-key", key).returncode == 0
+    rom.save()
+    app = os.urandom(20000)
+    (tmp_path / "app.bin").write_bytes(app)
+    for v in ("1.27.0", "1.27.1"):
+        fwbundle.create(
+            str(tmp_path / f"{v}.zip"),
+            "mp",
+            "esp32",
+            ["app:type=app,src=app.bin"],
+            v,
+            sign_keys=[key],
+            src_dir=str(tmp_path),
+        )
+
+    def call(module, method, params=None):
+        try:
+            with Host(module.path) as h:
+                return h.call(method, params, 5)
+        except Exception:  # resetting
+            return None
+
+    def wait(cond, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+
+    with FlashBootedCcm(rom.flash_path) as m:
+        wait(lambda: call(m, "Sys.GetInfo"), "the first boot")
+        out = ccm("--port", m.path, "ota", str(tmp_path / "1.27.0.zip"), "--commit-timeout", "4")
+        if table == "stock":
+            assert out.returncode != 0 and "no free OTA app slot" in out.stderr and "ESP32_GENERIC-OTA" in out.stderr
+            assert m.app == "factory" and m.resets == 0
+            return
+        assert m.app == "ota_0" and out.returncode == 0, out.stderr
+        wait(lambda: m.app == "ota_1" and call(m, "Sys.GetInfo"), "the boot into the new app")
+        assert (m.parts_dir / "ota_1.bin").read_bytes()[: len(app)] == app  # written whole, in its slot
+        assert max(e for e in m.otadata() if e)[1] == otadata.PENDING_VERIFY
+        wait(lambda: m.app == "ota_0" and call(m, "Sys.GetInfo"), "no OTA.Commit: back to the old app")
+        wait(
+            lambda: [e for e in m.otadata() if e and e[1] == otadata.VALID],
+            f"the old app marked valid: {m.otadata()} {m.output[-15:]}",
+        )
+        st = call(m, "OTA.Status")
+        assert "rolled back" in st["message"] and "no OTA.Commit within 4 s" in st["message"], st
+        out = ccm("--port", m.path, "ota", str(tmp_path / "1.27.1.zip"), "--commit-timeout", "30")
+        assert out.returncode == 0, out.stderr
+        wait(lambda: m.app == "ota_1" and call(m, "Sys.GetInfo"), "the boot into 1.27.1")
+        assert call(m, "OTA.Commit") is True
+        assert max(e for e in m.otadata() if e)[1] == otadata.VALID
+        resets = m.resets
+        assert call(m, "Sys.Reboot", {"delay_ms": 0}) is True
+        wait(lambda: m.resets > resets and call(m, "Sys.GetInfo"), "a reboot")
+        assert m.app == "ota_1"  # kept
 
 
 def test_booting_a_flash_without_the_firmware_is_explained(tmp_path):

@@ -109,6 +109,8 @@ class Esp32Board(Board):
     def app_mark_valid(self):
         import esp32
 
+        if self.ota_partition() is None:  # the stock table: no otadata, nothing is ever rolled back
+            return
         esp32.Partition.mark_app_valid_cancel_rollback()
 
     def app_rollback(self):
