@@ -1,10 +1,12 @@
 """The dashboard in a real browser: Playwright driving Debian's chromium against `ccm cloud`'s web server,
 with virtual CCMs (and the lamp product: a virtual STM32 running real firmware) on real mosquitto."""
 
+import re
 import shutil
 
 import pytest
 from conftest import cloud_config, unique_device, wait_until
+from playwright.sync_api import expect
 from test_api import TOKEN
 
 from pc import fwbundle
@@ -129,7 +131,7 @@ def test_the_lamp_from_the_browser_shadow_rpc_config_and_ota(dash, page, tmp_pat
 
         # config: load it (secrets redacted by the CCM)
         page.click("#config-load")
-        page.wait_for_function("document.getElementById('config-editor').value.includes('\"mqtt\"')")
+        expect(page.locator("#config-editor")).to_have_value(re.compile('"mqtt"'))  # no eval: the CSP forbids it
 
         # OTA: a bad upload is refused with the reason, the good one installs with a progress bar
         page.set_input_files("#ota-file", str(junk))
@@ -165,3 +167,34 @@ def test_fleet_ota_page_lists_bundles_and_rollouts(dash, page, tmp_path):
     page.set_input_files("#fleet-file", str(tmp_path / "fw-3.1.zip"))
     page.wait_for_selector("#bundles td:has-text('fw-3.1.zip')")
     page.wait_for_selector("#bundles td:has-text('3.1')")
+
+
+def test_the_dashboard_runs_no_injected_script_and_takes_no_change_without_its_csrf_token(dash, page):
+    """A browser attacker (issue 22, item 5): the login link's token leaves the address bar for an
+    HttpOnly SameSite=Strict cookie; a script injected into the page does not run (Content-Security-
+    Policy: script-src 'self'); a change made with the cookie but without the X-CSRF-Token the dashboard's
+    own script sends is refused (403), and the dashboard itself still changes things (its logout)."""
+    page.goto(f"{dash.url}/?token={TOKEN}")
+    page.wait_for_selector("#logout:not([hidden])")
+    assert "token" not in page.url  # out of the address bar (and of the history)
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["ccm_token"]["httpOnly"] and cookies["ccm_token"]["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie").find(TOKEN) < 0  # the page's script cannot read the token
+    page.evaluate(
+        """() => { const s = document.createElement('script'); s.textContent = 'window.pwned = 1';
+                   document.body.append(s); }"""
+    )
+    assert page.evaluate("window.pwned") is None  # blocked by the CSP
+    status = page.evaluate(
+        """async () => (await fetch('/api/logout', {method: 'POST', credentials: 'same-origin'})).status"""
+    )
+    assert status == 200  # logout needs no token; a change that does:
+    page.goto(f"{dash.url}/?token={TOKEN}")
+    page.wait_for_selector("#logout:not([hidden])")
+    forged = page.evaluate(
+        """async () => (await fetch('/api/devices/x/rpc/Sys.Reboot', {method: 'POST',
+                        credentials: 'same-origin', headers: {'Content-Type': 'application/json'}, body: '{}'})).status"""
+    )
+    assert forged == 403
+    page.click("#logout")
+    page.wait_for_selector("#token")

@@ -30,8 +30,14 @@ class ApiError extends Error {
   }
 }
 
+function csrfToken() {  // the double-submit value the login set beside its HttpOnly cookie (cloud/auth.py)
+  const m = document.cookie.match(/(?:^|; )ccm_csrf=([^;]*)/);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
 async function api(method, path, body, raw) {
   const opts = { method, headers: {}, credentials: "same-origin" };
+  if (method !== "GET") opts.headers["X-CSRF-Token"] = csrfToken();
   if (raw) opts.body = raw;
   else if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
