@@ -33,7 +33,8 @@ class SerialRpc:
 
 
 class MqttRpc:
-    """Calls over MQTT (`{device}/rpc`), as a cloud application: mqtt://HOST:PORT/DEVICE_ID."""
+    """Calls over MQTT (`{device}/rpc`), as a cloud application: mqtt://[USER:PASSWORD@]HOST:PORT/DEVICE_ID
+    (`ccm cloud`'s broker wants the cloud's user, which it prints)."""
 
     def __init__(self, url: str):
         from cloud.client import CloudClient
@@ -43,7 +44,7 @@ class MqttRpc:
         if not self.device:
             raise PortError(f"{url}: say which device, e.g. mqtt://{u.netloc or '127.0.0.1:1883'}/ccm-000000")
         try:
-            self.cloud = CloudClient(f"mqtt://{u.hostname or '127.0.0.1'}:{u.port or 1883}").start()
+            self.cloud = CloudClient(f"mqtt://{u.netloc or '127.0.0.1:1883'}").start()  # USER:PASSWORD@ kept
         except ConnectionError as e:
             raise PortError(f"{e}. Is the broker running (`ccm cloud` starts one)?") from None
 

@@ -26,13 +26,19 @@ class Mosquitto:
     kind = "mosquitto"
 
     def __init__(
-        self, port: int | None = None, tls: dict | None = None, users: dict | None = None, exe: str | None = None
+        self,
+        port: int | None = None,
+        tls: dict | None = None,
+        users: dict | None = None,
+        exe: str | None = None,
+        acl: bool = False,
     ):
         self.exe = exe or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self._repick = port is None  # until the first start succeeds, a taken port may be swapped for another
         self.port = port or pick_port()
         self.tls = tls  # {"cafile", "certfile", "keyfile", "require_certificate"}
         self.users = users  # {user: password}: anonymous clients are refused
+        self.acl = acl  # each device on its own topics (DEVICE_ACL); CLOUD_USER everywhere
         self.dir = Path(tempfile.mkdtemp(prefix="ccm-mosquitto-"))
         self.proc: subprocess.Popen | None = None
 
@@ -52,6 +58,9 @@ class Mosquitto:
                     capture_output=True,
                 )
             lines += ["allow_anonymous false", f"password_file {pw}"]
+            if self.acl:
+                (self.dir / "acl").write_text(DEVICE_ACL)
+                lines.append(f"acl_file {self.dir / 'acl'}")
         else:
             lines.append("allow_anonymous true")
         lines.append("set_tcp_nodelay true")  # else Nagle + delayed ACK add ~40 ms to every small exchange
@@ -98,6 +107,24 @@ class Mosquitto:
             time.sleep(0.02)
         return f"not listening after {timeout:g} s"
 
+    def add_user(self, user: str, password: str) -> None:
+        """Let one more client in (a device `ccm cloud add-device` made), without a restart: mosquitto
+        reads its password file again on SIGHUP."""
+        self.users = dict(self.users or {}, **{user: password})
+        subprocess.run(
+            [
+                shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd",
+                "-b",
+                str(self.dir / "passwd"),
+                user,
+                password,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         """Kill it hard: an outage, not a polite shutdown."""
         if self.proc and self.proc.poll() is None:
@@ -114,6 +141,20 @@ class Mosquitto:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+CLOUD_USER = "ccm-cloud"  # the cloud's own clients: the shadow service, the dashboard, ccm's CLI
+# mosquitto's ACL when `ccm cloud` runs it: a device (its MQTT user is its device id) uses its own shadow and
+# its own topics ({id}/rpc, {id}/status, what its host publishes under {id}/), and answers the cloud's calls
+# under cloud/ (cloud/client.py) — it can neither call another device nor touch its shadow.
+DEVICE_ACL = f"""user {CLOUD_USER}
+topic readwrite #
+topic readwrite $aws/#
+
+pattern readwrite $aws/things/%u/shadow/#
+pattern readwrite %u/#
+pattern write cloud/+/rpc
+"""
 
 
 class _DollarTopic(str):
@@ -198,8 +239,12 @@ class EmbeddedBroker:
         self.close()
 
 
-def start_broker(port: int | None = None, embedded: bool = False) -> Mosquitto | EmbeddedBroker:
-    """mosquitto when installed (unless `embedded`), else the embedded broker; started, on 127.0.0.1."""
+def start_broker(
+    port: int | None = None, embedded: bool = False, users: dict | None = None
+) -> Mosquitto | EmbeddedBroker:
+    """mosquitto when installed (unless `embedded`), else the embedded broker; started, on 127.0.0.1.
+    `users` ({user: password}, CLOUD_USER among them): mosquitto lets only them in, each device on its own
+    topics (DEVICE_ACL); the embedded broker cannot, and lets anyone in."""
     if not embedded and (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
-        return Mosquitto(port).start()
+        return Mosquitto(port, users=users, acl=bool(users)).start()
     return EmbeddedBroker(port).start()

@@ -19,7 +19,7 @@ from typing import Any
 
 from ccm.mqtt import topic_matches
 from ccm.rpc import RpcError
-from cloud.shadow_service import PREFIX, no_delay, parse_broker_url
+from cloud.shadow_service import PREFIX, broker_login, no_delay, parse_broker_url
 
 
 class ShadowError(Exception):
@@ -31,6 +31,10 @@ class ShadowError(Exception):
         self.message = message
 
 
+REPLY_PREFIX = "cloud/"  # the cloud's callers are answered under cloud/…/rpc: the one place besides their own
+# topics a device may publish to on `ccm cloud`'s broker (its ACL, cloud/broker.py)
+
+
 class CloudClient:
     KEEP = 20000  # messages kept for wait_message(); older ones are dropped (a long-running client stays small)
 
@@ -40,6 +44,7 @@ class CloudClient:
         self.host, self.port = parse_broker_url(broker)
         self.client_id = client_id or f"cloud-{os.getpid()}-{id(self) & 0xFFFF:x}"
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311)
+        broker_login(self.client, broker)
         if tls:
             self.client.tls_set(ca_certs=tls.get("cafile"), certfile=tls.get("certfile"), keyfile=tls.get("keyfile"))
         self.client.on_connect = self._on_connect
@@ -67,7 +72,9 @@ class CloudClient:
         self.client.loop_start()
         if not self.connected.wait(timeout):
             self.client.loop_stop()
-            raise ConnectionError(f"the broker at {self.host}:{self.port} did not accept the connection")
+            why = getattr(self, "refused", None)
+            hint = f" ({why}: give its user and password, mqtt://USER:PASSWORD@HOST:PORT)" if why else ""
+            raise ConnectionError(f"the broker at {self.host}:{self.port} did not accept the connection{hint}")
         return self
 
     def stop(self) -> None:
@@ -85,6 +92,8 @@ class CloudClient:
             for topic, qos in self._subs.items():  # after a broker restart
                 client.subscribe(topic, qos)
             self.connected.set()
+        else:
+            self.refused = str(reason_code)  # e.g. "Not authorized": a broker that knows its clients
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         with self._cv:
@@ -151,11 +160,12 @@ class CloudClient:
 
     # -- RPC over MQTT (docs/protocol.md, the cloud) --------------------------------------------------------------
     def call(self, device_id: str, method: str, params: Any = None, timeout: float = 10.0) -> Any:
-        reply_topic = f"{self.client_id}/rpc"
+        src = f"{REPLY_PREFIX}{self.client_id}"  # answered on {src}/rpc: under cloud/, where devices may answer
+        reply_topic = f"{src}/rpc"
         if reply_topic not in self._subs:
             self.subscribe(reply_topic)
         i = next(self._ids)
-        frame: dict = {"id": i, "src": self.client_id, "method": method}
+        frame: dict = {"id": i, "src": src, "method": method}
         if params is not None:
             frame["params"] = params
         start = self.mark()

@@ -200,6 +200,16 @@ def parse_broker_url(url: str) -> tuple[str, int]:
     return u.hostname or "127.0.0.1", u.port or 1883
 
 
+def broker_login(client, url: str) -> None:
+    """The user and password in mqtt://USER:PASSWORD@HOST:PORT, given to a paho client (a broker that
+    knows its clients: `ccm cloud`'s mosquitto, cloud/broker.py)."""
+    from urllib.parse import unquote
+
+    u = urlparse(url if "://" in url else "mqtt://" + url)
+    if u.username:
+        client.username_pw_set(unquote(u.username), unquote(u.password) if u.password else None)
+
+
 class ShadowService:
     """`Shadows` on a broker: subscribes to every thing's update/get/delete and publishes the answers."""
 
@@ -209,6 +219,7 @@ class ShadowService:
         self.host, self.port = parse_broker_url(broker)
         self.shadows = Shadows(db)
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        broker_login(self.client, broker)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_socket_open = no_delay

@@ -80,3 +80,16 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s") from None
             time.sleep(0.02)
+
+
+def mqtt_settings(url: str) -> dict:
+    """The CCM's mqtt.* for a broker URL: [mqtt://][USER:PASSWORD@]HOST:PORT (`ccm cloud add-device`
+    prints one with the device's own user and password)."""
+    from urllib.parse import unquote, urlsplit
+
+    u = urlsplit(url if "://" in url else "mqtt://" + url)
+    out = {"enable": True, "server": u.netloc.rpartition("@")[2]}
+    if u.username:
+        out["user"] = unquote(u.username)
+        out["pass"] = unquote(u.password or "")
+    return out

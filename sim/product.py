@@ -41,7 +41,9 @@ class LampProduct:
             "wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}},
         }
         if mqtt:
-            cfg["mqtt"] = {"enable": True, "server": mqtt.removeprefix("mqtt://")}
+            from pc.net import mqtt_settings
+
+            cfg["mqtt"] = mqtt_settings(mqtt)
         for k, v in (config or {}).items():
             cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
         self.device_id = device_id

@@ -108,8 +108,8 @@ def test_cloud_rpc_is_answered_by_the_host_and_unknown_methods_get_not_found(pro
         cloud.call(product.device, "No.Such.Method")
     assert e.value.code == rpc.METHOD_NOT_FOUND
     assert cloud.call(product.device, "Sys.GetInfo")["cloud"]["connected"] is True  # served by the CCM itself
-    i, topic, payload = cloud.wait_message(f"{cloud.client_id}/rpc", lambda p: json.loads(p)["id"] == 1)
-    assert json.loads(payload) == {"id": 1, "result": 5, "src": product.device, "dst": cloud.client_id}
+    i, topic, payload = cloud.wait_message(f"cloud/{cloud.client_id}/rpc", lambda p: json.loads(p)["id"] == 1)
+    assert json.loads(payload) == {"id": 1, "result": 5, "src": product.device, "dst": f"cloud/{cloud.client_id}"}
 
 
 def test_presence_is_online_and_the_last_will_says_offline(mosquitto, shadow_service, cloud):

@@ -53,16 +53,24 @@ def test_local_cloud_virtual_ccm_and_cli_end_to_end(tmp_path, embedded):
         "127.0.0.1:0",
         "--bundles",
         str(tmp_path / "bundles"),
+        "--state",
+        str(tmp_path / "state"),
         *(["--embedded"] if embedded else []),
     )
     try:
-        broker = cloud.line_with("MQTT broker").split(" on ")[1].strip()
-        assert ("amqtt" in cloud.lines[0]) == embedded
+        assert ("amqtt" in cloud.line_with("MQTT broker")) == embedded
         cloud.line_with("shadow service up")
         api_line = cloud.line_with("REST API:")  # "  REST API:  URL/api/docs  (Authorization: Bearer TOKEN)"
         api = api_line.split()[2].removesuffix("/docs")
         token = api_line.rsplit(" ", 1)[1].strip().rstrip(")")
-        sim = Running("sim", "ccm", "--device-id", device, "--mqtt", broker.removeprefix("mqtt://"))
+        # "  set a shadow:  ccm --port mqtt://ccm-cloud:PASSWORD@127.0.0.1:PORT/ccm-000000 shadow desired …"
+        broker = cloud.line_with("set a shadow:").split("--port ")[1].split()[0].rsplit("/", 1)[0]
+        sim_url = broker
+        if not embedded:  # mosquitto lets in only the devices it was told of, each with its own password
+            added = ccm("cloud", "add-device", device, "--state", str(tmp_path / "state")).stdout
+            sim_url = next(line for line in added.splitlines() if "ccm sim ccm" in line).split("--mqtt ")[1]
+            assert sim_url.startswith(f"mqtt://{device}:")
+        sim = Running("sim", "ccm", "--device-id", device, "--mqtt", sim_url)
         try:
             path = sim.line_with("host UART is").rsplit(" ", 1)[1].strip()
             deltas = []
@@ -94,6 +102,8 @@ def test_local_cloud_virtual_ccm_and_cli_end_to_end(tmp_path, embedded):
                 req = urllib.request.Request(f"{api}/devices", headers={"Authorization": f"Bearer {token}"})
                 devices = json.loads(urllib.request.urlopen(req, timeout=10).read())
                 assert any(d["id"] == device and d["online"] for d in devices)
+                if not embedded:
+                    _another_device_cannot_reach_this_one(tmp_path, broker, device, port)
         finally:
             assert sim.stop() == 0
     finally:
@@ -181,3 +191,33 @@ def test_serve_dir_is_made_when_missing(tmp_path):
         assert d.is_dir()
     finally:
         assert cloud.stop() == 0
+
+
+def _another_device_cannot_reach_this_one(tmp_path, cloud_url, device, port):
+    """`ccm cloud`'s broker (issue 22, item 4): device B, with its own valid credentials, can neither call
+    A's RPC, nor write A's shadow, nor read A's topics; without credentials nobody gets in; B on its own
+    topics works."""
+    from cloud.client import CloudClient
+
+    other = "b-" + device
+    before = json.loads(ccm("--port", port, "call", "Sys.GetInfo").stdout)["uptime"]
+    added = ccm("cloud", "add-device", other, "--state", str(tmp_path / "state")).stdout
+    b_url = next(line for line in added.splitlines() if "ccm sim ccm" in line).split("--mqtt ")[1]
+    with pytest.raises(ConnectionError, match="Not authorized"):
+        CloudClient(b_url.replace(f"{other}:", f"{other}:wrong"), client_id="intruder").start()
+    with pytest.raises(ConnectionError):
+        CloudClient("mqtt://" + cloud_url.rpartition("@")[2], client_id="anonymous").start()
+    with CloudClient(cloud_url, client_id="watch") as watch, CloudClient(b_url, client_id=other) as b:
+        watch.subscribe("cloud/evil/rpc")
+        watch.subscribe(f"{other}/hello")
+        b.subscribe(f"{device}/#")  # refused by the ACL: nothing of A's comes
+        b.publish(f"{device}/rpc", {"id": 1, "src": "cloud/evil", "method": "Sys.Reboot"})
+        b.publish(f"$aws/things/{device}/shadow/update", {"state": {"desired": {"on": False}}})
+        b.publish(f"{other}/hello", "mine")  # its own topic: allowed
+        watch.wait_message(f"{other}/hello", timeout=10)
+        with pytest.raises(TimeoutError):
+            watch.wait_message("cloud/evil/rpc", timeout=2)  # A never got the call
+        assert not [m for m in b.messages if m[0].startswith(device + "/")]
+    doc = json.loads(ccm("--port", port, "shadow", "get").stdout)
+    assert doc["state"]["desired"] == {"on": True, "color": {"r": 255}}  # unchanged by B
+    assert json.loads(ccm("--port", port, "call", "Sys.GetInfo").stdout)["uptime"] >= before  # not rebooted

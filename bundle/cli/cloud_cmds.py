@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import click
 
 from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, user_errors, wait_for_ctrl_c
 
 
-@main.command("cloud")
+@main.group("cloud", invoke_without_command=True)
 @click.option("--broker", metavar="mqtt://HOST:PORT", help="Use this broker; without it one is started on 127.0.0.1.")
 @click.option("--port", "broker_port", type=int, default=0, help="Port for the broker started here (0: any free one).")
 @click.option("--db", default="ccm-shadows.sqlite", show_default=True, help="SQLite file the shadows persist in.")
@@ -46,7 +47,17 @@ from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, u
     help="The dashboard's address as devices reach it, for the bundle URLs they are sent "
     "(default: the address the browser used).",
 )
+@click.option(
+    "--state",
+    "state_dir",
+    default="ccm-cloud",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the broker's users are kept: each device's MQTT password (ccm cloud add-device) and the cloud's.",
+)
+@click.pass_context
 def cloud_cmd(
+    ctx: click.Context,
     broker: str | None,
     broker_port: int,
     db: str,
@@ -57,19 +68,25 @@ def cloud_cmd(
     token: str | None,
     bundles_dir: str | None,
     public_url: str | None,
+    state_dir: str,
 ) -> None:
     """A local cloud for private brokers: shadow service, dashboard and REST API, until Ctrl-C.
 
-    Without --broker it starts mosquitto (when installed) or an embedded broker. Beside it run an AWS
+    Without --broker it starts mosquitto (when installed) or an embedded broker. mosquitto lets in only
+    the devices `ccm cloud add-device` made (each on its own topics: its shadow, ID/…) and the cloud's own
+    clients; the embedded broker lets anyone in. Beside it run an AWS
     IoT compatible shadow service and, on --http, the dashboard (devices online/offline, shadows, an
     RPC console, config, firmware updates with progress) and its REST API (OpenAPI at /api/docs),
     both behind a token. With --serve-dir it also serves bundles for the CCMs' own pulls (ota.poll_url).
 
     \b
     Example:  ccm cloud                      # then open the dashboard link it prints
-              ccm sim ccm --mqtt 127.0.0.1:PORT
+              ccm cloud add-device lamp-0042  # its MQTT user and password, for ccm build / ccm sim ccm
+              ccm sim ccm --mqtt mqtt://ccm-000000:PASSWORD@127.0.0.1:PORT
               curl -H "Authorization: Bearer TOKEN" http://127.0.0.1:8080/api/devices
     """
+    if ctx.invoked_subcommand is not None:
+        return
     stop_on_sigterm()  # a SIGTERM while it starts still stops mosquitto and the rest
     from cloud.api import Dashboard
     from cloud.broker import start_broker
@@ -92,10 +109,28 @@ def cloud_cmd(
             raise click.UsageError(f"--bundles {bundles_dir}: cannot create it ({e.strerror})") from None
         web = (host, int(port_s))
     started = None
+    device_url = None  # how the virtual CCM reaches the broker, as ccm-000000
     if not broker:
-        started = start_broker(broker_port or None, embedded=embedded)
-        broker = started.url
-        click.echo(f"MQTT broker ({started.kind}) on {broker}")
+        from cloud.broker import CLOUD_USER
+
+        state = CloudState(state_dir)
+        users = {CLOUD_USER: state.cloud_password(), **state.devices()}
+        started = start_broker(broker_port or None, embedded=embedded, users=users)
+        state.running(started)
+        base = started.url.removeprefix("mqtt://")
+        if started.kind == "mosquitto":
+            broker = f"mqtt://{CLOUD_USER}:{users[CLOUD_USER]}@{base}"
+            device_url = f"mqtt://{DEFAULT_DEVICE}:{users[DEFAULT_DEVICE]}@{base}"
+            click.echo(f"MQTT broker ({started.kind}) on {started.url}: devices by their own user ({state_dir}/)")
+            click.echo(f"  the cloud's own clients: user {CLOUD_USER}, password {users[CLOUD_USER]}")
+        else:
+            broker = device_url = started.url
+            click.echo(f"MQTT broker ({started.kind}) on {broker}")
+            click.echo(
+                "  WARNING: the embedded broker lets any client in and publish anywhere (no per-device users): "
+                "install mosquitto for that",
+                err=True,
+            )
     try:
         service = ShadowService(broker, db).start()
     except (ConnectionError, OSError) as e:
@@ -126,10 +161,8 @@ def cloud_cmd(
         click.echo(f"dashboard on {dashboard.url}; bundles uploaded there are kept in {dashboard.store.directory}")
         click.echo(f"  open:      {dashboard.login_url}")
         click.echo(f"  REST API:  {dashboard.url}/api/docs  (Authorization: Bearer {dashboard.token})")
-    click.echo(
-        f"  virtual CCM on it:  ccm sim ccm --mqtt {broker.removeprefix('mqtt://')}   (--host lamp: with an STM32 host)"
-    )
-    click.echo(f"  set a shadow:       ccm --port {broker}/ccm-000000 shadow desired on=true")
+    click.echo(f"  virtual CCM on it:  ccm sim ccm --mqtt {device_url or broker}   (--host lamp: with an STM32 host)")
+    click.echo(f"  set a shadow:       ccm --port {broker}/{DEFAULT_DEVICE} shadow desired on=true")
     click.echo("Ctrl-C stops it.")
     wait_for_ctrl_c()
     if dashboard:
@@ -139,6 +172,124 @@ def cloud_cmd(
         bundles.stop()
     if started:
         started.close()
+        CloudState(state_dir).running(None)
+
+
+DEFAULT_DEVICE = "ccm-000000"  # `ccm sim ccm`'s id: `ccm cloud` lets it in from the start
+
+
+class CloudState:
+    """`ccm cloud`'s broker users, in --state DIR: devices.json ({device id: MQTT password}), cloud.json (the
+    cloud's own password; while running, the broker's pid and password file, for add-device)."""
+
+    def __init__(self, directory: str):
+        import json
+
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self._json = json
+
+    def _read(self, name: str) -> dict:
+        try:
+            with open(os.path.join(self.dir, name)) as f:
+                return self._json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self, name: str, data: dict) -> None:
+        path = os.path.join(self.dir, name)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # passwords: owner only
+        with os.fdopen(fd, "w") as f:
+            self._json.dump(data, f, indent=1)
+        os.replace(path + ".tmp", path)
+
+    def cloud_password(self) -> str:
+        import secrets
+
+        c = self._read("cloud.json")
+        if not c.get("password"):
+            c["password"] = secrets.token_urlsafe(12)
+            self._write("cloud.json", c)
+        return c["password"]
+
+    def devices(self) -> dict:
+        d = self._read("devices.json")
+        if not d:
+            self.add(DEFAULT_DEVICE)
+            d = self._read("devices.json")
+        return d
+
+    def add(self, device: str) -> str:
+        import secrets
+
+        d = self._read("devices.json")
+        d[device] = d.get(device) or secrets.token_urlsafe(12)
+        self._write("devices.json", d)
+        return d[device]
+
+    def running(self, broker) -> None:
+        c = self._read("cloud.json")
+        if broker is not None and getattr(broker, "kind", "") == "mosquitto":
+            c["broker"] = {"pid": broker.proc.pid, "passwd": str(broker.dir / "passwd"), "url": broker.url}
+        else:
+            c.pop("broker", None)
+        self._write("cloud.json", c)
+
+    def live_broker(self) -> dict | None:
+        b = self._read("cloud.json").get("broker")
+        if not b:
+            return None
+        try:
+            os.kill(b["pid"], 0)
+        except (OSError, KeyError, TypeError):
+            return None
+        return b
+
+
+@cloud_cmd.command("add-device")
+@click.argument("device_id")
+@click.option(
+    "--state",
+    "state_dir",
+    default="ccm-cloud",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="As ccm cloud's.",
+)
+@user_errors()
+def add_device(device_id: str, state_dir: str) -> None:
+    """Let a device on `ccm cloud`'s broker: its MQTT user (its id) and password, on its own topics only.
+
+    \b
+    Then:  ccm build --config device.id=ID --config mqtt.user=ID --config mqtt.pass=PASSWORD ...
+           ccm sim ccm --device-id ID --mqtt mqtt://ID:PASSWORD@HOST:PORT
+    A running `ccm cloud` (same --state) lets it in at once.
+    """
+    import signal
+    import subprocess
+
+    from cloud.broker import CLOUD_USER
+
+    if device_id in (CLOUD_USER, "cloud") or not device_id.replace("-", "").replace("_", "").isalnum():
+        raise click.UsageError(
+            f"{device_id!r}: a device id is letters, digits, - and _ (and not {CLOUD_USER} or cloud)"
+        )
+    state = CloudState(state_dir)
+    password = state.add(device_id)
+    live = state.live_broker()
+    where = "HOST:PORT"
+    if live:
+        exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        subprocess.run([exe, "-b", live["passwd"], device_id, password], check=True, capture_output=True)
+        os.kill(live["pid"], signal.SIGHUP)  # mosquitto reads its users again
+        where = live["url"].removeprefix("mqtt://")
+    click.echo(f"device {device_id}: MQTT user {device_id}, password {password}")
+    click.echo(
+        f"  ccm build --config device.id={device_id} --config mqtt.user={device_id} --config mqtt.pass={password}"
+    )
+    click.echo(f"  ccm sim ccm --device-id {device_id} --mqtt mqtt://{device_id}:{password}@{where}")
+    if not live:
+        click.echo(f"  (no ccm cloud running with --state {state_dir}: it lets the device in when it starts)")
 
 
 @main.group()

@@ -116,7 +116,7 @@ def demo(embedded: bool) -> None:
             f.write(v2)
         bundle_path = os.path.join(work, "fw.zip")
         part = ["host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000"]
-        say(f"   ccm create-fw-bundle -o fw.zip --name fw --platform ccm_host --sign-key signing.pem {part[0]}")
+        say(f"   ccm create-fw-bundle -o fw.zip --name fw --platform ccm_host {part[0]} --sign-key signing.pem")
         m = fwbundle.create(bundle_path, "fw", "ccm_host", part, sign_keys=[key], src_dir=work)
         say(f"   -> fw.zip: version {m['version']}, host_fw {m['parts']['host_fw']['size']} bytes, signed")
         ws = v.rpc_url()  # with the password the CCM made at its first boot in it

@@ -25,7 +25,10 @@ def sim() -> None:
     help="Where the host UART is: a new pty, a TCP port (hosts use socket://127.0.0.1:PORT), or a serial device wired to a real host.",
 )
 @click.option(
-    "--mqtt", "mqtt_server", metavar="HOST:PORT", help="Connect to this MQTT broker (e.g. the one `ccm cloud` prints)."
+    "--mqtt",
+    "mqtt_server",
+    metavar="[mqtt://USER:PASSWORD@]HOST:PORT",
+    help="Connect to this MQTT broker, as `ccm cloud` prints it (with the device's user and password).",
 )
 @click.option("--trace/--no-trace", default=False, help="Print every frame on the UART.")
 @click.option(
@@ -53,7 +56,7 @@ def sim_ccm(
     .mpy firmware from a virtual ESP32's flash on real MicroPython instead of the source tree on CPython.
 
     \b
-    Example:  ccm sim ccm --host lamp --mqtt 127.0.0.1:PORT    # PORT: the broker `ccm cloud` printed
+    Example:  ccm sim ccm --host lamp --mqtt mqtt://ccm-000000:PASSWORD@127.0.0.1:PORT   # as `ccm cloud` printed it
     """
     from sim.ccm import VirtualCcm
 
@@ -99,7 +102,9 @@ def sim_ccm(
     try:
         config: dict = {"device": {"id": device_id}}
         if mqtt_server:
-            config["mqtt"] = {"enable": True, "server": mqtt_server.removeprefix("mqtt://")}
+            from pc.net import mqtt_settings
+
+            config["mqtt"] = mqtt_settings(mqtt_server)
         v = VirtualCcm(config, trace=tracer, uart=uart).start()
     except (OSError, ValueError) as e:
         raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
@@ -119,7 +124,7 @@ def _refuse_a_twin(mqtt_server: str, device_id: str) -> None:
     session over for ever (the broker drops the older client of a client id), and both answer calls."""
     from cloud.client import CloudClient
 
-    url = "mqtt://" + mqtt_server.removeprefix("mqtt://")
+    url = mqtt_server if "://" in mqtt_server else "mqtt://" + mqtt_server
     try:
         with CloudClient(url, client_id=f"ccm-sim-check-{os.getpid()}") as c:
             c.subscribe(f"{device_id}/status")
@@ -130,7 +135,7 @@ def _refuse_a_twin(mqtt_server: str, device_id: str) -> None:
     except (OSError, TimeoutError, ConnectionError):
         return  # no broker yet: the CCM reports that itself, and retries
     raise click.ClickException(
-        f"a CCM with device id {device_id} is online on {mqtt_server} already (another `ccm sim ccm`?): two with "
+        f"a CCM with device id {device_id} is online on {mqtt_server.rpartition('@')[2]} already (another `ccm sim ccm`?): two with "
         "one id take each other's MQTT session over for ever. Stop that one, or give this one --device-id NAME"
     )
 
