@@ -77,8 +77,20 @@ def own_password(config: dict) -> str | None:
     return auth["password"]
 
 
+def own_ap_password(pairs) -> tuple[tuple[str, ...], str | None]:
+    """--config wifi.ap.pass=auto: a WPA2 password of the module's own for its provisioning access point
+    (12 characters), printed and kept like the /rpc one. Returns (the pairs with it in, it or None)."""
+    if "wifi.ap.pass=auto" not in pairs:
+        return tuple(pairs), None
+    import secrets
+
+    pw = "".join(secrets.choice(PASSWORD_CHARS) for _ in range(12))
+    return tuple(("wifi.ap.pass=" + pw) if p == "wifi.ap.pass=auto" else p for p in pairs), pw
+
+
 def record_password(config: dict, path: str = DEVICES_FILE) -> str:
-    """Append the module's id and /rpc credentials to the vendor's file (CSV: device_id,user,password,when)."""
+    """Append the module's id and credentials to the vendor's file
+    (CSV: device_id,user,password,made,ap_password)."""
     import csv
     import datetime
     import os
@@ -87,12 +99,12 @@ def record_password(config: dict, path: str = DEVICES_FILE) -> str:
     with open(path, "a", newline="") as f:
         w = csv.writer(f)
         if new:
-            w.writerow(["device_id", "user", "password", "made"])
-        auth = config["rpc"]["auth"]
+            w.writerow(["device_id", "user", "password", "made", "ap_password"])
+        auth = config.get("rpc", {}).get("auth", {})
         device = config.get("device", {}).get("id") or "(the MAC-derived id)"
-        w.writerow(
-            [device, auth.get("user", "admin"), auth["password"], datetime.datetime.now().isoformat(" ", "seconds")]
-        )
+        ap = config.get("wifi", {}).get("ap", {}).get("pass", "")
+        when = datetime.datetime.now().isoformat(" ", "seconds")
+        w.writerow([device, auth.get("user", "admin"), auth.get("password", ""), when, ap])
     return path
 
 

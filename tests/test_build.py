@@ -80,9 +80,13 @@ def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
     assert conf == {"device": {"id": "lamp-0042"}, "mqtt": {"server": "b:1883", "enable": True}, "rpc": {"auth": {}}}
     assert len(password) == 16 and password in out.stdout  # printed for the label
     assert f"lamp-0042,admin,{password}," in (tmp_path / "ccm-devices.csv").read_text()  # and kept
-    again = ccm("build", "-o", str(tmp_path / "fs2.bin"), "--config", "device.id=lamp-0043")
-    other = json.loads(read_littlefs((tmp_path / "fs2.bin").read_bytes())["conf0.json"])["rpc"]["auth"]["password"]
-    assert again.returncode == 0 and other != password  # each module its own
+    again = ccm(
+        "build", "-o", str(tmp_path / "fs2.bin"), "--config", "device.id=lamp-0043", "--config", "wifi.ap.pass=auto"
+    )
+    conf2 = json.loads(read_littlefs((tmp_path / "fs2.bin").read_bytes())["conf0.json"])
+    assert again.returncode == 0 and conf2["rpc"]["auth"]["password"] != password  # each module its own
+    ap = conf2["wifi"]["ap"]["pass"]  # and with wifi.ap.pass=auto its own WPA2 password for the AP
+    assert len(ap) == 12 and f"access point password (wifi.ap.pass): {ap}" in again.stdout
     assert len((tmp_path / "ccm-devices.csv").read_text().splitlines()) == 3  # the header and both
     opened = ccm("build", "-o", str(tmp_path / "fs3.bin"), "--config", "rpc.auth.open=true", "--unsigned")
     files3 = read_littlefs((tmp_path / "fs3.bin").read_bytes())

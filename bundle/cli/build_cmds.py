@@ -114,6 +114,7 @@ def build_cmd(
         fs_size = region
     elif fs_size is None:
         fs_size = chip - FS_OFFSET
+    configs, ap = build.own_ap_password(configs)
     config = build.parse_config(configs)
     made = build.own_password(config)
     extra, signing = build.trust_signing_key(config, sign_key, unsigned)
@@ -121,8 +122,8 @@ def build_cmd(
         image = build.build_fs(config, fs_size, mpy_cross, march, extra)
         with open(output, "wb") as f:
             f.write(image)
-        if made:
-            _said_password(config, made, os.path.dirname(os.path.abspath(output)))
+        if made or ap:
+            _said_password(config, made, os.path.dirname(os.path.abspath(output)), ap)
         files = read_littlefs(image)
         click.echo(
             f"{output}: LittleFS {len(image) // 1024} KiB, {len(files)} files ({sum(map(len, files.values()))} bytes)"
@@ -196,6 +197,7 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
         raise click.UsageError("no port: give --port PORT, the ESP32's USB-UART (e.g. /dev/ttyUSB0)")
     if not fs_only and not firmware:
         raise click.UsageError("give --firmware MICROPYTHON.BIN, or --fs-only if MicroPython is already on the module")
+    configs, ap = build.own_ap_password(configs)
     config = build.parse_config(configs)  # a bad --config is said before the module is touched
     made = build.own_password(config)
     extra, signing = build.trust_signing_key(config, sign_key, unsigned)
@@ -208,8 +210,8 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
         erase=erase,
         attempts=connect_attempts,
     )
-    if made:
-        _said_password(config, made)
+    if made or ap:
+        _said_password(config, made, ".", ap)
     click.echo(signing, err=unsigned)
     what = "filesystem" if fs_only else "MicroPython and filesystem"
     click.echo(
@@ -218,15 +220,19 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
     )
 
 
-def _said_password(config: dict, password: str, folder: str = ".") -> None:
-    """The module's own /rpc password: printed for its label, and kept in ccm-devices.csv in `folder`."""
+def _said_password(config: dict, password: str | None, folder: str = ".", ap: str | None = None) -> None:
+    """The module's own passwords (/rpc; the AP's with wifi.ap.pass=auto): printed for its label, and kept
+    in ccm-devices.csv in `folder`."""
     from bundle import build
 
     try:
         where = "kept in " + build.record_password(config, os.path.join(folder, build.DEVICES_FILE))
     except OSError as e:
         where = f"NOT kept: cannot write {build.DEVICES_FILE} ({e.strerror}); note it now"
-    click.echo(
-        f"/rpc password (user {config['rpc']['auth'].get('user', 'admin')}): {password} — {where}. "
-        "Its /rpc takes no call without it (--config rpc.auth.password=… to choose one, rpc.auth.open=true for none)"
-    )
+    if password:
+        click.echo(
+            f"/rpc password (user {config['rpc']['auth'].get('user', 'admin')}): {password} — {where}. Its /rpc "
+            "takes no call without it (--config rpc.auth.password=… to choose one, rpc.auth.open=true for none)"
+        )
+    if ap:
+        click.echo(f"access point password (wifi.ap.pass): {ap} — {where}")
