@@ -136,6 +136,26 @@ def trust_signing_key(config: dict, key_path: str | None, unsigned: bool = False
     )
 
 
+CA_FILE = "ca.pem"  # on the module's filesystem: the CA certificates TLS checks servers against
+
+
+def trust_ca(config: dict, path: str | None) -> dict:
+    """`ccm build --ca FILE`: the CA certificate(s) (PEM, a chain or a bundle: AWS IoT's root CAs, say)
+    go into the image, and MQTT over TLS and HTTPS pulls check servers against them — unless the config
+    names other files. Returns the extra files for the image."""
+    if not path:
+        return {}
+    try:
+        data = open(path, "rb").read()
+    except OSError as e:
+        raise BuildError(f"--ca {path}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise BuildError(f"--ca {path}: not a PEM certificate file (-----BEGIN CERTIFICATE-----)")
+    config.setdefault("mqtt", {}).setdefault("ssl_ca_cert", CA_FILE)
+    config.setdefault("ota", {}).setdefault("ssl_ca_cert", CA_FILE)
+    return {CA_FILE: data}
+
+
 def build_fs(
     config=(),
     fs_size: int = FLASH_SIZE - FS_OFFSET,

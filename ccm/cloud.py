@@ -85,7 +85,8 @@ def start(config, router, ota=None):
     from ccm.shadow import Shadow
 
     board = getattr(ota, "board", None)
-    cloud = Cloud(config, router, client_from_config(config, board.connect if board else None))
+    client = client_from_config(config, board.connect if board else None, board.fs_dir if board else None)
+    cloud = Cloud(config, router, client)
     cloud.host_mqtt = HostMqtt(cloud, router)
     cloud.shadow = Shadow(cloud, config, router)
     cloud.rpc = CloudRpc(cloud, config, router)

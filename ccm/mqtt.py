@@ -579,9 +579,10 @@ def _jitter(n):
     return int.from_bytes(random_bytes(2), "big") % n if n > 0 else 0
 
 
-def client_from_config(config, open_connection=None):
+def client_from_config(config, open_connection=None, root=None):
     """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set);
-    `open_connection` the board's, when it has its own (None: asyncio's)."""
+    `open_connection` the board's, when it has its own (None: asyncio's); `root` the filesystem's, which
+    relative certificate paths are on."""
     server = config.get("mqtt.server")
     host, _, port = server.rpartition(":")
     if port and not port.isdigit():
@@ -590,7 +591,7 @@ def client_from_config(config, open_connection=None):
     if config.get("mqtt.ssl_ca_cert") or config.get("mqtt.ssl_cert"):
         from ccm.tls import mqtt_context
 
-        ssl_ctx = mqtt_context(config)
+        ssl_ctx = mqtt_context(config, root)
     return MqttClient(
         host or "localhost",
         int(port or (8883 if ssl_ctx else 1883)),

@@ -2,14 +2,22 @@
 as MicroPython's mbedTLS takes them."""
 
 
-def mqtt_context(config):
+def on_fs(path, root):
+    """A file setting as a path: relative ones (`ccm build --ca` writes ca.pem) are on the module's
+    filesystem, whose root is `root` ("" on a module; a folder on a virtual one; None: as given)."""
+    if not path or path.startswith("/") or root is None:
+        return path
+    return (root.rstrip("/") or "") + "/" + path
+
+
+def mqtt_context(config, root=None):
     """The TLS context for mqtt.ssl_*; an unreadable or invalid file is named in the error."""
     import ssl
     import sys
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     mpy = sys.implementation.name == "micropython"
-    ca = config.get("mqtt.ssl_ca_cert")
+    ca = on_fs(config.get("mqtt.ssl_ca_cert"), root)
     if not ca and not config.get("mqtt.ssl_insecure"):
         raise ValueError(
             "TLS without mqtt.ssl_ca_cert would not check the broker's certificate: whoever answers for %s "
@@ -26,9 +34,9 @@ def mqtt_context(config):
         ctx.check_hostname = bool(ca) and bool(config.get("mqtt.ssl_server_name", True))
     if not ca:  # mqtt.ssl_insecure, set knowingly
         ctx.verify_mode = ssl.CERT_NONE
-    cert = config.get("mqtt.ssl_cert")
+    cert = on_fs(config.get("mqtt.ssl_cert"), root)
     if cert:
-        key = config.get("mqtt.ssl_key")
+        key = on_fs(config.get("mqtt.ssl_key"), root)
         if mpy:
             load = lambda: ctx.load_cert_chain(der_file(cert), der_file(key))  # noqa: E731
         else:

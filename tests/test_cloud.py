@@ -327,3 +327,42 @@ def test_a_broker_whose_certificate_the_module_does_not_trust_gets_no_connection
                 time.sleep(1.5)  # a retry or two later: still not connected
                 assert host.call("Sys.GetInfo")["cloud"]["connected"] is False
                 assert v.ccm.mqtt is None or v.ccm.mqtt.state != 2
+
+
+def test_a_ca_put_in_the_image_by_ccm_build_checks_the_broker(certs, tmp_path):
+    """`ccm build --ca FILE` (issue 22, item 2) puts ca.pem on the module's filesystem and names it
+    relative (mqtt.ssl_ca_cert=ca.pem): the CCM finds it there and connects over TLS, the broker checked."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from cloud.broker import Mosquitto
+    from pc.fwimage import read_littlefs
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bundle.cli", "build", "-o", str(tmp_path / "fs.bin"), "--ca", str(certs / "ca.pem")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    files = read_littlefs((tmp_path / "fs.bin").read_bytes())
+    conf = json.loads(files["conf0.json"])
+    assert conf["mqtt"]["ssl_ca_cert"] == conf["ota"]["ssl_ca_cert"] == "ca.pem"
+    assert files["ca.pem"] == (certs / "ca.pem").read_bytes()
+    bad = subprocess.run(
+        [sys.executable, "-m", "bundle.cli", "build", "-o", str(tmp_path / "x.bin"), "--ca", str(certs / "ca.key")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode != 0 and "not a PEM certificate file" in bad.stderr
+    fs = tmp_path / "module-fs"
+    fs.mkdir()
+    shutil.copyfile(certs / "ca.pem", fs / "ca.pem")  # where ccm build put it
+    tls = {"cafile": str(certs / "ca.pem"), "certfile": str(certs / "server.pem"), "keyfile": str(certs / "server.key")}
+    with Mosquitto(tls=tls) as broker:
+        cfg = cloud_config(broker.port, unique_device(), ssl_ca_cert="ca.pem")
+        with VirtualCcm(cfg, fs_dir=str(fs)) as v:
+            wait_until(lambda: v.ccm.mqtt is not None and v.ccm.mqtt.state == 2, 20, "TLS with the image's CA")

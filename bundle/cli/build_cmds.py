@@ -10,7 +10,14 @@ from bundle.cli.common import main, parse_int, user_errors
 
 
 def _signing_options(f):
-    """--sign-key / --unsigned, shared by build and flash."""
+    """--sign-key / --unsigned / --ca, shared by build and flash."""
+    f = click.option(
+        "--ca",
+        "ca_file",
+        metavar="CA.pem",
+        help="CA certificate(s) to put in the image (e.g. AWS IoT's root CAs): MQTT over TLS and HTTPS pulls "
+        "check servers against them (mqtt.ssl_ca_cert / ota.ssl_ca_cert = ca.pem).",
+    )(f)
     f = click.option(
         "--unsigned",
         is_flag=True,
@@ -89,6 +96,7 @@ def build_cmd(
     frozen_dir,
     sign_key,
     unsigned,
+    ca_file,
 ) -> None:
     """Compile the firmware with mpy-cross and pack it, with its factory config, into a LittleFS image.
 
@@ -118,6 +126,7 @@ def build_cmd(
     config = build.parse_config(configs)
     made = build.own_password(config)
     extra, signing = build.trust_signing_key(config, sign_key, unsigned)
+    extra.update(build.trust_ca(config, ca_file))
     try:
         image = build.build_fs(config, fs_size, mpy_cross, march, extra)
         with open(output, "wb") as f:
@@ -184,7 +193,9 @@ def build_cmd(
 @_signing_options
 @click.pass_context
 @user_errors()
-def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attempts, sign_key, unsigned) -> None:
+def flash_cmd(
+    ctx, firmware, fs_only, erase, configs, reset, stub, connect_attempts, sign_key, unsigned, ca_file
+) -> None:
     """Turn an ESP32 module into a CCM: MicroPython and the CCM filesystem, verified by esptool.
 
     \b
@@ -201,6 +212,7 @@ def flash_cmd(ctx, firmware, fs_only, erase, configs, reset, stub, connect_attem
     config = build.parse_config(configs)  # a bad --config is said before the module is touched
     made = build.own_password(config)
     extra, signing = build.trust_signing_key(config, sign_key, unsigned)
+    extra.update(build.trust_ca(config, ca_file))
     info = build.flash(
         port,
         None if fs_only else firmware,

@@ -326,7 +326,7 @@ class OtaReceiver:
                     progress,
                     self.config.get("ota.fetch_stall_s", 10) * 1000,
                     self._free(),
-                    self.config.get("ota.ssl_ca_cert") or None,
+                    self._on_fs(self.config.get("ota.ssl_ca_cert")) or None,
                     opener=self.opener,
                     insecure=self.config.get("ota.ssl_insecure", False),
                 )
@@ -369,12 +369,15 @@ class OtaReceiver:
         self.spawn(self._apply_staged(platform, version))
         return {"state": PROGRESS, "version": version, "platform": platform}
 
+    def _on_fs(self, path):
+        """A relative file setting is on the module's filesystem, as `ccm build` puts it (ota.pub.pem)."""
+        return self.root + "/" + path if path and not path.startswith("/") else path
+
     def _pubkey(self):
         path = self.config.get("ota.pubkey")
         if not path:
             return None
-        if not path.startswith("/"):  # on the filesystem, as `ccm build` puts it (ota.pub.pem)
-            path = self.root + "/" + path
+        path = self._on_fs(path)
         from ccm.ota import p256
 
         try:
@@ -535,7 +538,7 @@ class OtaReceiver:
                         None,
                         10000,
                         4096,
-                        self.config.get("ota.ssl_ca_cert") or None,
+                        self._on_fs(self.config.get("ota.ssl_ca_cert")) or None,
                         opener=self.opener,
                         insecure=self.config.get("ota.ssl_insecure", False),
                     )
