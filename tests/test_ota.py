@@ -668,3 +668,55 @@ def test_an_https_pull_without_a_ca_is_refused_unless_asked_for_knowingly(tmp_pa
             assert st["state"] in (0, 3) and p.host_version() == "6.0", st
     finally:
         p.stop()
+
+
+def test_a_tampered_or_unsigned_bundle_is_refused_by_every_trigger(mosquitto, shadow_service, cloud, tmp_path):
+    """Signed updates (issue 22, item 3), from outside: a CCM that trusts the vendor's key refuses an
+    unsigned bundle, one signed by another key and a signed one whose part was changed afterwards —
+    pushed over WebSocket, pulled over HTTP (OTA.Update) and sent through the shadow — each with the
+    reason, the host untouched; then the vendor's bundle goes through."""
+    from pc.fwbundle import new_signing_key
+
+    key, other = str(tmp_path / "vendor.pem"), str(tmp_path / "other.pem")
+    new_signing_key(key)
+    new_signing_key(other)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    make_bundle(bundles, "2.0", "unsigned.zip")
+    make_bundle(bundles, "2.0", "other.zip", ["--sign-key", other])
+    make_bundle(bundles, "2.0", "good.zip", ["--sign-key", key])
+    with zipfile.ZipFile(bundles / "good.zip") as z:  # the vendor's, its firmware changed after signing
+        entries = [(i, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(bundles / "tampered.zip", "w") as z:
+        for info, data in entries:
+            z.writestr(info, data if info.filename == "manifest.json" else data[:-4] + b"evil")
+    device = unique_device()
+    trust = {"ota": {"require_signature": True, "pubkey": "ota.pub.pem"}}  # as `ccm build` makes it
+    (tmp_path / "ccm-fs").mkdir()
+    (tmp_path / "ccm-fs" / "ota.pub.pem").write_bytes((tmp_path / "vendor.pub.pem").read_bytes())
+    p = Product(tmp_path, {**cloud_config(mosquitto.port, device), **trust})
+    reasons = {"unsigned.zip": "not signed", "other.zip": "signature", "tampered.zip": "SHA-256"}
+    try:
+        wait_until(lambda: p.v.call("Sys.GetInfo")["cloud"]["connected"], what="the broker")
+        with BundleServer(str(bundles)) as srv:
+            for name, why in reasons.items():
+                out = ccm("--port", p.ws, "ota", str(bundles / name))  # WebSocket
+                assert out.returncode == 1 and why in out.stderr, (name, out.stderr)
+                p.v.call("OTA.Update", {"url": f"{srv.url}/{name}"})  # HTTP pull
+                st = settle(p)
+                assert st["state"] == 2 and why in st["message"], (name, st)
+                version = "2.0-" + name  # through the shadow: a new desired version each time
+                cloud.shadow_update(device, {"desired": {"ota": {"url": f"{srv.url}/{name}", "version": version}}})
+
+                def refused(version=version):
+                    o = cloud.shadow_get(device)["state"].get("reported", {}).get("ota", {})
+                    return o.get("target") == version and o.get("state") == 2 and o
+
+                r = wait_until(refused, 60, f"the shadow's reported.ota for {name}")
+                assert why in r["message"], (name, r)
+                assert p.host_version() == "1.0" and p.mcu.boots == ["app"]  # never flashed
+            out = ccm("--port", p.ws, "ota", str(bundles / "good.zip"))
+            assert out.returncode == 0, out.stderr
+            assert p.host_version() == "2.0"
+    finally:
+        p.stop()
