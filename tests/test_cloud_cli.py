@@ -221,3 +221,16 @@ def _another_device_cannot_reach_this_one(tmp_path, cloud_url, device, port):
     doc = json.loads(ccm("--port", port, "shadow", "get").stdout)
     assert doc["state"]["desired"] == {"on": True, "color": {"r": 255}}  # unchanged by B
     assert json.loads(ccm("--port", port, "call", "Sys.GetInfo").stdout)["uptime"] >= before  # not rebooted
+
+
+def test_the_embedded_broker_does_not_start_for_devices_with_their_own_credentials(tmp_path):
+    """It cannot hold a device to its own topics (issue 22, item 4): with devices added, it refuses in one
+    line and says what to install. (A device added while a mosquitto cloud runs is let in at once: the
+    end-to-end test above adds its device that way.)"""
+    state = str(tmp_path / "state")
+    added = ccm("cloud", "add-device", "lamp-7", "--state", state).stdout
+    assert "MQTT user lamp-7" in added and "no ccm cloud running" in added
+    p = ccm("cloud", "--embedded", "--state", state, "--http", "none", "--db", str(tmp_path / "s.db"), check=False)
+    assert p.returncode != 0 and "install mosquitto" in p.stderr and "Traceback" not in p.stderr
+    bad = ccm("cloud", "add-device", "cloud", "--state", state, check=False)
+    assert bad.returncode != 0 and "a device id is" in bad.stderr

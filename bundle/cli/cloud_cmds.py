@@ -124,6 +124,14 @@ def cloud_cmd(
             click.echo(f"MQTT broker ({started.kind}) on {started.url}: devices by their own user ({state_dir}/)")
             click.echo(f"  the cloud's own clients: user {CLOUD_USER}, password {users[CLOUD_USER]}")
         else:
+            added = sorted(set(users) - {CLOUD_USER, DEFAULT_DEVICE})
+            if added:  # devices that were given credentials must not meet a broker that ignores them
+                started.close()
+                raise click.ClickException(
+                    f"{len(added)} device(s) have their own MQTT user in {state_dir}/ ({', '.join(added[:3])}…), but "
+                    "the embedded broker cannot hold them to their own topics: install mosquitto "
+                    "(apt-get install mosquitto), or give another --state"
+                )
             broker = device_url = started.url
             click.echo(f"MQTT broker ({started.kind}) on {broker}")
             click.echo(
