@@ -274,10 +274,60 @@ def flash(
     erase: bool = False,
     baud: int = 460800,
     attempts: int = 3,
+    progress=None,
 ) -> dict:
     """Write MicroPython and the filesystem with esptool's API; esptool verifies each by MD5. The
     filesystem, `make_fs(size)`, goes where the image being written (or, without one, the image already
-    on the module) mounts it on this chip: its partition table at 0x8000 and the chip's flash size."""
+    on the module) mounts it on this chip: its partition table at 0x8000 and the chip's flash size.
+    esptool's own output is kept quiet: its warnings go to stderr, its progress to `progress(stage,
+    done, total)` (a progress bar, not a line per block)."""
+    from esp_pylib.logger import EspLog
+    from esptool.logger import log
+
+    previous = EspLog.instance
+    log.set_logger(_esptool_quiet_class()(progress))
+    try:
+        return _flash(port, firmware, make_fs, reset, stub, erase, baud, attempts)
+    finally:
+        EspLog.instance = previous
+
+
+def _esptool_quiet_class():
+    """esptool's logger, quiet (a class made when esptool is imported: it subclasses esptool's)."""
+    import sys
+
+    from esptool.logger import TemplateLogger
+
+    class Quiet(TemplateLogger):
+        def __init__(self, progress):
+            self.progress = progress
+
+        def print(self, *args, **kwargs):
+            pass
+
+        def note(self, message):
+            pass
+
+        def warning(self, message):
+            print("esptool: " + str(message).strip().splitlines()[0], file=sys.stderr)
+
+        def error(self, message):
+            print("esptool: " + str(message).strip().splitlines()[0], file=sys.stderr)
+
+        def stage(self, finish=False):
+            pass
+
+        def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
+            if self.progress is not None:
+                self.progress("writing", cur_iter, total_iters)
+
+        def set_verbosity(self, verbosity):
+            pass
+
+    return Quiet
+
+
+def _flash(port, firmware, make_fs, reset, stub, erase, baud, attempts) -> dict:
     from esptool.cmds import attach_flash, detect_chip, erase_flash, reset_chip, write_flash
     from esptool.util import FatalError
 

@@ -86,6 +86,7 @@ class RomCore:
         self.slip = SlipDecoder()
         self.write: dict | None = None  # the FLASH_BEGIN/FLASH_DEFL_BEGIN in progress
         self.log: list[str] = []
+        self.written = lambda: None  # told when a write is complete (esptool asks its MD5, or ends it)
 
     def feed(self, data: bytes) -> bytes:
         out = b""
@@ -208,9 +209,11 @@ class RomCore:
 
     def _flash_end(self, data, chk):
         self.write = None
+        self.written()
         return 0
 
     def _md5(self, data, chk):
+        self.written()  # esptool verifies what it wrote: it is on the flash file from now on
         addr, size = struct.unpack("<II", data[:8])
         if addr + size > len(self.flash):
             raise RomError(ERR_FAILED, "beyond the flash")
@@ -244,6 +247,8 @@ class VirtualEsp32Rom(PtyDevice):
         with open(flash_path, "rb") as f:
             self.flash = bytearray(f.read())
         self.core = RomCore(self.flash, magic=magic)
+        self.core.written = self.save  # the file holds what was flashed as soon as it is: `ccm sim ccm
+        # --flash FILE` can boot it while this ROM still runs (it used to be written only at stop)
         self.nack = nack  # a broken ROM: every command fails "failed to act"
 
     def on_bytes(self, data: bytes) -> None:

@@ -380,6 +380,33 @@ def test_an_app_update_is_switched_by_otadata_and_rolled_back_by_the_bootloader(
         assert m.app == "ota_1"  # kept
 
 
+def test_ccm_flash_takes_the_filesystem_ccm_build_made_with_its_settings(rom, tmp_path):
+    """One ESP32 story (issue 27): the settings given to `ccm build` reach the module — `ccm flash --fs`
+    writes that very image (password, keys, mqtt.server in it) instead of building another; one the
+    module would not mount (another size) is refused in one line before anything is written."""
+    fake_micropython(tmp_path / "micropython.bin")
+    out = ccm(
+        "build", "-o", str(tmp_path / "fs.bin"), "--config", "device.id=carried-1", "--config", "mqtt.server=b:1883"
+    )
+    assert out.returncode == 0, out.stderr
+    small = ccm("build", "-o", str(tmp_path / "small.bin"), "--fs-size", "0x100000", "--unsigned")
+    assert small.returncode == 0, small.stderr
+    args = ["--port", rom.path, "flash", "--no-reset", "--no-stub", "--firmware", str(tmp_path / "micropython.bin")]
+    bad = ccm(*args, "--fs", str(tmp_path / "small.bin"))
+    assert bad.returncode != 0 and "this module mounts 2048 KiB there" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    both = ccm(*args, "--fs", str(tmp_path / "fs.bin"), "--config", "device.id=x")
+    assert both.returncode != 0 and "leave out --config" in both.stderr
+    out = ccm(*args, "--fs", str(tmp_path / "fs.bin"))
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) < 40, out.stdout  # a progress line, not esptool's thousands
+    # read while the virtual ESP32 still runs: it writes its flash file once esptool verified the write
+    _, _, files = module_filesystem(Path(rom.flash_path).read_bytes())
+    conf = json.loads(files["conf0.json"])
+    assert conf["device"]["id"] == "carried-1" and conf["mqtt"]["server"] == "b:1883"
+    assert files == read_littlefs((tmp_path / "fs.bin").read_bytes())  # byte for byte what ccm build made
+
+
 def test_booting_a_flash_without_the_firmware_is_explained(tmp_path):
     from sim.mpy_ccm import FlashBootedCcm
 

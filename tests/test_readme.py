@@ -31,7 +31,7 @@ def sh_blocks() -> list[list[str]]:
         lines = []
         for line in block.replace("\\\n", " ").splitlines():
             line = re.split(r"\s+#\s", line.strip(), maxsplit=1)[0].strip()
-            if line:
+            if line and not line.startswith("#"):  # a comment line says where to run what follows
                 lines.append(line)
         out.append(lines)
     return out

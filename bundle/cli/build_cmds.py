@@ -173,6 +173,14 @@ def build_cmd(
     help="The MicroPython ESP32 image (written at 0x1000).",
 )
 @click.option("--fs-only", is_flag=True, help="Write only the filesystem (MicroPython is already on the module).")
+@click.option(
+    "--fs",
+    "fs_image",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="CCM-FS.BIN",
+    help="The filesystem `ccm build` made (its settings, password and keys in it), instead of building one "
+    "here; it must be the size this module mounts (ccm build --flash-size / --merge say which).",
+)
 @click.option("--erase", is_flag=True, help="Erase the whole flash first (needs the flasher stub).")
 @click.option(
     "--config", "configs", multiple=True, metavar="KEY=VALUE", help="Factory configuration for this module, repeatable."
@@ -194,12 +202,13 @@ def build_cmd(
 @click.pass_context
 @user_errors()
 def flash_cmd(
-    ctx, firmware, fs_only, erase, configs, reset, stub, connect_attempts, sign_key, unsigned, ca_file
+    ctx, firmware, fs_only, fs_image, erase, configs, reset, stub, connect_attempts, sign_key, unsigned, ca_file
 ) -> None:
     """Turn an ESP32 module into a CCM: MicroPython and the CCM filesystem, verified by esptool.
 
     \b
     Example:  ccm --port /dev/ttyUSB0 flash --firmware ESP32_GENERIC-v1.26.1.bin --config device.id=lamp-0042
+              ccm build --config device.id=lamp-0042 ... && ccm --port /dev/ttyUSB0 flash --firmware MP.bin --fs ccm-fs.bin
     """
     from bundle import build
 
@@ -208,20 +217,40 @@ def flash_cmd(
         raise click.UsageError("no port: give --port PORT, the ESP32's USB-UART (e.g. /dev/ttyUSB0)")
     if not fs_only and not firmware:
         raise click.UsageError("give --firmware MICROPYTHON.BIN, or --fs-only if MicroPython is already on the module")
-    configs, ap = build.own_ap_password(configs)
-    config = build.parse_config(configs)  # a bad --config is said before the module is touched
-    made = build.own_password(config)
-    extra, signing = build.trust_signing_key(config, sign_key, unsigned)
-    extra.update(build.trust_ca(config, ca_file))
-    info = build.flash(
-        port,
-        None if fs_only else firmware,
-        lambda size: build.build_fs(config, size, extra=extra),
-        reset=reset,
-        stub=stub,
-        erase=erase,
-        attempts=connect_attempts,
-    )
+    if fs_image:
+        if configs or sign_key or unsigned or ca_file:
+            raise click.UsageError(
+                "--fs: its settings and keys are in the image already; leave out --config, --sign-key, --unsigned and --ca"
+            )
+        made = ap = None
+        signing = f"the filesystem from {fs_image}, as `ccm build` made it"
+        make_fs = _prebuilt(fs_image)
+    else:
+        configs, ap = build.own_ap_password(configs)
+        config = build.parse_config(configs)  # a bad --config is said before the module is touched
+        made = build.own_password(config)
+        extra, signing = build.trust_signing_key(config, sign_key, unsigned)
+        extra.update(build.trust_ca(config, ca_file))
+
+        def make_fs(size):
+            return build.build_fs(config, size, extra=extra)
+
+    from bundle.cli.ota_cmds import StageBar
+
+    bar = StageBar()
+    try:
+        info = build.flash(
+            port,
+            None if fs_only else firmware,
+            make_fs,
+            reset=reset,
+            stub=stub,
+            erase=erase,
+            attempts=connect_attempts,
+            progress=bar,
+        )
+    finally:
+        bar.close()
     if made or ap:
         _said_password(config, made, ".", ap)
     click.echo(signing, err=unsigned)
@@ -230,6 +259,24 @@ def flash_cmd(
         f"{info['chip']} {info['mac']}: {what} written and verified ({info['flash_bytes'] >> 20} MB flash, "
         f"filesystem {info['fs_size'] // 1024} KiB at {info['fs_offset']:#x})"
     )
+
+
+def _prebuilt(path: str):
+    """make_fs for `ccm flash --fs`: the image as it is, when it is the size the module mounts."""
+    from bundle.build import BuildError
+
+    data = open(path, "rb").read()
+
+    def make_fs(size: int) -> bytes:
+        if len(data) != size:
+            raise BuildError(
+                f"--fs {path} is {len(data) // 1024} KiB, but this module mounts {size // 1024} KiB there (its "
+                "flash size and partition table): build it for this module — ccm build --merge MICROPYTHON.BIN "
+                "--flash-size N, or --fs-size " + hex(size)
+            )
+        return data
+
+    return make_fs
 
 
 def _said_password(config: dict, password: str | None, folder: str = ".", ap: str | None = None) -> None:
