@@ -307,3 +307,26 @@ def test_virtual_ccm_on_an_existing_serial_device():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_ccm_sim_stm32_says_how_to_reach_what_runs():
+    """With --image the app runs: the hint is a JSON-RPC call to it, not stm32flash, which its running
+    app would not answer (issue 27); without one the chip waits in its bootloader for stm32flash."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONUNBUFFERED="1")
+    for args, says, not_says in (
+        (["--image", "examples/stm32-lamp/prebuilt/lamp-1.0.bin"], "call Sys.Info", "stm32flash"),
+        ([], "stm32flash -m 8n1", "call Sys.Info"),
+    ):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "bundle.cli", "sim", "stm32", *args], stdout=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            lines = []
+            while not lines or "Ctrl-C" not in lines[-1]:
+                lines.append(p.stdout.readline())
+                assert lines[-1], lines
+            text = "".join(lines)
+            assert says in text and not_says not in text, text
+        finally:
+            p.terminate()
+            p.wait(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -113,7 +114,9 @@ def sim_ccm(
     click.echo(f"  (the password it made at its first boot: ccm --port {v.rpc_url()} … takes it in the URL)")
     click.echo("talk to it as the host would:")
     click.echo(f"  ccm --port {v.path} call RPC.List")
-    click.echo(f'  python -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}')
+    click.echo(
+        f'  {sys.executable} -m serial.tools.miniterm {v.path} 115200   then type {{"id":1,"method":"Sys.GetInfo"}}'
+    )
     click.echo("Ctrl-C stops it.")
     wait_for_ctrl_c()
     v.stop()
@@ -195,7 +198,10 @@ def sim_stm32(profile: str, baud: int, image: str | None) -> None:
             f"  {image} does not boot (no Cortex-M vector table at its start): the chip stays silent, as a real one"
             " would; its bootloader still takes a new image"
         )
-    click.echo(f"  stm32flash -m 8n1 -w fw.bin {mcu.path}")
+    if data is None or mcu.mode == "silent":  # in its bootloader: what flashes it
+        click.echo(f"  stm32flash -m 8n1 -w fw.bin {mcu.path}")
+    else:  # the app runs: talk to it; the bootloader needs BOOT0 high and a reset first
+        click.echo(f"  ccm --port {mcu.path} call Sys.Info   (the app's JSON-RPC; its bootloader: BOOT0 + reset)")
     click.echo("Ctrl-C stops it.")
     wait_for_ctrl_c()
     mcu.stop()
