@@ -23,8 +23,8 @@ BLOCK = 4096
 LFS_GEOMETRY = {"block_size": BLOCK, "read_size": 32, "prog_size": 32, "lookahead_size": 32}
 
 BOOT_PY = "# ccm-bridge: nothing to do before main.py\n"
-# a staged self-update is swapped in before any other firmware module is imported (ccm/ota/selfupdate.py)
-MAIN_PY = "from ccm.ota.selfupdate import at_boot\n\nat_boot()\nfrom ccm.main import start\n\nstart()\n"
+# a staged self-update is swapped in before any other firmware module is imported (ccm/boot.py)
+MAIN_PY = "from ccm.boot import at_boot\n\nat_boot()\nfrom ccm.main import start\n\nstart()\n"
 
 
 class BuildError(Exception):

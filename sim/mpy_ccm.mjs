@@ -82,7 +82,7 @@ console.log("booting the CCM from /flash on MicroPython (WebAssembly)");
 await mp.runPythonAsync(`
 import sys
 sys.path[:0] = ["/flash", "/flash/lib"]
-from ccm.ota.selfupdate import at_boot  # as the module's main.py: a staged self-update first
+from ccm.boot import at_boot  # as the module's main.py: a staged self-update first
 at_boot("/flash")
 import asyncio
 from ccm.board.wasm import WasmBoard

@@ -188,7 +188,7 @@ class UnixCcm(MicroPythonProcess):
         if self.sample_ms:
             argv += ["--sample-ms", str(self.sample_ms)]
         # as the module's main.py (pc/fwimage.py): a staged self-update is swapped in first
-        code = "from ccm.ota.selfupdate import at_boot\nat_boot(%r)\n" % str(self.dir)
+        code = "from ccm.boot import at_boot\nat_boot(%r)\n" % str(self.dir)
         code += "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
         self.proc = subprocess.Popen(
             micropython_cmd(self.heap, [str(self.dir), str(self.dir / "lib")], code, rom),

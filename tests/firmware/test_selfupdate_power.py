@@ -179,3 +179,24 @@ def test_a_power_cut_anywhere_leaves_the_old_or_the_new_version_complete():
     finally:
         _mains()
     assert cuts >= 50, cuts
+
+
+def test_main_py_imports_the_self_update_code_only_when_one_is_under_way():
+    """ccm/boot.py (main.py's first call): with nothing staged it does not import ccm.ota.selfupdate —
+    on a stock image that code and its names would take ~3 KB of heap for good at every boot; with an
+    update staged it swaps it in, as SelfUpdate.at_boot does."""
+    import sys
+
+    from ccm import boot
+
+    saved = {k: v for k, v in sys.modules.items() if k == "ccm" or k.startswith("ccm.")}
+    try:
+        root = fresh()
+        for k in list(saved):
+            del sys.modules[k]
+        assert boot.at_boot(root) is None and "ccm.ota.selfupdate" not in sys.modules
+        stage(root)
+        assert boot.at_boot(root) == TRIAL and tree(root) == NEW_TREE
+        assert boot.at_boot(root) == REVERTED and tree(root) == OLD_TREE  # rebooted on trial: undone
+    finally:
+        sys.modules.update(saved)
