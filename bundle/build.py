@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ccm.config import DEFAULTS, Config
+from ccm.main import PASSWORD_CHARS  # the module's own alphabet (no 0/o, 1/l), for the passwords made here
 from pc.fwimage import (
     FIRMWARE_OFFSET,
     FLASH_SIZE,
@@ -61,7 +62,6 @@ def parse_config(pairs: tuple[str, ...] | list[str]) -> dict:
     return patch
 
 
-PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # as the module's own (ccm/main.py): no 0/o, 1/l
 DEVICES_FILE = "ccm-devices.csv"  # what `ccm build`/`ccm flash` gave each module, for the vendor to keep
 
 

@@ -244,6 +244,17 @@ def test_two_commands_from_firmware_file_to_a_ccm_answering_on_its_uart(rom, tmp
         assert inits and inits[0]["device_id"] == "lamp-0042"  # booted again, from the same flash
 
 
+def call(module, method, params=None):
+    """A call on a flash-booted module's UART, or None while it resets."""
+    from host_lib import Host
+
+    try:
+        with Host(module.path) as h:
+            return h.call(method, params, 5)
+    except Exception:  # resetting
+        return None
+
+
 def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_without_one(rom, tmp_path):
     """The module booted from its flash on MicroPython (a reset is a fresh interpreter on the files as they
     are then): an fs bundle changes what runs, OTA.Commit keeps it across reboots, and an update nobody
@@ -252,7 +263,6 @@ def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_w
     import time
 
     from bundle.build import fs_bundle
-    from host_lib import Host
     from sim.mpy_ccm import FlashBootedCcm
 
     fake_micropython(tmp_path / "micropython.bin")
@@ -265,13 +275,6 @@ def test_a_self_update_runs_on_micropython_is_kept_by_a_commit_and_rolled_back_w
     fs_bundle(str(tmp_path / "v2.zip"), "0.2.0", sign_key=key)
     fs_bundle(str(tmp_path / "v3.zip"), "0.3.0", sign_key=key)
     fs_bundle(str(tmp_path / "unsigned.zip"), "6.6.6")  # anyone's
-
-    def call(module, method, params=None):
-        try:
-            with Host(module.path) as h:
-                return h.call(method, params, 5)
-        except Exception:  # resetting
-            return None
 
     def runs(module, version, timeout=60):
         deadline = time.monotonic() + timeout
@@ -315,7 +318,6 @@ def test_an_app_update_is_switched_by_otadata_and_rolled_back_by_the_bootloader(
     import time
 
     from ccm.board import otadata
-    from host_lib import Host
     from pc import fwbundle
     from sim.mpy_ccm import FlashBootedCcm
 
@@ -337,13 +339,6 @@ def test_an_app_update_is_switched_by_otadata_and_rolled_back_by_the_bootloader(
             sign_keys=[key],
             src_dir=str(tmp_path),
         )
-
-    def call(module, method, params=None):
-        try:
-            with Host(module.path) as h:
-                return h.call(method, params, 5)
-        except Exception:  # resetting
-            return None
 
     def wait(cond, what, timeout=60):
         deadline = time.monotonic() + timeout

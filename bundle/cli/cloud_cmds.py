@@ -9,6 +9,15 @@ import click
 
 from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, user_errors, wait_for_ctrl_c
 
+STATE_OPTION = click.option(
+    "--state",
+    "state_dir",
+    default="ccm-cloud",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the broker's users are kept: each device's MQTT password (ccm cloud add-device) and the cloud's.",
+)
+
 
 @main.group("cloud", invoke_without_command=True)
 @click.option("--broker", metavar="mqtt://HOST:PORT", help="Use this broker; without it one is started on 127.0.0.1.")
@@ -47,14 +56,7 @@ from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, u
     help="The dashboard's address as devices reach it, for the bundle URLs they are sent "
     "(default: the address the browser used).",
 )
-@click.option(
-    "--state",
-    "state_dir",
-    default="ccm-cloud",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where the broker's users are kept: each device's MQTT password (ccm cloud add-device) and the cloud's.",
-)
+@STATE_OPTION
 @click.pass_context
 def cloud_cmd(
     ctx: click.Context,
@@ -256,14 +258,7 @@ class CloudState:
 
 @cloud_cmd.command("add-device")
 @click.argument("device_id")
-@click.option(
-    "--state",
-    "state_dir",
-    default="ccm-cloud",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="As ccm cloud's.",
-)
+@STATE_OPTION
 @user_errors()
 def add_device(device_id: str, state_dir: str) -> None:
     """Let a device on `ccm cloud`'s broker: its MQTT user (its id) and password, on its own topics only.
