@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccm.ota.bundle import MANIFEST, SIG_EXTRA_ID, Bundle, BundleError
+from pc import fwid
 
 ZWBITS = 12  # deflate window of --compress: 4 KiB on the CCM instead of 32 KiB
 HEX_GAP = 512  # Intel HEX: gaps shorter than this are filled with 0xFF (as mos does), longer ones split parts
@@ -127,7 +128,11 @@ def load_parts(specs: list[str], src_dir: str | None = None) -> list[Part]:
             parts += hex_parts(name, attrs, path)
             continue
         with open(path, "rb") as f:
-            parts.append(Part(name, attrs, f.read()))
+            data = f.read()
+        stamped = fwid.fw_id(data)  # what the host will report running this (host_lib/c's slot)
+        if stamped and "fw_id" not in attrs:
+            attrs["fw_id"] = stamped
+        parts.append(Part(name, attrs, data))
     if not parts:
         raise SpecError("no parts: give at least one, e.g. host_fw:type=STM32,src=FIRMWARE.BIN,addr=0x8000000")
     return parts

@@ -249,8 +249,12 @@ def test_stm32flash_writes_the_firmware_and_the_chip_runs_it(tmp_path):
             got = b""
             while got.count(b"\n") < 2:
                 got += port.read(256) or b""
-            assert got == (
-                b'{"id":1,"result":{"fw_version":"1.7","arch":"stm32","fw_id":"","app":"lamp"}}\n{"id":2,"result":42}\n'
+            from pc import fwid
+
+            stamped = fwid.fw_id(image.read_bytes())  # the build stamped it; the firmware reports it
+            assert stamped and got == (
+                b'{"id":1,"result":{"fw_version":"1.7","arch":"stm32","fw_id":"%s","app":"lamp"}}\n'
+                b'{"id":2,"result":42}\n' % stamped.encode()
             )
             assert mcu.led is False
             port.write(b'{"method":"Shadow.Delta","params":{"on":true}}\n')
@@ -307,6 +311,19 @@ def test_ccm_host_ota_from_a_bundle_boots_the_new_firmware(tmp_path):
         assert mcu.cpu is not None and mcu.cpu.crashed is None
         v.notify_host("Shadow.Delta", {"on": True})
         wait_until(lambda: mcu.led is True, what="v2 to switch the LED on")
+
+        # firmware ids (issue 24, item 2): the build stamped one into each image; the lamp reports it, and
+        # the CCM, which flashed v2 and reads the id from the image, rewrites only the pages v1 changes
+        from pc import fwid
+
+        v2_id = fwid.fw_id((tmp_path / "FIRMWARE.BIN").read_bytes())
+        assert v2_id and v.host_call("Sys.Info")["fw_id"] == v2_id and v2_id != fwid.fw_id(v1)
+        (tmp_path / "v1.bin").write_bytes(v1)
+        back = v.run_coro(v.ccm.host_update.flash(str(tmp_path / "v1.bin"), 0x08000000, len(v1)), 120)
+        assert back["incremental"] and back["host"]["fw_version"] == "1.0" and back["host"]["fw_id"] == fwid.fw_id(v1)
+        pages = (len(v1) + 1023) // 1024
+        assert back["pages_erased"] <= pages * 0.2, (back["pages_erased"], pages)  # ≤ 0.2x of a full flash
+        assert bytes(mcu.core.flash[: len(v1)]) == v1
     finally:
         v.stop()
         mcu.stop()

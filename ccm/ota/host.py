@@ -96,7 +96,7 @@ class HostUpdate:
         chip = chip_for(summary["pid"])
         with open(image, "rb") as f:
             pages = page_digests(f, chip, address, size)
-        flashed = {"fw_id": _sha256_file(image), "pid": summary["pid"], "address": address, "size": size}
+        flashed = {"fw_id": fw_id_of(image), "pid": summary["pid"], "address": address, "size": size}
         flashed["pages"] = pages
         write_json(self.image_path, flashed)
         summary["host"] = await wait_for_host(self.link)
@@ -118,17 +118,31 @@ class HostUpdate:
         return [int(p) for p, d in now.items() if prev["pages"].get(p) != d]
 
 
-def _sha256_file(path):
+FW_ID_MARKER = b"CCMFWID1"  # host_lib/c's slot: the marker, then 16 hex digits the build stamped (pc/fwid.py)
+
+
+def fw_id_of(path):
+    """What the host will report as `fw_id` once it runs this image: the id the build stamped into it
+    (host_lib/c), else — an image without the slot — its SHA-256 (what other hosts report)."""
     import binascii
     import hashlib
 
     h = hashlib.sha256()
+    tail = b""
+    stamped = None
     with open(path, "rb") as f:
         while True:
             chunk = f.read(1024)
             if not chunk:
-                return binascii.hexlify(h.digest()).decode()
+                return stamped or binascii.hexlify(h.digest()).decode()
             h.update(chunk)
+            if stamped is None:
+                window = tail + chunk  # a marker split across two reads is found too
+                i = window.find(FW_ID_MARKER)
+                if i >= 0 and len(window) >= i + 24:
+                    digits = bytes(window[i + 8 : i + 24])
+                    stamped = digits.decode() if digits != b"0" * 16 else ""
+                tail = window[-23:]
 
 
 async def _host_fw_id(link):

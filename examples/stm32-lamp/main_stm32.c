@@ -10,6 +10,11 @@
 #define FW_VERSION "1.0"
 #endif
 
+/* The version in an array of its own size: a literal would be merged with another string ending the same
+ * way ("2.0" with "jsonrpc":"2.0"), so a new version would move the code after it and change every page
+ * past that point; this way v1 and v2 differ in a few bytes, and an update rewrites one or two pages. */
+static const char fw_version[12] = FW_VERSION;
+
 #define REG(addr) (*(volatile uint32_t *)(addr))
 #define RCC_CR REG(0x40021000)
 #define RCC_CFGR REG(0x40021004)
@@ -82,7 +87,7 @@ int main(void) {
   SYST_CVR = 0;
   SYST_CSR = 7; /* processor clock, interrupt, enable */
   ccm_init(&link, frame, sizeof(frame), uart_write, 0);
-  lamp_start(&link, &board, FW_VERSION);
+  lamp_start(&link, &board, fw_version);
   for (;;) {
     char chunk[32];
     int n = 0;

@@ -636,10 +636,25 @@ static void rpc_list(struct ccm_req *r) {
   r->answered = 1;
 }
 
+/* The firmware id the build stamps into the image after linking (pc/fwid.py, the lamp's Makefile): a
+ * marker and 16 hex digits, all "0" until stamped. The CCM reads it from the image it flashes; when the host
+ * reports it, the next update rewrites only the pages that differ. Read through a volatile pointer: the
+ * compiler must not fold away what the build changes after it. */
+const char ccm_fw_id_slot[25] = "CCMFWID1"
+                                "0000000000000000";
+
+static const char *stamped_fw_id(void) {
+  const char *volatile slot = ccm_fw_id_slot;
+  int i;
+  for (i = 8; i < 24; i++)
+    if (slot[i] != '0') return slot + 8;
+  return "";
+}
+
 static void sys_info(struct ccm_req *r) {
   struct ccm *c = r->ctx;
   ccm_result(r, "{\"fw_version\":%Q,\"arch\":%Q,\"fw_id\":%Q,\"app\":%Q}", c->fw_version, c->arch,
-             c->fw_id ? c->fw_id : "", c->app);
+             c->fw_id ? c->fw_id : stamped_fw_id(), c->app);
 }
 
 /* -- the link ------------------------------------------------------------------------------------- */

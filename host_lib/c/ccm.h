@@ -130,7 +130,8 @@ struct ccm {
 
 /* -- the link ----------------------------------------------------------------------------------- */
 void ccm_init(struct ccm *c, char *frame_buf, int frame_buf_size, ccm_write_fn write, void *userdata);
-/* What Sys.Info answers: {"fw_version","arch","fw_id","app"} (fw_id may be NULL: ""). */
+/* What Sys.Info answers: {"fw_version","arch","fw_id","app"} (fw_id NULL: the id the build stamped into
+ * the image, pc/fwid.py; "" when it was not stamped). */
 void ccm_set_info(struct ccm *c, const char *fw_version, const char *arch, const char *app);
 /* Export a method, or handle a notification (Shadow.Delta, MQTT.Message, Cloud.Status, Sys.Init).
  * `name` must stay valid. Returns 0, or -1 when the table (CCM_MAX_METHODS) is full. */
