@@ -102,6 +102,7 @@ class Router:
         peak = b.heap_peak() if b else None
         if peak is not None:
             info["heap_peak"] = peak
+            info["loaded"] = b.loaded()
         for name, fn in self.status.items():
             info[name] = fn()
         return info

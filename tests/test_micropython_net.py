@@ -63,6 +63,47 @@ def test_mqtt_shadow_and_calls_from_the_cloud_at_the_heap_cap(mosquitto, cloud, 
     assert ccm.running()
 
 
+# what a stock image must not hold while it idles: their bytecode would sit in a plain ESP32's heap (issue 21)
+ON_DEMAND = {
+    "ccm.http": "the /rpc server's code, while no client is connected",
+    "ccm.digest": "the Digest code, likewise",
+    "ccm.ota.receiver": "the OTA receiver, before an OTA call",
+    "ccm.ota.selfupdate": "the self-update code, with none under way (ccm/boot.py)",
+    "ccm.ota.bundle": "the bundle checker",
+    "ccm.ota.zipread": "the zip reader",
+    "ccm.ota.apply": "the appliers",
+    "ccm.ota.fsarchive": "the fs archive",
+    "ccm.ota.stm32": "the host flasher",
+    "ccm.ota.an3155": "the bootloader protocol",
+    "ccm.ota.stm32_chips": "the chip table",
+    "ccm.ota.fetch": "the HTTP(S) pull",
+    "ccm.ota.p256": "the signature check",
+    "ccm.tls": "TLS, on a broker without it",
+    "ccm.sntp": "SNTP, with the clock set",
+    "ccm.boot": "main.py's first step, done",
+}
+
+
+def test_what_loads_on_demand_is_not_held_while_the_module_idles(mosquitto, module):
+    """A regression guard CI runs for the stock image's heap (issue 21; its figures need a 32-bit build,
+    bench/memory.py): booted and connected, none of the code that loads on demand is in memory; /rpc's
+    code comes for a request and goes after it; the OTA receiver comes at the first OTA call and what an
+    update brings along is not there before one."""
+    device = unique_device()
+    ccm, host = module(cloud_config(mosquitto.port, device), sample_ms=50)
+    wait_until(lambda: connected(host), 20, "MQTT up on MicroPython")
+
+    def held():
+        return set(host.call("Sys.GetInfo")["loaded"]) & set(ON_DEMAND)
+
+    assert {"ccm.main", "ccm.mqtt", "ccm.rpc"} <= set(host.call("Sys.GetInfo")["loaded"])  # it does report
+    assert held() == set(), {m: ON_DEMAND[m] for m in held()}
+    assert HttpRpc(ccm.rpc_url("http")).call("Sum", [1, 2], 10) == 3  # /rpc with its Digest
+    wait_until(lambda: not held(), 10, "the /rpc code dropped after the request")
+    assert host.call("OTA.Status")["state"] == 0
+    assert held() == {"ccm.ota.receiver"}  # loaded by the call; nothing of an update yet
+
+
 def test_http_and_websocket_rpc_at_the_heap_cap(module):
     ccm, host = module({"device": {"id": unique_device()}, "rpc": {"http": {"enable": True}}})
     url = f"http://127.0.0.1:{ccm.http_port}/rpc"

@@ -38,6 +38,11 @@ class Board:
         """The most heap live at once since the last call (sampled), or None where nothing samples it."""
         return None
 
+    def loaded(self):
+        """The firmware's modules in memory now (what holds bytecode on a stock image), or None where the
+        board does not say (the measuring unix board does: what loads when is guarded by tests)."""
+        return None
+
     def fs_free(self):
         """Bytes free on the filesystem, or None when unknown."""
         return None

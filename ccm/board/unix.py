@@ -52,6 +52,9 @@ class UnixBoard(Board):
             self._peak = max(self._peak, gc.mem_alloc() - self.rom)
             await asyncio.sleep_ms(self.sample_ms)
 
+    def loaded(self):
+        return sorted(m for m in sys.modules if m == "ccm" or m.startswith("ccm."))
+
     def heap_peak(self):
         if not self.sample_ms:
             return None
