@@ -61,7 +61,7 @@ async def apply_self(ccm, bundle, progress, receiver):
     for name, p in bundle.parts.items():
         if p.get("type") == "fs":
             r = bundle.reader(name)
-            files += await paced(su.stage_fs(r.read))
+            files += await paced(su.stage_fs(r.read, r.readinto))
         else:
             await paced(su.stage_app(bundle.reader(name).read, p["size"], progress))
             app = True

@@ -149,15 +149,18 @@ class Bundle:
         r = self.reader(name)
         h = hashlib.sha256()
         done = 0
+        buf = bytearray(CHUNK)  # one piece for the whole part: on a small heap each chunk's own was one too many
+        mv = memoryview(buf)
         try:
             while True:
-                chunk = r.read(CHUNK)
-                if not chunk:
+                n = r.readinto(buf)
+                if not n:
                     break
+                chunk = mv[:n]
                 h.update(chunk)
                 if out is not None:
                     out.write(chunk)
-                done += len(chunk)
+                done += n
                 if progress:
                     progress(done, size)
                 yield

@@ -43,8 +43,10 @@ def unpack(read, open_out, chunk=512):
     return drain(unpack_steps(read, open_out, chunk))
 
 
-def unpack_steps(read, open_out, chunk=512):
-    """unpack() a chunk at a time: a generator that returns the names (the CCM paces it)."""
+def unpack_steps(read, open_out, chunk=512, readinto=None):
+    """unpack() a chunk at a time: a generator that returns the names (the CCM paces it). `readinto(buf)`,
+    when the source has it, reads the files' bytes into one buffer instead of a new piece each chunk."""
+    buf = bytearray(chunk) if readinto is not None else None
     if _exact(read, len(MAGIC)) != MAGIC:
         raise ArchiveError("not a CCM fs archive")
     names = []
@@ -58,8 +60,15 @@ def unpack_steps(read, open_out, chunk=512):
         size = struct.unpack("<I", _exact(read, 4))[0]
         with open_out(name) as f:
             while size:
-                data = _exact(read, min(chunk, size))
-                f.write(data)
-                size -= len(data)
+                if buf is not None:
+                    n = readinto(memoryview(buf)[: min(chunk, size)])
+                    if not n:
+                        raise ArchiveError("the fs archive ends early")
+                    f.write(memoryview(buf)[:n])
+                    size -= n
+                else:
+                    data = _exact(read, min(chunk, size))
+                    f.write(data)
+                    size -= len(data)
                 yield
         names.append(name)

@@ -79,9 +79,9 @@ class SelfUpdate:
         write_json(self.path, rec)
 
     # -- staging (from the OTA applier) -----------------------------------------------------------
-    def stage_fs(self, read):
-        """Unpack an fs archive (read(n) gives its bytes) into ota/fs.new: a generator (paced by the
-        caller, compat.paced) that returns the file names."""
+    def stage_fs(self, read, readinto=None):
+        """Unpack an fs archive (read(n) gives its bytes; readinto(buf) too, when given) into ota/fs.new: a
+        generator (paced by the caller, compat.paced) that returns the file names."""
         from ccm.ota.fsarchive import unpack_steps
 
         _rmtree(self.new)
@@ -92,7 +92,7 @@ class SelfUpdate:
             makedirs(p.rsplit("/", 1)[0])
             return open(p, "wb")
 
-        return (yield from unpack_steps(read, open_out))
+        return (yield from unpack_steps(read, open_out, readinto=readinto))
 
     def stage_app(self, read, size, progress=None):
         """Write a MicroPython image into the next OTA partition, 4 KiB erase blocks at a time: a

@@ -114,9 +114,7 @@ class _Slice(io.IOBase):
         if n <= 0:
             return 0
         self.f.seek(self.pos)
-        data = self.f.read(n)
-        k = len(data)
-        buf[:k] = data
+        k = self.f.readinto(memoryview(buf)[:n]) or 0  # into place: no piece of heap per read
         self.pos += k
         self.left -= k
         return k
@@ -183,6 +181,29 @@ class EntryReader:
         self.crc = 0
         self.done = 0
 
+    def readinto(self, buf):
+        """read() into `buf` (a bytearray): the number of bytes, 0 at the end. A stored entry is read into
+        place — checking and copying a part then takes no new piece of heap per chunk."""
+        if self.f is not None or not isinstance(self.src, _Slice):  # deflated: the inflater makes its bytes
+            data = self.read(len(buf))
+            buf[: len(data)] = data
+            return len(data)
+        left = self.entry.usize - self.done
+        if left <= 0:
+            return 0
+        mv = memoryview(buf)[: min(len(buf), left)]
+        k = self.src.readinto(mv)
+        if not k:
+            raise ZipError("%s: ends at %d of %d bytes" % (self.entry.name, self.done, self.entry.usize))
+        self._count(mv[:k])
+        return k
+
+    def _count(self, data):
+        self.crc = binascii.crc32(data, self.crc)
+        self.done += len(data)
+        if self.done == self.entry.usize and (self.crc & 0xFFFFFFFF) != self.entry.crc:
+            raise ZipError("%s: CRC-32 mismatch: the archive is corrupt" % self.entry.name)
+
     def read(self, n):
         left = self.entry.usize - self.done
         if left <= 0:
@@ -198,8 +219,5 @@ class EntryReader:
             raise ZipError("%s: corrupt compressed data (%s)" % (self.entry.name, e)) from None
         if not data:
             raise ZipError("%s: ends at %d of %d bytes" % (self.entry.name, self.done, self.entry.usize))
-        self.crc = binascii.crc32(data, self.crc)
-        self.done += len(data)
-        if self.done == self.entry.usize and (self.crc & 0xFFFFFFFF) != self.entry.crc:
-            raise ZipError("%s: CRC-32 mismatch: the archive is corrupt" % self.entry.name)
+        self._count(data)
         return data
