@@ -185,7 +185,17 @@ def test_a_second_sim_with_an_id_already_online_is_refused(mosquitto, cloud):
 def test_serve_dir_is_made_when_missing(tmp_path):
     """The README's `ccm cloud --serve-dir ./bundles` failed unless ./bundles existed (issue 27)."""
     d = tmp_path / "bundles"
-    cloud = Running("cloud", "--db", str(tmp_path / "s.sqlite"), "--http", "127.0.0.1:0", "--serve-dir", str(d))
+    cloud = Running(
+        "cloud",
+        "--db",
+        str(tmp_path / "s.sqlite"),
+        "--http",
+        "127.0.0.1:0",
+        "--serve-dir",
+        str(d),
+        "--state",
+        str(tmp_path / "st"),
+    )
     try:
         cloud.line_with("bundles in")
         assert d.is_dir()
