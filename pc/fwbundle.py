@@ -183,11 +183,14 @@ def new_signing_key(path: str = SIGNING_KEY) -> str:
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    with open(pub, "wb") as f:
-        f.write(public_pem(key))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        with open(pub, "wb") as f:
+            f.write(public_pem(key))
+    except OSError as e:
+        raise SpecError(f"cannot write {e.filename}: {e.strerror}. Pick a writable path (-o)") from None
     return pub
 
 

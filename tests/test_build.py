@@ -92,6 +92,11 @@ def test_build_packs_every_module_as_mpy_with_the_factory_config(tmp_path):
     files3 = read_littlefs((tmp_path / "fs3.bin").read_bytes())
     assert "password" not in json.loads(files3["conf0.json"])["rpc"]["auth"] and "ota.pub.pem" not in files3
     assert opened.returncode == 0 and "/rpc password" not in opened.stdout and "WARNING: --unsigned" in opened.stderr
+    nowhere = ccm("keys", "new", "-o", "/proc/no/key.pem")  # a user mistake: one line, what to do
+    assert nowhere.returncode != 0 and nowhere.stderr.strip().endswith("Pick a writable path (-o)"), nowhere.stderr
+    assert ccm("keys", "new", "-o", str(tmp_path / "k.pem")).returncode == 0
+    again = ccm("keys", "new", "-o", str(tmp_path / "k.pem"))  # a key is never replaced
+    assert again.returncode != 0 and "is not replaced" in again.stderr and "Traceback" not in again.stderr
     bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.keep_alive=soon")
     assert bad.returncode != 0 and "mqtt.keep_alive must be a number" in bad.stderr
     bad = ccm("build", "-o", str(tmp_path / "x.bin"), "--config", "mqtt.nope=1")
