@@ -52,11 +52,7 @@ class Mosquitto:
             pw = self.dir / "passwd"
             pw.write_text("")
             for user, password in self.users.items():
-                subprocess.run(
-                    [shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", str(pw), user, password],
-                    check=True,
-                    capture_output=True,
-                )
+                set_password(pw, user, password)
             lines += ["allow_anonymous false", f"password_file {pw}"]
             if self.acl:
                 (self.dir / "acl").write_text(DEVICE_ACL)
@@ -107,24 +103,6 @@ class Mosquitto:
             time.sleep(0.02)
         return f"not listening after {timeout:g} s"
 
-    def add_user(self, user: str, password: str) -> None:
-        """Let one more client in (a device `ccm cloud add-device` made), without a restart: mosquitto
-        reads its password file again on SIGHUP."""
-        self.users = dict(self.users or {}, **{user: password})
-        subprocess.run(
-            [
-                shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd",
-                "-b",
-                str(self.dir / "passwd"),
-                user,
-                password,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGHUP)
-
     def stop(self) -> None:
         """Kill it hard: an outage, not a polite shutdown."""
         if self.proc and self.proc.poll() is None:
@@ -141,6 +119,12 @@ class Mosquitto:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def set_password(passwd_file, user: str, password: str) -> None:
+    """A user's password in a mosquitto password file (mosquitto_passwd hashes it)."""
+    exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    subprocess.run([exe, "-b", str(passwd_file), user, password], check=True, capture_output=True)
 
 
 CLOUD_USER = "ccm-cloud"  # the cloud's own clients: the shadow service, the dashboard, ccm's CLI

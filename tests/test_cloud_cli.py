@@ -42,21 +42,17 @@ class Running:
         return self.p.returncode
 
 
+def running_cloud(tmp_path, *args) -> Running:
+    """`ccm cloud` with everything it keeps in `tmp_path` (shadows, broker users) and its dashboard on a
+    free port."""
+    state = ["--db", str(tmp_path / "s.sqlite"), "--state", str(tmp_path / "state"), "--http", "127.0.0.1:0"]
+    return Running("cloud", *state, *args)
+
+
 @pytest.mark.parametrize("embedded", [False, True], ids=["mosquitto", "amqtt"])
 def test_local_cloud_virtual_ccm_and_cli_end_to_end(tmp_path, embedded):
     device = unique_device()
-    cloud = Running(
-        "cloud",
-        "--db",
-        str(tmp_path / "s.sqlite"),
-        "--http",
-        "127.0.0.1:0",
-        "--bundles",
-        str(tmp_path / "bundles"),
-        "--state",
-        str(tmp_path / "state"),
-        *(["--embedded"] if embedded else []),
-    )
+    cloud = running_cloud(tmp_path, "--bundles", str(tmp_path / "bundles"), *(["--embedded"] if embedded else []))
     try:
         assert ("amqtt" in cloud.line_with("MQTT broker")) == embedded
         cloud.line_with("shadow service up")
@@ -185,17 +181,7 @@ def test_a_second_sim_with_an_id_already_online_is_refused(mosquitto, cloud):
 def test_serve_dir_is_made_when_missing(tmp_path):
     """The README's `ccm cloud --serve-dir ./bundles` failed unless ./bundles existed (issue 27)."""
     d = tmp_path / "bundles"
-    cloud = Running(
-        "cloud",
-        "--db",
-        str(tmp_path / "s.sqlite"),
-        "--http",
-        "127.0.0.1:0",
-        "--serve-dir",
-        str(d),
-        "--state",
-        str(tmp_path / "st"),
-    )
+    cloud = running_cloud(tmp_path, "--serve-dir", str(d))
     try:
         cloud.line_with("bundles in")
         assert d.is_dir()

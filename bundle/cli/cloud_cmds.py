@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import click
 
 from bundle.cli.common import main, parse_dotted, print_json, stop_on_sigterm, user_errors, wait_for_ctrl_c
+from cloud.users import DEFAULT_DEVICE, CloudState
 
 STATE_OPTION = click.option(
     "--state",
@@ -185,77 +185,6 @@ def cloud_cmd(
         CloudState(state_dir).running(None)
 
 
-DEFAULT_DEVICE = "ccm-000000"  # `ccm sim ccm`'s id: `ccm cloud` lets it in from the start
-
-
-class CloudState:
-    """`ccm cloud`'s broker users, in --state DIR: devices.json ({device id: MQTT password}), cloud.json (the
-    cloud's own password; while running, the broker's pid and password file, for add-device)."""
-
-    def __init__(self, directory: str):
-        import json
-
-        self.dir = directory
-        os.makedirs(directory, exist_ok=True)
-        self._json = json
-
-    def _read(self, name: str) -> dict:
-        try:
-            with open(os.path.join(self.dir, name)) as f:
-                return self._json.load(f)
-        except (OSError, ValueError):
-            return {}
-
-    def _write(self, name: str, data: dict) -> None:
-        path = os.path.join(self.dir, name)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # passwords: owner only
-        with os.fdopen(fd, "w") as f:
-            self._json.dump(data, f, indent=1)
-        os.replace(path + ".tmp", path)
-
-    def cloud_password(self) -> str:
-        import secrets
-
-        c = self._read("cloud.json")
-        if not c.get("password"):
-            c["password"] = secrets.token_urlsafe(12)
-            self._write("cloud.json", c)
-        return c["password"]
-
-    def devices(self) -> dict:
-        d = self._read("devices.json")
-        if not d:
-            self.add(DEFAULT_DEVICE)
-            d = self._read("devices.json")
-        return d
-
-    def add(self, device: str) -> str:
-        import secrets
-
-        d = self._read("devices.json")
-        d[device] = d.get(device) or secrets.token_urlsafe(12)
-        self._write("devices.json", d)
-        return d[device]
-
-    def running(self, broker) -> None:
-        c = self._read("cloud.json")
-        if broker is not None and getattr(broker, "kind", "") == "mosquitto":
-            c["broker"] = {"pid": broker.proc.pid, "passwd": str(broker.dir / "passwd"), "url": broker.url}
-        else:
-            c.pop("broker", None)
-        self._write("cloud.json", c)
-
-    def live_broker(self) -> dict | None:
-        b = self._read("cloud.json").get("broker")
-        if not b:
-            return None
-        try:
-            os.kill(b["pid"], 0)
-        except (OSError, KeyError, TypeError):
-            return None
-        return b
-
-
 @cloud_cmd.command("add-device")
 @click.argument("device_id")
 @STATE_OPTION
@@ -268,24 +197,11 @@ def add_device(device_id: str, state_dir: str) -> None:
            ccm sim ccm --device-id ID --mqtt mqtt://ID:PASSWORD@HOST:PORT
     A running `ccm cloud` (same --state) lets it in at once.
     """
-    import signal
-    import subprocess
-
-    from cloud.broker import CLOUD_USER
-
-    if device_id in (CLOUD_USER, "cloud") or not device_id.replace("-", "").replace("_", "").isalnum():
-        raise click.UsageError(
-            f"{device_id!r}: a device id is letters, digits, - and _ (and not {CLOUD_USER} or cloud)"
-        )
-    state = CloudState(state_dir)
-    password = state.add(device_id)
-    live = state.live_broker()
-    where = "HOST:PORT"
-    if live:
-        exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-        subprocess.run([exe, "-b", live["passwd"], device_id, password], check=True, capture_output=True)
-        os.kill(live["pid"], signal.SIGHUP)  # mosquitto reads its users again
-        where = live["url"].removeprefix("mqtt://")
+    try:
+        password, live = CloudState(state_dir).add(device_id)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    where = live.removeprefix("mqtt://") if live else "HOST:PORT"
     click.echo(f"device {device_id}: MQTT user {device_id}, password {password}")
     click.echo(
         f"  ccm build --config device.id={device_id} --config mqtt.user={device_id} --config mqtt.pass={password}"
