@@ -233,14 +233,10 @@ class WsRpc:
 def split_credentials(url: str, user: str = "admin", password: str | None = None) -> tuple[str, str, str | None]:
     """(url without its user:password@, user, password): credentials in the URL, as the sims print it
     (ws://admin:PASSWORD@127.0.0.1:PORT/rpc), win over the given ones."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
+    from pc.net import url_credentials
 
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, user, password
-    cred, _, host = parts.netloc.rpartition("@")
-    u, sep, pw = cred.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), unquote(u) or user, unquote(pw) if sep else password
+    bare, u, pw = url_credentials(url)
+    return bare, u or user, pw if pw is not None else password
 
 
 def open_rpc(port: str, baud: int = 115200, password: str | None = None, user: str = "admin"):

@@ -270,13 +270,15 @@ class RpcServer:
                     return
                 msg = rpc.parse(data)
             except rpc.NoHeap as e:  # answered under its id, so the client can try again (smaller)
-                await _ws_send(writer, rpc.encode_error(request_id(data), e.code, str(e))[:-1])
+                rid = request_id(e.head or data)
+                data = None
+                await _ws_send(writer, rpc.encode_error(rid, e.code, str(e))[:-1])
                 continue
             except rpc.ParseError as e:
                 await _ws_send(writer, rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1])
                 continue
-            except MemoryError as e:  # no room for this message: the connection stays, the sender is told
-                rid = request_id(getattr(e, "head", None) or data)  # under its id, so it can try again
+            except MemoryError:  # no room elsewhere in this message: the connection stays, the sender is told
+                rid = request_id(data)
                 data = None
                 await _ws_send(writer, rpc.encode_error(rid, rpc.INTERNAL_ERROR, "out of memory for this message")[:-1])
                 continue
@@ -353,7 +355,7 @@ async def _ws_frame(reader, h, room):
                 for i in range(len(head) if mask is not None else 0):
                     head[i] ^= mask[i & 3]
             n -= len(piece)
-        raise NoRoom(head) from None
+        raise rpc.NoHeap(head) from None
     if mask is not None:
         for i in range(n):
             data[i] ^= mask[i & 3]
@@ -371,14 +373,6 @@ def _peer(writer):
     if type(addr) in (bytes, bytearray) and len(addr) >= 8:  # the unix port: a raw sockaddr_in
         return "%d.%d.%d.%d" % tuple(addr[4:8])
     return "?"
-
-
-class NoRoom(MemoryError):
-    """A frame there was no heap for; `head`: its first bytes."""
-
-    def __init__(self, head):
-        super().__init__("out of memory for this message")
-        self.head = head
 
 
 def request_id(data):

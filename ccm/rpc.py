@@ -286,13 +286,15 @@ class ParseError(ValueError):
 
 
 class NoHeap(ParseError):
-    """A frame there was no heap to parse (MicroPython's MemoryError): answered -32603, not as bad JSON,
-    and never raised past the framer — no frame may stop the link."""
+    """A frame there was no heap to read or parse (MicroPython's MemoryError): answered -32603, not as bad
+    JSON, and never raised past the framer — no frame may stop the link. `head`: its first bytes when the
+    frame itself could not be held (what its id is read from)."""
 
     code = INTERNAL_ERROR
 
-    def __init__(self):
+    def __init__(self, head=None):
         super().__init__("out of memory for this message")
+        self.head = head
 
 
 def parse(frame):

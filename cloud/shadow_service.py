@@ -203,11 +203,11 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 def broker_login(client, url: str) -> None:
     """The user and password in mqtt://USER:PASSWORD@HOST:PORT, given to a paho client (a broker that
     knows its clients: `ccm cloud`'s mosquitto, cloud/broker.py)."""
-    from urllib.parse import unquote
+    from pc.net import url_credentials
 
-    u = urlparse(url if "://" in url else "mqtt://" + url)
-    if u.username:
-        client.username_pw_set(unquote(u.username), unquote(u.password) if u.password else None)
+    _, user, password = url_credentials(url)
+    if user:
+        client.username_pw_set(user, password)
 
 
 class ShadowService:

@@ -82,14 +82,27 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(the URL without USER:PASSWORD@, user, password) — None for what it does not carry. How the CLI,
+    the sims and the cloud's clients are given a module's /rpc password or a broker's user."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url if "://" in url else "mqtt://" + url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    cred, _, host = parts.netloc.rpartition("@")
+    user, sep, password = cred.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(user) or None, unquote(password) if sep else None
+
+
 def mqtt_settings(url: str) -> dict:
     """The CCM's mqtt.* for a broker URL: [mqtt://][USER:PASSWORD@]HOST:PORT (`ccm cloud add-device`
     prints one with the device's own user and password)."""
-    from urllib.parse import unquote, urlsplit
+    from urllib.parse import urlsplit
 
-    u = urlsplit(url if "://" in url else "mqtt://" + url)
-    out = {"enable": True, "server": u.netloc.rpartition("@")[2]}
-    if u.username:
-        out["user"] = unquote(u.username)
-        out["pass"] = unquote(u.password or "")
+    bare, user, password = url_credentials(url)
+    out = {"enable": True, "server": urlsplit(bare if "://" in bare else "mqtt://" + bare).netloc}
+    if user:
+        out["user"] = user
+        out["pass"] = password or ""
     return out
