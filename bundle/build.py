@@ -13,8 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ccm.config import DEFAULTS, Config
-from ccm.main import PASSWORD_CHARS  # the module's own alphabet (no 0/o, 1/l), for the passwords made here
+from ccm.config import Config
+from ccm.parts import PASSWORD_CHARS  # the module's own alphabet (no 0/o, 1/l), for the passwords made here
+from ccm.schema import DEFAULTS
 from pc.fwimage import (
     FIRMWARE_OFFSET,
     FLASH_SIZE,

@@ -20,10 +20,10 @@ and body may take by `rpc.http.timeout_ms`, and clients served at once by ccm/li
 
 import asyncio
 import json
-import struct
 
 from ccm import rpc
-from ccm.compat import Waiter, dumps, ticks_add, ticks_diff, ticks_ms, wait_ms
+from ccm.compat import dumps, ticks_add, ticks_diff, ticks_ms, wait_ms
+from ccm.router import Caller
 
 AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
 AP_ACL = "wifi.*"
@@ -61,15 +61,6 @@ REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-
-
-class Caller:
-    """Who is calling over the network, as the router and the config ACL see it."""
-
-    def __init__(self, name, acl=None, methods=None):
-        self.name = name
-        self.acl = acl  # extra conf_acl for this caller (the AP's wifi.*)
-        self.methods = methods  # allowed methods, None: all
 
 
 class Refused(Exception):
@@ -139,8 +130,12 @@ class RpcServer:
 
     # -- one connection: one request --------------------------------------------------------
     async def connection(self, reader, writer):
+        """Serve one request and close the connection; or, for a WebSocket upgrade, answer it and return
+        what ccm/ws.py's session() takes after `reader, writer` (the connection stays open for it: the
+        listener drops this module meanwhile)."""
+        session = None
         try:
-            await self._request(reader, writer)
+            session = await self._request(reader, writer)
         except Refused as e:
             await _respond(writer, e.status, e.body)
         except (OSError, EOFError, ValueError, IndexError):
@@ -148,11 +143,13 @@ class RpcServer:
         except MemoryError:
             pass  # no heap for this request: its connection closes, the link and the server go on
         finally:
-            try:
-                writer.close()
-                await writer.wait_closed()
-            except Exception:
-                pass
+            if session is None:
+                try:
+                    writer.close()
+                    await writer.wait_closed()
+                except Exception:
+                    pass
+        return session
 
     async def _request(self, reader, writer):
         timeout = self.timeout
@@ -166,8 +163,7 @@ class RpcServer:
             await _respond(writer, *denied)
             return
         if path == "/rpc" and method == "GET" and headers.get("upgrade", "").lower() == "websocket":
-            await self._websocket(reader, writer, headers)
-            return
+            return await self._websocket(writer, headers)
         try:
             body = await wait_ms(self._body(reader, headers), timeout)
         except asyncio.TimeoutError:
@@ -200,34 +196,18 @@ class RpcServer:
             return Caller(name, AP_ACL, AP_METHODS)
         return Caller(name)
 
-    async def call(self, msg, caller):
-        """Dispatch one parsed frame or batch; the encoded reply, or None for notifications."""
-        w = Waiter()
-        if caller.methods is not None:
-            for m in msg if type(msg) is list else [msg]:
-                if type(m) is dict and type(m.get("method")) is str and m["method"] not in caller.methods:
-                    why = "forbidden: %s is not served while the CCM is unprovisioned (only %s)" % (
-                        m["method"],
-                        ", ".join(caller.methods),
-                    )
-                    return rpc.encode_error(rpc.valid_id(m), rpc.FORBIDDEN, why)
-        self.router.dispatch(msg, w.set, caller)
-        if w.value is None and not _expects_reply(msg):
-            return None
-        return await w.wait()
-
     async def _post_frame(self, body):
         try:
             msg = rpc.parse(body)
         except rpc.NoHeap as e:
-            return 200, rpc.encode_error(request_id(body), e.code, str(e))
+            return 200, rpc.encode_error(rpc.request_id(body), e.code, str(e))
         except rpc.ParseError as e:
             return 200, rpc.encode_error(None, rpc.PARSE_ERROR, "%s: the body is not a JSON-RPC frame" % e)
         if type(msg) is dict and "method" not in msg and "config" in msg:
             msg = {"id": 1, "method": "Config.Set", "params": {"config": msg["config"], "save": True}}
         if type(msg) not in (dict, list):
             return 200, rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected a JSON-RPC frame")
-        reply = await self.call(msg, self.caller("http"))
+        reply = await self.router.answer(msg, self.caller("http"))
         return 200, reply if reply is not None else b""
 
     async def _post_method(self, body, method):
@@ -240,7 +220,7 @@ class RpcServer:
         msg = {"id": 1, "method": method}
         if params is not None:
             msg["params"] = params
-        reply = json.loads(await self.call(msg, self.caller("http")))
+        reply = json.loads(await self.router.answer(msg, self.caller("http")))
         if "error" in reply:
             e = reply["error"]
             code = e.get("code", rpc.INTERNAL_ERROR)
@@ -248,7 +228,7 @@ class RpcServer:
         return 200, dumps(reply.get("result"))
 
     # -- WebSocket (RFC 6455) ------------------------------------------------------------------
-    async def _websocket(self, reader, writer, headers):
+    async def _websocket(self, writer, headers):
         import binascii
         import hashlib
 
@@ -261,105 +241,7 @@ class RpcServer:
             b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept.encode()
         )
         await writer.drain()
-        caller = self.caller("ws")
-        while True:
-            data = None
-            try:
-                data = await self._ws_receive(reader, writer)
-                if data is None:
-                    return
-                msg = rpc.parse(data)
-            except rpc.NoHeap as e:  # answered under its id, so the client can try again (smaller)
-                rid = request_id(e.head or data)
-                data = None
-                await _ws_send(writer, rpc.encode_error(rid, e.code, str(e))[:-1])
-                continue
-            except rpc.ParseError as e:
-                await _ws_send(writer, rpc.encode_error(None, rpc.PARSE_ERROR, str(e))[:-1])
-                continue
-            except MemoryError:  # no room elsewhere in this message: the connection stays, the sender is told
-                rid = request_id(data)
-                data = None
-                await _ws_send(writer, rpc.encode_error(rid, rpc.INTERNAL_ERROR, "out of memory for this message")[:-1])
-                continue
-            data = None  # an OTA chunk: not held while it is written
-            if type(msg) is not dict:
-                await _ws_send(
-                    writer, rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected an object")[:-1]
-                )
-                continue
-            src = msg.pop("src", None)
-            msg.pop("dst", None)
-            tag = msg.pop("tag", None)
-            reply = await self.call(msg, caller)
-            if reply is None:
-                continue
-            out = json.loads(reply)
-            out["src"] = self.device_id
-            if src is not None:
-                out["dst"] = src
-            if tag is not None:
-                out["tag"] = tag
-            await _ws_send(writer, dumps(out))
-
-    async def _ws_receive(self, reader, writer):
-        """The next whole message (fragments joined), or None once the peer closed or broke the rules.
-        Pings are answered here."""
-        buf = b""
-        while True:
-            h = await reader.readexactly(2)  # a frame may be long in coming: WebSocket clients idle
-            op = h[0] & 0x0F
-            try:  # once it has started, the rest must come in time: a stalled frame holds a slot
-                data = await wait_ms(_ws_frame(reader, h, self.limit - len(buf)), self.timeout)
-            except asyncio.TimeoutError:
-                await _ws_send(writer, struct.pack(">H", 1008), 8)  # close: policy violation
-                return None
-            if data is None:
-                await _ws_send(writer, struct.pack(">H", 1009), 8)  # too big: close, message too big
-                return None
-            if op == 8:  # close: answer it, and end
-                await _ws_send(writer, bytes(data[:2]), 8)
-                return None
-            if op == 9:
-                await _ws_send(writer, bytes(data), 10)
-            elif op in (0, 1, 2):
-                if h[0] & 0x80 and not buf:
-                    return data  # a whole message in one frame, as clients send them: no copy
-                buf += data
-                if h[0] & 0x80:
-                    return bytes(buf)
-            elif op != 10:
-                await _ws_send(writer, struct.pack(">H", 1002), 8)  # an opcode RFC 6455 does not define
-                return None
-
-
-async def _ws_frame(reader, h, room):
-    """The payload of the frame whose first two bytes are `h`, unmasked in place (an OTA chunk is the
-    largest thing held here); None when it is longer than `room`."""
-    n = h[1] & 0x7F
-    if n == 126:
-        n = struct.unpack(">H", await reader.readexactly(2))[0]
-    elif n == 127:
-        n = struct.unpack(">Q", await reader.readexactly(8))[0]
-    mask = await reader.readexactly(4) if h[1] & 0x80 else None
-    if n > room:
-        return None
-    try:
-        data = await _read(reader, n)
-    except MemoryError:
-        head = None
-        while n:  # read past it in small pieces, so the next frame is found where it starts
-            piece = await reader.readexactly(min(n, 64))
-            if head is None:  # its first bytes name the request's id: the error goes back under it
-                head = bytearray(piece)
-                for i in range(len(head) if mask is not None else 0):
-                    head[i] ^= mask[i & 3]
-            n -= len(piece)
-        raise rpc.NoHeap(head) from None
-    if mask is not None:
-        for i in range(n):
-            data[i] ^= mask[i & 3]
-    return data
+        return self.router, self.caller("ws"), self.device_id, self.limit, self.timeout
 
 
 def _peer(writer):
@@ -373,26 +255,6 @@ def _peer(writer):
     if type(addr) in (bytes, bytearray) and len(addr) >= 8:  # the unix port: a raw sockaddr_in
         return "%d.%d.%d.%d" % tuple(addr[4:8])
     return "?"
-
-
-def request_id(data):
-    """The id of the JSON-RPC request whose text starts `data`, or None: found without parsing it (there
-    was no heap to parse it), for an error the client can match to its call."""
-    try:
-        i = data.find(b'"id"') if data else -1
-        if i < 0:
-            return None
-        i = data.find(b":", i) + 1
-        while data[i] in b" \t\r\n":
-            i += 1
-        if data[i] == 0x22:  # a string id
-            return bytes(data[i + 1 : data.find(b'"', i + 1)]).decode()
-        j = i
-        while data[j] in b"-0123456789":
-            j += 1
-        return int(bytes(data[i:j])) if j > i else None
-    except (IndexError, ValueError, UnicodeError):
-        return None
 
 
 async def _head(reader):
@@ -409,23 +271,6 @@ async def _head(reader):
             raise Refused(431, _error(rpc.INVALID_REQUEST, "too many header lines"))
         k, _, v = h.decode().partition(":")
         headers[k.strip().lower()] = v.strip()
-
-
-async def _read(reader, n):
-    """n bytes in one bytearray, read into place: MicroPython's readexactly joins the pieces as they
-    come (each join a copy, all of them live at once)."""
-    buf = bytearray(n)
-    if not hasattr(reader, "readinto"):  # CPython's StreamReader
-        buf[:] = await reader.readexactly(n)
-        return buf
-    mv = memoryview(buf)
-    got = 0
-    while got < n:
-        k = await reader.readinto(mv[got:])
-        if k == 0:
-            raise EOFError
-        got += k or 0  # None: nothing after all (a non-blocking socket)
-    return buf
 
 
 async def _line(reader):
@@ -452,21 +297,6 @@ async def _respond(writer, status, body, extra=""):
     await writer.drain()
 
 
-async def _ws_send(writer, data, op=1):
-    """One unmasked frame (a server's frames are never masked): text by default."""
-    if type(data) is str:
-        data = data.encode()
-    n = len(data)
-    if n < 126:
-        head = struct.pack(">BB", 0x80 | op, n)
-    elif n < 65536:
-        head = struct.pack(">BBH", 0x80 | op, 126, n)
-    else:
-        head = struct.pack(">BBQ", 0x80 | op, 127, n)
-    writer.write(head + data)
-    await writer.drain()
-
-
 def _error(code, message):
     return dumps({"error": {"code": code, "message": message}})
 
@@ -486,9 +316,3 @@ def _unquote(s):
             out.append(b[i])
             i += 1
     return out.decode()
-
-
-def _expects_reply(msg):
-    if type(msg) is list:
-        return any(type(m) is not dict or "id" in m or "method" not in m for m in msg)
-    return type(msg) is not dict or "id" in msg or "method" not in msg

@@ -1,8 +1,9 @@
 """The /rpc server's listening socket: all of the server a module keeps loaded between requests.
 
-The HTTP and WebSocket code (ccm/http.py, and ccm/digest.py once a password is set) loads when a
-client connects and, on MicroPython, is dropped again when the last connection ends: on a stock image
-its bytecode would otherwise hold ~7 KB of a plain ESP32's heap for a server that is idle nearly always.
+The HTTP code (ccm/http.py, and ccm/digest.py once a password is set) loads when a client connects
+and, on MicroPython, is dropped again when no request is being read: on a stock image its bytecode
+would otherwise hold ~11 KB of a plain ESP32's heap for a server that is idle nearly always. A
+WebSocket, once upgraded, is served by ccm/ws.py alone (a third of that), held while one is open.
 What must outlive one connection (the Digest nonces' key) is in `keep`.
 """
 
@@ -19,7 +20,9 @@ class Listener:
         self.keep = {}
         self.server = None
         self._serving = None
-        self._open = 0
+        self._open = 0  # connections
+        self._http = 0  # of them, reading a request (ccm/http.py loaded)
+        self._ws = 0  # of them, WebSocket sessions (ccm/ws.py loaded)
 
     async def serve(self, host, port, listening=None):
         """Serve until stopped. Port 0 takes a free port: `listening(server)` is called once it is bound,
@@ -47,14 +50,33 @@ class Listener:
             return
         self._open += 1
         try:
-            if self._serving is None:
-                self._serving = self.handler(self.keep)
-            await self._serving.connection(reader, writer)
+            session = await self._request(reader, writer)
+            if session is not None:  # an upgraded WebSocket, without the HTTP code
+                self._ws += 1
+                try:
+                    from ccm import ws
+
+                    await ws.session(reader, writer, *session)
+                finally:
+                    self._ws -= 1
+                    if not self._ws:
+                        unload("ccm.ws")
         except Exception as e:  # no heap to load the server: this client goes, the link and the socket stay
             print("ccm: /rpc connection: %r" % e)
             writer.close()
         finally:
             self._open -= 1
-            if not self._open:
+
+    async def _request(self, reader, writer):
+        """The HTTP part of a connection (ccm/http.py): None when it is over, else a WebSocket session's
+        arguments."""
+        self._http += 1
+        try:
+            if self._serving is None:
+                self._serving = self.handler(self.keep)
+            return await self._serving.connection(reader, writer)
+        finally:
+            self._http -= 1
+            if not self._http:
                 self._serving = None
                 unload("ccm.http", "ccm.digest")

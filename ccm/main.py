@@ -4,7 +4,7 @@ import asyncio
 
 from ccm import config as config_mod
 from ccm import rpc
-from ccm.compat import sleep_ms_async, ticks_add, ticks_diff, ticks_ms
+from ccm.compat import sleep_ms_async, ticks_add, ticks_diff, ticks_ms, unload
 from ccm.config import Config
 from ccm.files import read_json, write_json
 from ccm.link import HostLink
@@ -49,10 +49,6 @@ class BootGuard:
             self._write({"count": 0})
 
 
-PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # 32: no 0/o, 1/l; a byte % 32 is uniform
-PASSWORD_LEN = 16  # 80 bits
-
-
 class Ccm:
     """One boot of the module: configuration loaded from the board's filesystem, the router, the host
     link over the board's UART, provisioning, the /rpc server and (when configured) the cloud.
@@ -78,11 +74,12 @@ class Ccm:
             self.router.status["warnings"] = lambda: ["rpc.auth.open: /rpc serves anyone on the network, no password"]
         self.guard = None  # the BootGuard, told when this boot has lasted
         self.link = None
-        self.host_update = None  # ccm/ota/host.py: flashing the host, once the link is up
+        self._host_update = None  # ccm/ota/host.py's HostUpdate, while one is needed (host_update)
         self.mqtt = None
         self.cloud = None
         self.provisioner = None
-        self.http = None
+        self.http = None  # the /rpc Listener
+        self.http_address = None
         self.ota = None  # the OTA receiver, once something needs it (load_ota)
         self.ota_listeners = []  # fn(status) the receiver is to tell of every change, once loaded
         self._jobs = []  # work that ends with this boot
@@ -173,17 +170,13 @@ class Ccm:
         self.link = HostLink(stream, self.router, link_config)
         self.link.set_parity = self.board.uart_parity
         self.router.host = self.link
-        from ccm.ota.host import HostUpdate
-
-        self.host_update = HostUpdate(self.link, self.board, self.config, self.fs_root(), self.spawn)
         tasks = [asyncio.create_task(self._serve_link()), asyncio.create_task(self._housekeeping(HEALTHY_MS))]
         await sleep_ms_async(0)  # Sys.Init goes first: whatever the other parts report comes after it
         if not self.safe_mode:
-            self._optional("host pins", self.host_update.pins_idle)
-            self._optional("ota", self._start_ota)
-            tasks += self._optional("network", self._start_network)
-            tasks += self._optional("cloud", self._start_cloud)
-            tasks += self._optional("host update", self._resume_host_update)
+            from ccm import parts
+
+            tasks += parts.start(self)
+            unload("ccm.parts")
         try:
             await self._stop.wait()
             if self._link_error is not None:
@@ -224,53 +217,6 @@ class Ccm:
             t.cancel()
         self.router.host = None
 
-    def _start_network(self):
-        """WiFi provisioning when the board has a radio; the /rpc server when rpc.http.enable."""
-        tasks = []
-        if self.board.radio:
-            from ccm.provision import AP, Provisioner
-
-            self.provisioner = Provisioner(self.config, self.board, self.router)
-            tasks.append(self.supervise("wifi", self.provisioner.run))
-        address = self.board.http_address(self.config) if self.config.get("rpc.http.enable") else None
-        if address is not None:
-            from ccm.listener import Listener
-
-            self._own_password()
-            config, router, p = self.config, self.router, self.provisioner
-
-            def handler(keep):
-                from ccm.http import RpcServer  # loaded per request: ccm/listener.py
-
-                return RpcServer(config, router, lambda: p is not None and p.state == AP, keep)
-
-            self.http = Listener(handler)
-            board = self.board
-            tasks.append(
-                self.supervise("rpc.http", lambda: self.http.serve(address[0], address[1], board.http_listening))
-            )
-        return tasks
-
-    def _own_password(self):
-        """/rpc is never open by accident: a module whose image gave it no password makes its own, once,
-        and keeps it in its saved settings — readable over the UART only (Sys.Credentials: physical
-        access is the trust anchor) — unless the vendor chose rpc.auth.open."""
-        c = self.config
-        if c.get("rpc.auth.password") or c.get("rpc.auth.open"):
-            return
-        from ccm.compat import random_bytes
-
-        pw = "".join(PASSWORD_CHARS[b % len(PASSWORD_CHARS)] for b in random_bytes(PASSWORD_LEN))
-        c.set({"rpc": {"auth": {"password": pw}}})
-        try:
-            c.save()
-        except Exception as e:  # no filesystem: good for this boot, and said
-            self.faults["rpc.auth"] = "the /rpc password made at this boot could not be saved: %s" % e
-        print(
-            "ccm: /rpc password for %s: %s (made at first boot; Sys.Credentials over the UART)"
-            % (c.get("rpc.auth.user"), pw)
-        )
-
     def _credentials(self, params, call):
         """Sys.Credentials: the /rpc user and password, to the host on the UART only."""
         rpc.take(params)
@@ -288,52 +234,18 @@ class Ccm:
     def fs_root(self):
         return self.board.fs_dir
 
-    def _start_ota(self):
-        """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured.
-        The receiver loads at the first OTA call or trigger (or now, when a job a reboot interrupted
-        waits in ota/state.json, or a self-update's trial ended); its appliers and the self-update code load only when used."""
-        for name in OTA_METHODS:
-            self.router.add(name, self._ota_first_call(name))
-        self.router.add("OTA.Commit", self._commit)
-        self.router.add("OTA.Revert", self._revert)
-        root = self.fs_root() or ""
-        rec = read_json(root + "/ota/self.json")
-        if rec.get("state") == "trial":  # selfupdate.TRIAL: this boot runs a self-update on trial
-            timeout = rec.get("commit_timeout") or 0
-            if not timeout:
-                self._self_update().commit()  # no explicit commit asked for: booting this far is enough
-            else:
-
-                async def deadline():
-                    await sleep_ms_async(timeout * 1000)
-                    if self._self_update().revert("no OTA.Commit within %d s" % timeout):
-                        self.router.request_reboot(100)
-
-                self.spawn(deadline())
-        else:  # the app that runs is the one to keep: else ESP-IDF's bootloader rolls back a reverted-to or
-            try:  # freshly flashed app it boots as pending verification (ESP32_GENERIC-OTA)
-                self.board.app_mark_valid()
-            except Exception as e:  # no otadata (the stock table): nothing to mark
-                print("ccm: app not marked valid: %r" % e)
-        saved = read_json(root + "/ota/state.json")
-        if saved.get("job") or saved.get("trial"):  # a job to finish, or a self-update's trial to settle
-            self.load_ota()
-        url = self.config.get("ota.poll_url")
-        if url:
-            self.spawn(self.load_ota().poll(url, self.config.get("ota.poll_interval_s")))
-
     def load_ota(self):
         """The OTA receiver, loaded (and serving OTA.*) the first time something needs it."""
         if self.ota is not None:
             return self.ota
         from ccm.ota.receiver import OtaReceiver
 
-        host, ccm = self.host_update, self
+        ccm = self
 
         async def apply_host(bundle, progress, receiver):
             from ccm.ota.apply import apply_host
 
-            return await apply_host(host, bundle, progress, receiver)
+            return await apply_host(ccm.host_update, bundle, progress, receiver)
 
         async def apply_self(bundle, progress, receiver):
             from ccm.ota.apply import apply_self
@@ -341,13 +253,18 @@ class Ccm:
             return await apply_self(ccm, bundle, progress, receiver)
 
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
-        r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self.host_update.pending)
+        r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self._host_pending)
         r.clock = self.set_clock
         r.opener = self.board.connect
         r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
         r.serve(self.router)
         self.ota = r
         return r
+
+    def serve_ota_on_demand(self):
+        """OTA.* load the receiver at their first call (it serves them from then on)."""
+        for name in OTA_METHODS:
+            self.router.add(name, self._ota_first_call(name))
 
     def _ota_first_call(self, name):
         def first(params, call):
@@ -356,48 +273,66 @@ class Ccm:
 
         return first
 
-    def _self_update(self):
+    def self_update(self):
         from ccm.ota.selfupdate import SelfUpdate
 
         return SelfUpdate(self.fs_root(), self.board)
 
-    def _commit(self, params, call):
+    def ota_commit(self, params, call):
         rpc.take(params)
-        if not self._self_update().commit():
+        if not self.self_update().commit():
             raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
         return True
 
-    def _revert(self, params, call):
+    def ota_revert(self, params, call):
         rpc.take(params)
-        if not self._self_update().revert():
+        if not self.self_update().revert():
             raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
         self.router.request_reboot(300)
         return True
 
-    def _resume_host_update(self):
-        """A host flash cut short by a reboot (its record says so) is done again now."""
-        if not self.host_update.wired() or self.host_update.pending() is None:
-            return []
-        if self.load_ota().resume():
-            return []  # it came from a bundle: the OTA receiver finishes its job (and reports it)
-        return [asyncio.create_task(self.host_update.resume())]
+    @property
+    def host_update(self):
+        """Flashing the host (ccm/ota/host.py), loaded when something needs it: a host OTA, the pins at
+        boot, a flash a reboot cut short."""
+        if self._host_update is None:
+            from ccm.ota.host import HostUpdate
 
-    def _start_cloud(self):
-        """The cloud connection and its capabilities (ccm/cloud.py) when mqtt.enable is set; the client
-        reconnects by itself."""
-        if not self.config.get("mqtt.enable"):
-            return []
-        from ccm import cloud
+            self._host_update = HostUpdate(self.link, self.board, self.config, self.fs_root(), self.spawn)
+        return self._host_update
 
-        self.cloud = cloud.start(self.config, self.router, self)
-        self.mqtt = self.cloud.client
+    def _host_pending(self):
+        return self.host_update.pending()
 
-        async def cloud():
-            if self.mqtt.ssl is not None:
-                await self.set_clock()
-            await self.mqtt.run()
+    def drop_host_update(self):
+        self._host_update = None
+        unload("ccm.ota.host")
 
-        return [self.supervise("cloud", cloud)]
+    # -- what runs on after the parts started (ccm/parts.py) ----------------------------------------
+    def http_server(self, keep):
+        """What ccm/listener.py serves a connection with: ccm/http.py, loaded per request."""
+        from ccm.http import RpcServer
+
+        p = self.provisioner
+        if p is None:  # no radio: never unprovisioned
+            return RpcServer(self.config, self.router, lambda: False, keep)
+        from ccm.provision import AP  # (loaded with the provisioner)
+
+        return RpcServer(self.config, self.router, lambda: p.state == AP, keep)
+
+    def serve_http(self):
+        return self.http.serve(self.http_address[0], self.http_address[1], self.board.http_listening)
+
+    async def run_cloud(self):
+        if self.mqtt.ssl is not None:
+            await self.set_clock()
+        await self.mqtt.run()
+
+    async def trial_deadline(self, timeout):
+        """A self-update on trial that asked for an explicit commit is reverted without one in time."""
+        await sleep_ms_async(timeout * 1000)
+        if self.self_update().revert("no OTA.Commit within %d s" % timeout):
+            self.router.request_reboot(100)
 
     async def set_clock(self, tries=0):
         """TLS checks certificate dates: when the board's clock was never set (an ESP32 starts at

@@ -12,6 +12,15 @@ from ccm import FW_VERSION, rpc
 from ccm.compat import Uptime, Waiter
 
 
+class Caller:
+    """Who is calling over the network (/rpc), as the router and the config ACL see it."""
+
+    def __init__(self, name, acl=None, methods=None):
+        self.name = name
+        self.acl = acl  # extra conf_acl for this caller (the AP's wifi.*)
+        self.methods = methods  # allowed methods, None: all
+
+
 class Router:
     def __init__(self, config, board=None, on_reboot=None):
         self.config = config
@@ -65,6 +74,23 @@ class Router:
             e = resp["error"]
             raise rpc.RpcError(e["code"], e.get("message"), e.get("data"))
         return resp.get("result")
+
+    async def answer(self, msg, caller):
+        """A parsed frame or batch from a network caller: the encoded reply, or None when it held only
+        notifications. A caller limited to some `methods` (the access point's) gets -32003 for others."""
+        if caller.methods is not None:
+            for m in msg if type(msg) is list else [msg]:
+                if type(m) is dict and type(m.get("method")) is str and m["method"] not in caller.methods:
+                    why = "forbidden: %s is not served while the CCM is unprovisioned (only %s)" % (
+                        m["method"],
+                        ", ".join(caller.methods),
+                    )
+                    return rpc.encode_error(rpc.valid_id(m), rpc.FORBIDDEN, why)
+        w = Waiter()
+        self.dispatch(msg, w.set, caller)
+        if w.value is None and not _expects_reply(msg):
+            return None
+        return await w.wait()
 
     def notify(self, method, params=None):
         msg = {"method": method}
@@ -123,3 +149,9 @@ class Router:
         """Called after Config.Set: whoever applies settings live (WiFi provisioning) listens here."""
         for fn in self.on_config_changed:
             fn()
+
+
+def _expects_reply(msg):
+    if type(msg) is list:
+        return any(type(m) is not dict or "id" in m or "method" not in m for m in msg)
+    return type(msg) is not dict or "id" in msg or "method" not in msg

@@ -297,6 +297,26 @@ class NoHeap(ParseError):
         self.head = head
 
 
+def request_id(data):
+    """The id of the JSON-RPC request whose text starts `data`, or None: found without parsing it (there
+    was no heap to parse it), for an error the client can match to its call."""
+    try:
+        i = data.find(b'"id"') if data else -1
+        if i < 0:
+            return None
+        i = data.find(b":", i) + 1
+        while data[i] in b" \t\r\n":
+            i += 1
+        if data[i] == 0x22:  # a string id
+            return bytes(data[i + 1 : data.find(b'"', i + 1)]).decode()
+        j = i
+        while data[j] in b"-0123456789":
+            j += 1
+        return int(bytes(data[i:j])) if j > i else None
+    except (IndexError, ValueError, UnicodeError):
+        return None
+
+
 def parse(frame):
     """The value of one frame (bytes), or ParseError naming why it is not acceptable JSON."""
     try:

@@ -67,12 +67,14 @@ def test_mqtt_shadow_and_calls_from_the_cloud_at_the_heap_cap(mosquitto, cloud, 
 ON_DEMAND = {
     "ccm.http": "the /rpc server's code, while no client is connected",
     "ccm.digest": "the Digest code, likewise",
+    "ccm.ws": "the WebSocket session's code, likewise",
     "ccm.ota.receiver": "the OTA receiver, before an OTA call",
     "ccm.ota.selfupdate": "the self-update code, with none under way (ccm/boot.py)",
     "ccm.ota.bundle": "the bundle checker",
     "ccm.ota.zipread": "the zip reader",
     "ccm.ota.apply": "the appliers",
     "ccm.ota.fsarchive": "the fs archive",
+    "ccm.ota.host": "the host flash's driver, with none to finish",
     "ccm.ota.stm32": "the host flasher",
     "ccm.ota.an3155": "the bootloader protocol",
     "ccm.ota.stm32_chips": "the chip table",
@@ -100,8 +102,44 @@ def test_what_loads_on_demand_is_not_held_while_the_module_idles(mosquitto, modu
     assert held() == set(), {m: ON_DEMAND[m] for m in held()}
     assert HttpRpc(ccm.rpc_url("http")).call("Sum", [1, 2], 10) == 3  # /rpc with its Digest
     wait_until(lambda: not held(), 10, "the /rpc code dropped after the request")
+    with ws_connect(ccm.rpc_url(), timeout=10) as ws:  # a WebSocket session holds ccm/ws.py alone
+        ws.send(json.dumps({"id": 1, "method": "Sys.GetInfo"}))
+        loaded = set(json.loads(ws.recv(timeout=10))["result"]["loaded"])
+        assert "ccm.ws" in loaded and not loaded & {"ccm.http", "ccm.digest"}, loaded
+    wait_until(lambda: "ccm.ws" not in host.call("Sys.GetInfo")["loaded"], 10, "ccm/ws.py dropped after it")
     assert host.call("OTA.Status")["state"] == 0
     assert held() == {"ccm.ota.receiver"}  # loaded by the call; nothing of an update yet
+
+
+def test_after_a_self_update_over_websocket_nothing_of_it_is_held(module, tmp_path):
+    """A stock image's heap after the update it rebooted into (bench/memory.py's step): the trial settled
+    at boot, the receiver, the self-update and the host flasher are dropped again; OTA.Status loads the
+    receiver anew and says what is installed."""
+    from bundle.build import fs_bundle
+    from bundle.ota_client import push
+    from bundle.transport import WsRpc
+
+    ccm, host = module({"device": {"id": unique_device()}, "rpc": {"http": {"enable": True}}}, sample_ms=50)
+    wait_until(lambda: _http_up(f"http://127.0.0.1:{ccm.http_port}/rpc"), 20, "/rpc on MicroPython")
+    fs_bundle(str(tmp_path / "fw.zip"), "9.9.9")
+    link = WsRpc(ccm.rpc_url())
+    try:
+        st = push(link, (tmp_path / "fw.zip").read_bytes(), 2048, call_timeout=10, apply_timeout=60)
+    finally:
+        link.close()
+    assert st["state"] in (0, 3), st
+    wait_until(lambda: ccm.resets > 0, 30, "the reboot into the update")
+    wait_until(lambda: _answers(host) and host.call("Sys.GetInfo")["fw_version"] == "9.9.9", 30, "9.9.9 runs")
+    loaded = set(host.call("Sys.GetInfo")["loaded"])
+    assert not loaded & {"ccm.ota.receiver", "ccm.ota.selfupdate", "ccm.ota.host"}, loaded
+    assert host.call("OTA.Status")["installed"] == {"esp32": "9.9.9"}
+
+
+def _answers(host):
+    try:
+        return host.call("Sys.GetInfo", timeout=2) is not None
+    except Exception:
+        return False
 
 
 def test_http_and_websocket_rpc_at_the_heap_cap(module):

@@ -224,9 +224,9 @@ def test_a_ccm_short_of_heap_gets_smaller_chunks_and_the_update_goes_through(pro
     """A 2 KiB chunk that finds no room on the CCM is answered -32603 under its id; `ccm ota` halves the
     chunk and carries on from the same offset (a plain ESP32's fragmented heap). OTA.Status says which
     size the CCM takes best (`chunk`)."""
-    from ccm import http as ccm_http
+    from ccm import ws as ccm_ws
 
-    real = ccm_http._read
+    real = ccm_ws._read
     refused = []
 
     async def short_of_heap(reader, n):
@@ -235,7 +235,7 @@ def test_a_ccm_short_of_heap_gets_smaller_chunks_and_the_update_goes_through(pro
             raise MemoryError("memory allocation failed, allocating %d bytes" % n)
         return await real(reader, n)
 
-    monkeypatch.setattr(ccm_http, "_read", short_of_heap)
+    monkeypatch.setattr(ccm_ws, "_read", short_of_heap)
     assert product.status()["chunk"] == 2048  # CPython: no heap to be short of
     out = ccm("--port", product.ws, "ota", str(make_bundle(tmp_path)))
     assert out.returncode == 0, out.stdout + out.stderr

@@ -322,16 +322,16 @@ def test_a_websocket_message_there_is_no_heap_for_is_answered_under_its_id(tmp_p
     """On a module a 2 KiB OTA chunk may find no room in a fragmented heap: the reply says so under the
     request's id (read from the frame's first bytes), so the client's call fails at once and it can send
     smaller chunks, instead of waiting for an answer that never comes; the connection serves on."""
-    import ccm.http
+    import ccm.ws
 
-    real = ccm.http._read
+    real = ccm.ws._read
 
     async def short_of_heap(reader, n):
         if n > 1000:
             raise MemoryError("memory allocation failed, allocating %d bytes" % n)
         return await real(reader, n)
 
-    monkeypatch.setattr(ccm.http, "_read", short_of_heap)
+    monkeypatch.setattr(ccm.ws, "_read", short_of_heap)
     v = provisioned(tmp_path)
     try:
         with ws_connect(v.rpc_url()) as ws:

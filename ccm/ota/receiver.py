@@ -502,6 +502,11 @@ class OtaReceiver:
     def busy(self):
         return self.state == PROGRESS
 
+    def settled(self):
+        """Nothing in flight, to resume or to report: a receiver loaded again from ota/state.json would
+        be this one, so this one may go (its code is heap on a stock image)."""
+        return self.state == IDLE and self.last is None and self.trial is None and self._resume_job is None
+
     def wanted(self, version):
         """False when `version` is already installed (a trigger must not apply it again)."""
         return version is None or version not in self.installed.values()

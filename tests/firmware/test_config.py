@@ -6,7 +6,8 @@ import os
 from fwtest import raises, scratch_path
 
 from ccm import rpc
-from ccm.config import DEFAULTS, Config, acl_allows, glob_match
+from ccm.config import Config
+from ccm.schema import DEFAULTS, acl_allows, glob_match
 
 
 def test_set_merges_and_checks_types_against_the_defaults():

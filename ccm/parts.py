@@ -1,0 +1,121 @@
+"""Starting a boot's optional parts (ccm/main.py's Ccm): the host's pins, OTA, WiFi and /rpc, the cloud,
+a host flash to finish. Run once per boot and dropped after: on a stock image this code would otherwise
+sit in a plain ESP32's heap for the whole boot. What runs on afterwards — the /rpc handler, the cloud's
+task, a trial's deadline — is the Ccm's own (a closure defined here would keep this module loaded).
+
+Each part is started on its own: one that fails is a fault (Sys.GetInfo `faults`), the others go on.
+"""
+
+import asyncio
+
+from ccm.compat import random_bytes, unload
+from ccm.files import read_json
+
+PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # 32: no 0/o, 1/l; a byte % 32 is uniform
+PASSWORD_LEN = 16  # 80 bits
+
+
+def start(ccm):
+    """The optional parts' tasks."""
+    ccm._optional("host pins", lambda: ccm.host_update.pins_idle())
+    ccm._optional("ota", lambda: start_ota(ccm))
+    tasks = ccm._optional("network", lambda: start_network(ccm))
+    tasks += ccm._optional("cloud", lambda: start_cloud(ccm))
+    tasks += ccm._optional("host update", lambda: resume_host_update(ccm))
+    return tasks
+
+
+def start_network(ccm):
+    """WiFi provisioning when the board has a radio; the /rpc server when rpc.http.enable."""
+    tasks = []
+    if ccm.board.radio:
+        from ccm.provision import Provisioner
+
+        ccm.provisioner = Provisioner(ccm.config, ccm.board, ccm.router)
+        tasks.append(ccm.supervise("wifi", ccm.provisioner.run))
+    address = ccm.board.http_address(ccm.config) if ccm.config.get("rpc.http.enable") else None
+    if address is not None:
+        from ccm.listener import Listener
+
+        own_password(ccm)
+        ccm.http = Listener(ccm.http_server)
+        ccm.http_address = address
+        tasks.append(ccm.supervise("rpc.http", ccm.serve_http))
+    return tasks
+
+
+def own_password(ccm):
+    """/rpc is never open by accident: a module whose image gave it no password makes its own, once,
+    and keeps it in its saved settings — readable over the UART only (Sys.Credentials: physical
+    access is the trust anchor) — unless the vendor chose rpc.auth.open."""
+    c = ccm.config
+    if c.get("rpc.auth.password") or c.get("rpc.auth.open"):
+        return
+    pw = "".join(PASSWORD_CHARS[b % len(PASSWORD_CHARS)] for b in random_bytes(PASSWORD_LEN))
+    c.set({"rpc": {"auth": {"password": pw}}})
+    try:
+        c.save()
+    except Exception as e:  # no filesystem: good for this boot, and said
+        ccm.faults["rpc.auth"] = "the /rpc password made at this boot could not be saved: %s" % e
+    print(
+        "ccm: /rpc password for %s: %s (made at first boot; Sys.Credentials over the UART)"
+        % (c.get("rpc.auth.user"), pw)
+    )
+
+
+def start_ota(ccm):
+    """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured.
+    The receiver loads at the first OTA call or trigger (or now, when a job a reboot interrupted
+    waits in ota/state.json, or a self-update's trial ended); its appliers and the self-update code
+    load only when used."""
+    ccm.serve_ota_on_demand()
+    ccm.router.add("OTA.Commit", ccm.ota_commit)
+    ccm.router.add("OTA.Revert", ccm.ota_revert)
+    root = ccm.fs_root() or ""
+    rec = read_json(root + "/ota/self.json")
+    if rec.get("state") == "trial":  # selfupdate.TRIAL: this boot runs a self-update on trial
+        timeout = rec.get("commit_timeout") or 0
+        if not timeout:
+            ccm.self_update().commit()  # no explicit commit asked for: booting this far is enough
+        else:
+            ccm.spawn(ccm.trial_deadline(timeout))
+    else:  # the app that runs is the one to keep: else ESP-IDF's bootloader rolls back a reverted-to or
+        try:  # freshly flashed app it boots as pending verification (ESP32_GENERIC-OTA)
+            ccm.board.app_mark_valid()
+        except Exception as e:  # no otadata (the stock table): nothing to mark
+            print("ccm: app not marked valid: %r" % e)
+    unload("ccm.ota.selfupdate")  # loaded again when a trial's deadline or OTA.Commit/Revert needs it
+    saved = read_json(root + "/ota/state.json")
+    if saved.get("job") or saved.get("trial"):  # a job to finish, or a self-update's trial to settle
+        if ccm.load_ota().settled():  # a trial that ended: the receiver goes until OTA.* needs it
+            ccm.ota = None
+            ccm.serve_ota_on_demand()
+            unload("ccm.ota.receiver")
+    url = ccm.config.get("ota.poll_url")
+    if url:
+        ccm.spawn(ccm.load_ota().poll(url, ccm.config.get("ota.poll_interval_s")))
+
+
+def start_cloud(ccm):
+    """The cloud connection and its capabilities (ccm/cloud.py) when mqtt.enable is set; the client
+    reconnects by itself."""
+    if not ccm.config.get("mqtt.enable"):
+        return []
+    from ccm import cloud
+
+    ccm.cloud = cloud.start(ccm.config, ccm.router, ccm)
+    ccm.mqtt = ccm.cloud.client
+    return [ccm.supervise("cloud", ccm.run_cloud)]
+
+
+def resume_host_update(ccm):
+    """A host flash cut short by a reboot (its record says so) is done again now; with none, the
+    flashing code goes until an update needs it (on a stock image it is heap)."""
+    host = ccm.host_update
+    if not host.wired() or host.pending() is None:
+        if ccm.ota is None or not ccm.ota.busy():  # an update in flight may be flashing it
+            ccm.drop_host_update()
+        return []
+    if ccm.load_ota().resume():
+        return []  # it came from a bundle: the OTA receiver finishes its job (and reports it)
+    return [asyncio.create_task(host.resume())]
