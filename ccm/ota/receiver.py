@@ -18,7 +18,6 @@ from the staged image.
 """
 
 import binascii
-import json
 import os
 
 from ccm import FW_VERSION, rpc
@@ -292,56 +291,11 @@ class OtaReceiver:
         return await self._check_and_apply()
 
     async def update(self, url, commit_timeout_s=0, version=None, source_url=None, retry=None):
-        """Pull a bundle from `url` (OTA.Update, the shadow, the poll), then check and apply it."""
-        from ccm.ota.fetch import FetchError, fetch
+        """Pull a bundle from `url` (OTA.Update, the shadow, the poll), then check and apply it: ccm/ota/pull.py,
+        loaded only for pulled updates."""
+        from ccm.ota import pull
 
-        self._check_idle()
-        self._cleanup()
-        self.version = version
-        self._retry = retry
-        self._url = source_url or url
-        self.commit_timeout = commit_timeout_s
-        self.state = PROGRESS
-        self._stage("downloading", 0, url)
-        self._save({"stage": "downloading"})
-        if url.startswith("https:") and self.clock is not None and not await self.clock(3):
-            self._fail(
-                "download failed: the clock is not set (%s), so %s's certificate cannot be checked"
-                % ("SNTP does not answer" if self.config.get("sntp.enable") else "sntp.enable is false", url)
-            )
-            unload(*HELPERS)
-            return
-
-        def progress(done, total):
-            self.received = done
-            if total:
-                self.progress = done * 100 // total
-                self._notify()
-
-        try:
-            with open(self.bundle_path, "wb") as f:
-                self.size = await fetch(
-                    url,
-                    f,
-                    progress,
-                    self.config.get("ota.fetch_stall_s", 10) * 1000,
-                    self._free(),
-                    self._on_fs(self.config.get("ota.ssl_ca_cert")) or None,
-                    opener=self.opener,
-                    insecure=self.config.get("ota.ssl_insecure", False),
-                )
-        except FetchError as e:
-            self._fail("download failed: %s" % e)
-            unload(*HELPERS)
-            return
-        except OSError as e:
-            self._fail("download failed: cannot write the bundle: %s" % e)
-            unload(*HELPERS)
-            return
-        try:
-            await self._check_and_apply()
-        except rpc.RpcError:
-            pass  # the state says why
+        await pull.update(self, url, commit_timeout_s, version, source_url, retry)
 
     async def _check_and_apply(self):
         from ccm.ota.bundle import Bundle, BundleError
@@ -528,46 +482,12 @@ class OtaReceiver:
 
     async def poll(self, url, interval_s):
         """The manual's "periodically poll a given URL": the URL gives {version, url}; a version not
-        installed yet is pulled and applied."""
-        from ccm.ota.fetch import FetchError, fetch
+        installed yet is pulled and applied (ccm/ota/pull.py)."""
+        from ccm.ota import pull
 
-        while True:
-            if self.state != PROGRESS:
-                buf = _Buffer(4096)
-                try:
-                    if url.startswith("https:") and self.clock is not None and not await self.clock(3):
-                        raise FetchError("the clock is not set: %s's certificate cannot be checked" % url)
-                    await fetch(
-                        url,
-                        buf,
-                        None,
-                        10000,
-                        4096,
-                        self._on_fs(self.config.get("ota.ssl_ca_cert")) or None,
-                        opener=self.opener,
-                        insecure=self.config.get("ota.ssl_insecure", False),
-                    )
-                    doc = json.loads(buf.data)
-                    v = doc.get("version")
-                    target = doc.get("url")
-                    if type(target) is str and self.wanted(v) and not self.held_back(v):
-                        if "://" not in target:
-                            target = url.rsplit("/", 1)[0] + "/" + target
-                        await self.update(target, doc.get("commit_timeout", 0), v)
-                except (FetchError, ValueError, AttributeError, rpc.RpcError) as e:
-                    self.poll_error = str(e)
-            await sleep_ms_async(interval_s * 1000)
+        await pull.poll(self, url, interval_s)
 
     poll_error = None
-
-
-class _Buffer:
-    def __init__(self, limit):
-        self.data = b""
-        self.limit = limit
-
-    def write(self, b):
-        self.data += b
 
 
 def chunk_hint():
