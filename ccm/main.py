@@ -79,6 +79,7 @@ class Ccm:
         self.cloud = None
         self.provisioner = None
         self.http = None  # the /rpc Listener
+        self.ble = None  # RPC over BLE, with ble.enable
         self.http_address = None
         self.ota = None  # the OTA receiver, once something needs it (load_ota)
         self.ota_listeners = []  # fn(status) the receiver is to tell of every change, once loaded
@@ -207,7 +208,7 @@ class Ccm:
     def _stop_parts(self, tasks):
         """End this boot's parts. Stopping one that failed or never started must not fail the boot (nor
         swallow the cancel that ends it), so each stop is on its own."""
-        for part in (self.mqtt, self.http):
+        for part in (self.mqtt, self.http, self.ble):
             if part is not None:
                 try:
                     part.stop()
@@ -309,16 +310,29 @@ class Ccm:
         unload("ccm.ota.host")
 
     # -- what runs on after the parts started (ccm/parts.py) ----------------------------------------
+    def unprovisioned(self):
+        """True while the WiFi provisioning waits on its access point for settings (the AP's rules)."""
+        if self.provisioner is None:  # no radio: never unprovisioned
+            return False
+        from ccm.provision import AP  # (loaded with the provisioner)
+
+        return self.provisioner.state == AP
+
     def http_server(self, keep):
         """What ccm/listener.py serves a connection with: ccm/http.py, loaded per request."""
         from ccm.http import RpcServer
 
-        p = self.provisioner
-        if p is None:  # no radio: never unprovisioned
-            return RpcServer(self.config, self.router, lambda: False, keep)
-        from ccm.provision import AP  # (loaded with the provisioner)
+        return RpcServer(self.config, self.router, self.unprovisioned, keep)
 
-        return RpcServer(self.config, self.router, lambda: p.state == AP, keep)
+    async def run_ble(self):
+        """RPC over BLE (ccm/ble.py), loaded only with ble.enable."""
+        from ccm.ble import BleRpc
+
+        self.ble = BleRpc(self.router, self.config, self.unprovisioned, self.board.bluetooth())
+        try:
+            await self.ble.run()
+        finally:
+            self.ble = None
 
     def serve_http(self):
         return self.http.serve(self.http_address[0], self.http_address[1], self.board.http_listening)

@@ -41,6 +41,11 @@ def start_network(ccm):
         ccm.http = Listener(ccm.http_server)
         ccm.http_address = address
         tasks.append(ccm.supervise("rpc.http", ccm.serve_http))
+    if ccm.config.get("ble.enable"):
+        if ccm.board.bluetooth() is None:
+            ccm.fault("ble", "ble.enable is set but this board has no Bluetooth")
+        else:
+            tasks.append(ccm.supervise("ble", ccm.run_ble))
     return tasks
 
 

@@ -11,14 +11,24 @@ import json
 from ccm import FW_VERSION, rpc
 from ccm.compat import Uptime, Waiter
 
+# While unprovisioned, a caller over the network (the access point's /rpc, BLE) may only set wifi.* and
+# call these (the manual's provisioning curl)
+AP_METHODS = ("Config.Set", "Config.Save", "Wifi.Scan", "Sys.GetInfo")
+AP_ACL = "wifi.*"
+
 
 class Caller:
-    """Who is calling over the network (/rpc), as the router and the config ACL see it."""
+    """Who is calling over the network (/rpc, BLE), as the router and the config ACL see it."""
 
     def __init__(self, name, acl=None, methods=None):
         self.name = name
         self.acl = acl  # extra conf_acl for this caller (the AP's wifi.*)
         self.methods = methods  # allowed methods, None: all
+
+
+def provisioning_caller(name):
+    """A caller while the module is unprovisioned: the access point's rules."""
+    return Caller(name, AP_ACL, AP_METHODS)
 
 
 class Router:

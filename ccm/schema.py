@@ -79,6 +79,9 @@ DEFAULTS = {
         "reconnect_timeout_min_ms": 500,
         "reconnect_timeout_max_ms": 30000,
     },
+    # RPC over BLE (ccm/ble.py, mos's rpc-gatts): advertised while unprovisioned, and for window_s after a
+    # boot once provisioned; name: what it advertises (empty: device.id)
+    "ble": {"enable": False, "name": "", "window_s": 300},
     "sntp": {"enable": True, "server": "pool.ntp.org"},  # the clock TLS needs, set when the board's is not
     "shadow": {"enable": True, "topic_prefix": "$aws/things/{device.id}/shadow"},
     "ota": {

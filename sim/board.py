@@ -32,7 +32,7 @@ class VirtualBoard(Board):
     radio = True
     host_pins = True
 
-    def __init__(self, uart=None, device_id="ccm-000000", fs_dir=None, networks=None, http_port=None):
+    def __init__(self, uart=None, device_id="ccm-000000", fs_dir=None, networks=None, http_port=None, radio=None):
         import tempfile
         import threading
 
@@ -59,10 +59,14 @@ class VirtualBoard(Board):
         self.fs_quota = None  # bytes: a module's small flash filesystem (None: the PC's disk)
         # the next OTA app slot; None models a stock partition table (ESP32_GENERIC), which has none
         self.partition = VirtualPartition(os.path.join(self.fs_dir, ".ota_app.bin"))
+        self.ble_radio = radio  # sim/ble.py's VirtualRadio: the module's BLE, and the air centrals join
+        self.device_id = device_id
 
     async def open_uart(self, config):
         self.boots += 1
         await self.uart.start()
+        if self.ble_radio is not None:
+            await self.ble_radio.start()
         return self.uart
 
     def close(self):
@@ -101,6 +105,13 @@ class VirtualBoard(Board):
         return self.powered
 
     # -- the app partition (esp32.Partition's OTA API, and the bootloader's rollback) -----------
+    def bluetooth(self):
+        if self.ble_radio is None:
+            return None
+        from sim.ble import BluetoothModule
+
+        return BluetoothModule(self.ble_radio, self.device_id)
+
     def ota_partition(self):
         return self.partition
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +30,17 @@ class VirtualCcm:
         uart: str = "pty",
         fs_dir: str | None = None,
         networks: list | None = None,
+        ble: bool = False,
     ):
         self.overrides = config or {}  # the factory configuration; what is saved lives in fs_dir
         self.uart = open_uart(uart, trace)
         device_id = Config(self.overrides).get("device.id")
-        self.board = VirtualBoard(self.uart, device_id, fs_dir, networks)
+        radio = None
+        if ble:  # the module's BLE, on a virtual radio whose other controllers centrals attach to (ble_hci)
+            from sim.ble import VirtualRadio
+
+            radio = VirtualRadio("F0:" + ":".join("%02X" % b for b in hashlib.sha256(device_id.encode()).digest()[:5]))
+        self.board = VirtualBoard(self.uart, device_id, fs_dir, networks, radio=radio)
         self.ccm: Ccm | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="virtual CCM", daemon=True)
@@ -51,6 +58,12 @@ class VirtualCcm:
         if not self.board.http_bound.wait(10):
             raise RuntimeError(f"the virtual CCM's /rpc server is not listening: {self.ccm.faults if self.ccm else ''}")
         return f"http://127.0.0.1:{self.board.http_port}/rpc"
+
+    def ble_hci(self, i: int = 0) -> str:
+        """The HCI transport of the i-th central on the module's air (`ccm --hci …`): as a BLE dongle's."""
+        if self.board.ble_radio is None:
+            raise RuntimeError("the virtual CCM has no BLE: VirtualCcm(ble=True)")
+        return self.board.ble_radio.hci(i)
 
     @property
     def password(self) -> str:

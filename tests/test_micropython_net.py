@@ -83,6 +83,9 @@ ON_DEMAND = {
     "ccm.tls": "TLS, on a broker without it",
     "ccm.sntp": "SNTP, with the clock set",
     "ccm.boot": "main.py's first step, done",
+    "ccm.ble": "RPC over BLE, with ble.enable off",
+    "ccm.parts": "the boot's start of the optional parts, done",
+    "ccm.schema": "the configuration's schema, with no change under way",
 }
 
 

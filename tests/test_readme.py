@@ -197,6 +197,27 @@ def test_the_readme_use_it_and_provisioning_blocks_run_as_written(tmp_path):
         w.close()
 
 
+def test_the_readme_ble_block_runs_as_written(tmp_path):
+    """The manual's third way as the README shows it: a virtual module with BLE, provisioned over BLE in
+    one command, then read with its password (issue 23)."""
+    w = Walker(tmp_path)
+    try:
+        for line in block_with("provision ble://"):
+            if line.startswith(".venv/bin/ccm sim ccm"):
+                out = w.serve(line)
+                w.subs["tcp-client:127.0.0.1:HCIPORT"] = re.search(r"--hci (tcp-client:\S+)", out)[1]
+                w.subs["PASSWORD"] = re.search(r"user admin, password (\w+)", out)[1]
+                continue
+            out = w.run(line)
+            if "provision" in line:
+                assert "joined HomeNet" in out, out
+            if "config-get wifi" in line:
+                assert '"ssid": "HomeNet"' in out and '"pass": "***"' in out, out
+        assert len(w.ran) == 3, w.ran
+    finally:
+        w.close()
+
+
 def test_the_readme_cloud_block_runs_as_written(tmp_path):
     """`ccm cloud` (its dashboard on a free port instead of 8080: the one change, this machine's ports are
     not the reader's), the virtual CCM on the URL it printed with the device's password, calls and the

@@ -21,6 +21,7 @@ Examples:
   ccm --port /dev/pts/5 call Sys.GetInfo     call a CCM method as the host would
   ccm --port /dev/ttyUSB0 call Config.Get '{"key":"device"}'
   ccm --port /dev/ttyUSB0 wifi HomeNet secret123   provision WiFi, like mos wifi
+  ccm provision ble://ccm-a1b2c3 --ssid HomeNet --pass secret123   over BLE, as a phone app would
   ccm --port http://192.168.4.1/rpc config-get wifi
   ccm --port ws://10.0.0.7/rpc --password PASSWORD config-set mqtt.server=broker:1883
   ccm cloud                                  broker + AWS-style shadow service on this PC
@@ -44,14 +45,24 @@ Examples:
 @click.option(
     "--password", envvar="CCM_PASSWORD", help="Password for HTTP Digest auth (rpc.auth.password; env CCM_PASSWORD)."
 )
+@click.option(
+    "--hci",
+    envvar="CCM_BLE_HCI",
+    metavar="TRANSPORT",
+    help="The Bluetooth controller for ble:// ports (Bumble's transports): usb:0 (default), serial:/dev/ttyACM0, "
+    "or tcp-client:127.0.0.1:PORT, the virtual module's air that `ccm sim ccm --ble` prints (env CCM_BLE_HCI).",
+)
 @click.pass_context
-def main(ctx: click.Context, port: str | None, baud: int, timeout: float, user: str, password: str | None) -> None:
+def main(
+    ctx: click.Context, port: str | None, baud: int, timeout: float, user: str, password: str | None, hci: str | None
+) -> None:
     """ccm-bridge: turn an ESP32 into a Cloud Communication Module, and develop without hardware.
 
     PORT can be a serial port (the host UART), http://IP/rpc or ws://IP/rpc (the module's network
-    endpoint), or mqtt://HOST:PORT/DEVICE_ID (through the cloud).
+    endpoint), mqtt://HOST:PORT/DEVICE_ID (through the cloud), or ble://DEVICE_ID (its RPC-over-GATT
+    service, mos's: through the Bluetooth controller --hci names).
     """
-    ctx.obj = {"port": port, "baud": baud, "timeout": timeout, "user": user, "password": password}
+    ctx.obj = {"port": port, "baud": baud, "timeout": timeout, "user": user, "password": password, "hci": hci}
 
 
 def user_message(e: Exception) -> str | None:
@@ -103,7 +114,7 @@ def open_rpc_link(ctx: click.Context):
             "no port: give --port PORT (a serial port such as /dev/ttyUSB0, the path `ccm sim ccm` prints, "
             "or mqtt://HOST:PORT/DEVICE_ID)"
         )
-    return open_rpc(port, ctx.obj["baud"], ctx.obj["password"], ctx.obj["user"])
+    return open_rpc(port, ctx.obj["baud"], ctx.obj["password"], ctx.obj["user"], ctx.obj.get("hci"))
 
 
 @user_errors("Is the CCM powered, and is PORT the right one?")

@@ -1,4 +1,4 @@
-"""Calling a CCM: call, info, config-get, config-set, wifi, reboot."""
+"""Calling a CCM: call, info, config-get, config-set, wifi, provision, reboot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import click
 
-from bundle.cli.common import main, parse_value, print_json, run_call
+from bundle.cli.common import main, open_rpc_link, parse_value, print_json, run_call, user_errors
 
 
 @main.command()
@@ -89,6 +89,44 @@ def wifi(ctx: click.Context, ssid: str, password: str) -> None:
     sta = {"enable": True, "ssid": ssid, "pass": password}
     run_call(ctx, "Config.Set", {"config": {"wifi": {"sta": sta}}, "save": True, "reboot": True})
     click.echo(f"WiFi set to {ssid}; the CCM reboots and joins it")
+
+
+@main.command()
+@click.argument("port")
+@click.option("--ssid", required=True, help="The WiFi network to join.")
+@click.option("--pass", "password", default="", help="Its password (empty: an open network).")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait until the module says it joined.")
+@click.pass_context
+@user_errors("Is the module in range and in its provisioning window (unprovisioned, or just booted)?")
+def provision(ctx: click.Context, port: str, ssid: str, password: str, wait: float) -> None:
+    """Provision a module's WiFi over PORT and wait until it has joined: the manual's three ways —
+    ble://DEVICE_ID (as a phone app), http://192.168.4.1/rpc (its access point) or the host's serial
+    port.
+
+    \b
+    Example:  ccm provision ble://ccm-a1b2c3 --ssid HomeNet --pass secret123
+              ccm --hci tcp-client:127.0.0.1:PORT provision ble://ccm-a1b2c3 --ssid HomeNet --pass secret123
+    """
+    import time
+
+    ctx.obj["port"] = port
+    link = open_rpc_link(ctx)
+    try:
+        sta = {"enable": True, "ssid": ssid, "pass": password}
+        link.call("Config.Set", {"config": {"wifi": {"sta": sta}}, "save": True}, timeout=ctx.obj["timeout"])
+        click.echo(f"WiFi set to {ssid}; waiting for the module to join it")
+        end = time.monotonic() + wait
+        st: dict = {}
+        while time.monotonic() < end:
+            st = link.call("Sys.GetInfo", timeout=ctx.obj["timeout"]).get("wifi") or {}
+            if st.get("state") == "connected":
+                click.echo(f"joined {ssid}: {st.get('ip')}")
+                return
+            time.sleep(0.5)
+        why = st.get("reason") or "state %s" % st.get("state")
+        raise click.ClickException(f"the module did not join {ssid} within {wait:g} s: {why}")
+    finally:
+        link.close()
 
 
 @main.command()

@@ -47,8 +47,20 @@ def sim() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Boot the firmware `ccm flash` wrote into this virtual ESP32 flash file, on MicroPython (WebAssembly).",
 )
+@click.option(
+    "--ble",
+    is_flag=True,
+    help="Give it BLE (ble.enable, mos's RPC over GATT) on a virtual radio, and print the HCI transport a "
+    "central joins it with: ccm --hci tcp-client:127.0.0.1:PORT --port ble://DEVICE_ID ….",
+)
 def sim_ccm(
-    device_id: str, uart: str, mqtt_server: str | None, trace: bool, host_kind: str, flash_path: str | None
+    device_id: str,
+    uart: str,
+    mqtt_server: str | None,
+    trace: bool,
+    host_kind: str,
+    flash_path: str | None,
+    ble: bool,
 ) -> None:
     """A virtual CCM with its host UART on a pseudo-terminal, until Ctrl-C.
 
@@ -106,12 +118,18 @@ def sim_ccm(
             from pc.net import mqtt_settings
 
             config["mqtt"] = mqtt_settings(mqtt_server)
-        v = VirtualCcm(config, trace=tracer, uart=uart).start()
+        if ble:
+            config["ble"] = {"enable": True}
+        v = VirtualCcm(config, trace=tracer, uart=uart, ble=ble).start()
     except (OSError, ValueError) as e:
         raise click.ClickException(f"cannot open the UART {uart!r}: {e}") from None
     click.echo(f"virtual CCM {device_id} is up; its host UART is {v.path}")
     click.echo(f"its /rpc endpoint (HTTP and WebSocket) is {v.http_url}, user admin, password {v.password}")
     click.echo(f"  (the password it made at its first boot: ccm --port {v.rpc_url()} … takes it in the URL)")
+    if ble:
+        click.echo(f"its BLE (RPC over GATT) advertises as {device_id}; a central joins the air through")
+        click.echo(f"  ccm --hci {v.ble_hci(0)} provision ble://{device_id} --ssid HomeNet --pass secret123")
+        click.echo(f"  (a second central: --hci {v.ble_hci(1)})")
     click.echo("talk to it as the host would:")
     click.echo(f"  ccm --port {v.path} call RPC.List")
     click.echo(

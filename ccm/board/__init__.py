@@ -83,6 +83,10 @@ class Board:
     def http_listening(self, server):
         """The /rpc server is bound (port 0 took a free port: a board may keep the one it got)."""
 
+    def bluetooth(self):
+        """MicroPython's `bluetooth` module (BLE(), UUID) when the board has a BLE radio, else None."""
+        return None
+
     def ota_partition(self):
         """The next OTA app partition (esp32.Partition's block API), or None: no app updates."""
         return None

@@ -95,6 +95,11 @@ class Esp32Board(Board):
 
     # -- the app partition: MicroPython's esp32.Partition OTA API (ESP-IDF rolls back a trial image
     # that is never marked valid when the build enables app rollback, as ESP32_GENERIC-OTA does)
+    def bluetooth(self):
+        import bluetooth  # NimBLE on the ESP32 port: loaded only when ble.enable asks for it
+
+        return bluetooth
+
     def ota_partition(self):
         """The next OTA app slot, or None when the partition table has none (ESP32_GENERIC's stock table:
         get_next_update() raises OSError ENOENT there)."""
