@@ -8,6 +8,10 @@ on the controller `--hci` names: a USB dongle (`usb:0`, the default), a serial H
     ble://F0:12:34:56:78:9A       by address
     ble://admin:PASSWORD@ccm-a1b2c3   with the /rpc credentials, sent once (once provisioned they are asked for)
 
+The link is encrypted first: LE Secure Connections pairing ("Just Works": a module has no display), the
+bond kept on both sides — here in a JSON key store ($CCM_BLE_KEYS, else Bumble's per-user one) — so the
+next connection encrypts with it; a module that forgot it (a factory reset) is paired with anew.
+
 A frame goes out as its length on tx_ctl, then its bytes on data in pieces of MTU-3; the answer is
 announced by a notification of rx_ctl (polled too) and read from data in pieces of up to MTU-2, until the
 announced length is in.
@@ -47,6 +51,7 @@ class BleRpc:
         user: str = "admin",
         password: str | None = None,
         timeout: float = 10.0,
+        pair: bool = True,
     ):
         from pc.net import url_credentials
 
@@ -55,6 +60,8 @@ class BleRpc:
         self.user = user_in or user
         self.password = password_in if password_in is not None else password
         self.hci = hci_transport(hci)
+        self.pair = pair
+        self.paired = None  # "paired" (a new bond) or "bonded" (encrypted with a kept one), once encrypted
         self.ids = 0
         self.authed = False
         self.mtu = 23
@@ -100,6 +107,19 @@ class BleRpc:
         self.device = Device.with_hci(
             "ccm-cli", Address("F2:00:00:00:00:01"), self.transport.source, self.transport.sink
         )
+        if self.pair:
+            from bumble.keys import JsonKeyStore
+            from bumble.pairing import PairingConfig, PairingDelegate
+
+            self.device.keystore = JsonKeyStore("ccm-cli", os.environ.get("CCM_BLE_KEYS"))
+            io = PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT
+            self.device.pairing_config_factory = lambda c: PairingConfig(
+                sc=True,
+                mitm=False,
+                bonding=True,
+                delegate=PairingDelegate(io_capability=io),
+                identity_address_type=PairingConfig.AddressType.RANDOM,  # the address it connects from
+            )
         await self.device.power_on()
         address = self.target if _is_address(self.target) else await self._scan(AdvertisingData)
         try:
@@ -109,6 +129,8 @@ class BleRpc:
             raise PortError(
                 f"cannot connect to {self.target} over BLE ({why}): out of range, or busy with another central"
             ) from None
+        if self.pair:
+            await self._encrypt()
         self._notified = asyncio.Queue()
         peer = Peer(self.connection)
         self.mtu = await peer.request_mtu(247)
@@ -124,6 +146,24 @@ class BleRpc:
             raise PortError(f"{self.target}: the RPC service lacks a characteristic (not mos's rpc-gatts?)") from None
         await self.rx.discover_descriptors()
         await self.rx.subscribe(lambda v: self._notified.put_nowait(bytes(v)))
+
+    async def _encrypt(self):
+        """With the kept bond if there is one, else by pairing (and keeping the new bond)."""
+        name = str(self.connection.peer_address)
+        if await self.device.keystore.get(name) is not None:
+            try:
+                await asyncio.wait_for(self.connection.encrypt(), self.timeout)
+                self.paired = "bonded"
+                return
+            except Exception:  # the module forgot us (a factory reset): pair anew
+                await self.device.keystore.delete(name)
+                if self.connection.is_encrypted:
+                    return
+        try:
+            await asyncio.wait_for(self.connection.pair(), self.timeout)
+        except Exception as e:
+            raise PortError(f"pairing with {self.target} failed: {str(e) or type(e).__name__}") from None
+        self.paired = "paired"
 
     async def _scan(self, AdvertisingData):  # noqa: N803 - the class, imported with bumble
         found = asyncio.get_running_loop().create_future()

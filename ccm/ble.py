@@ -17,7 +17,8 @@ length (only wifi.* may be set; Config.Set/Save, Wifi.Scan, Sys.GetInfo). Once p
 must carry `"auth": {"user", "password"}` (the /rpc credentials) until one did on that connection; a
 wrong password is answered -32003 with the reason, and the fifth ends the connection. The service
 advertises (under `ble.name`, default the device id) while unprovisioned, and for `ble.window_s` after
-a boot once provisioned (power-cycling opens the window again); outside that it is not seen.
+a boot or a press of the provisioning button (provision.btn, shorter than its hold_ms) once provisioned;
+outside that it is not seen.
 
 A frame longer than rpc.max_frame_size is answered -32600 and its bytes are dropped; a connection lost
 mid-frame drops the frame, never half-applies it. The module only loads this when `ble.enable`.
@@ -25,9 +26,11 @@ mid-frame drops the frame, never half-applies it. The module only loads this whe
 
 import asyncio
 import struct
+from binascii import hexlify, unhexlify
 
 from ccm import rpc
 from ccm.compat import const, dumps, ticks_diff, ticks_ms, wait_ms
+from ccm.files import read_json, write_json
 from ccm.router import Caller, provisioning_caller
 
 SERVICE = "5f6d4f53-5f52-5043-5f53-56435f49445f"
@@ -40,21 +43,28 @@ _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
 _IRQ_GATTS_READ_REQUEST = const(4)
 _IRQ_MTU_EXCHANGED = const(21)
+_IRQ_ENCRYPTION_UPDATE = const(28)
+_IRQ_GET_SECRET = const(29)
+_IRQ_SET_SECRET = const(30)
+_IO_NO_INPUT_OUTPUT = const(3)
 _FLAG_READ = const(0x0002)
 _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
 _ADV_INTERVAL_US = const(250000)
 MAX_WRONG = 5  # wrong passwords on one connection before it is closed
+MAX_BONDS = 8  # centrals whose bond is kept; the oldest goes first
 _Flag = getattr(asyncio, "ThreadSafeFlag", asyncio.Event)  # MicroPython's may be set from the radio's events
 
 
 class BleRpc:
-    def __init__(self, router, config, provisioning, bluetooth=None):
+    def __init__(self, router, config, provisioning, bluetooth=None, bonds_path=None):
         """`provisioning()`: True while unprovisioned. `bluetooth`: MicroPython's module, or the virtual
-        board's stand-in (what Board.bluetooth() gives)."""
+        board's stand-in (what Board.bluetooth() gives). `bonds_path`: where the pairing bonds are kept
+        (files.BLE_BONDS on the board's filesystem; a factory reset removes it)."""
         if bluetooth is None:  # the module's own (and what pyright checks this file against)
             import bluetooth
         self.router = router
+        router.status["ble"] = self.status
         self.config = config
         self.provisioning = provisioning
         self.limit = config.get("rpc.max_frame_size")
@@ -62,6 +72,10 @@ class BleRpc:
         self.ble = ble = bluetooth.BLE()
         ble.active(True)
         ble.config(gap_name=self.name)
+        # LE Secure Connections, bonded, without MITM protection: a module has no display or keys
+        ble.config(bond=True, le_secure=True, mitm=False, io=_IO_NO_INPUT_OUTPUT)
+        self.bonds_path = bonds_path
+        self.bonds = (read_json(bonds_path) if bonds_path else {}).get("bonds") or []  # [[type:key, value]]
         ble.irq(self._irq)
         uuid = bluetooth.UUID
         svc = (
@@ -81,6 +95,7 @@ class BleRpc:
         self.mtu = 23
         self.started = ticks_ms()
         self.advertising = False
+        self.encrypted = False
         self._reset()
         self._incoming = []  # frames (bytes) waiting to be dispatched
         self._woken = _Flag()
@@ -95,6 +110,11 @@ class BleRpc:
         self.wrong = 0
 
     # -- advertising: the provisioning window -------------------------------------------------------
+    def open_window(self):
+        """A press of the provisioning button: seen again for ble.window_s."""
+        self.started = ticks_ms()
+        self._woken.set()
+
     def window_open(self):
         if self.provisioning():
             return True
@@ -131,6 +151,10 @@ class BleRpc:
 
     # -- the radio's events (MicroPython runs them from the scheduler: no waiting here) ---------------
     def _irq(self, event, data):
+        if event == _IRQ_GET_SECRET:  # the stack's bonds are ours to keep
+            return self._get_secret(data[0], data[1], data[2])
+        if event == _IRQ_SET_SECRET:
+            return self._set_secret(data[0], data[1], data[2])
         if event == _IRQ_CENTRAL_CONNECT:
             conn = data[0]
             if self.conn is not None:  # one session at a time: a second central is refused
@@ -140,6 +164,7 @@ class BleRpc:
             self.mtu = 23
             self._reset()
             self.caller = provisioning_caller("ble") if self.provisioning() else Caller("ble")
+            self.encrypted = False
             self.advertising = False  # a connection ends advertising
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if data[0] == self.conn:
@@ -154,7 +179,43 @@ class BleRpc:
             self._read(data[1])
         elif event == _IRQ_MTU_EXCHANGED:
             self.mtu = data[1]
+        elif event == _IRQ_ENCRYPTION_UPDATE:
+            self.encrypted = bool(data[1])
         return None
+
+    # -- bonds: the stack hands them to us, we keep them on the filesystem --------------------------------
+    def _get_secret(self, sec_type, index, key):
+        prefix = "%d:" % sec_type
+        if key is None:  # the index-th of this type
+            found = [v for k, v in self.bonds if k.startswith(prefix)]
+            return unhexlify(found[index]) if index < len(found) else None
+        k = prefix + hexlify(bytes(key)).decode()
+        for kk, v in self.bonds:
+            if kk == k:
+                return unhexlify(v)
+        return None
+
+    def _set_secret(self, sec_type, key, value):
+        k = "%d:%s" % (sec_type, hexlify(bytes(key)).decode())
+        self.bonds = [b for b in self.bonds if b[0] != k]
+        if value is not None:
+            self.bonds.append([k, hexlify(bytes(value)).decode()])
+            self.bonds = self.bonds[-MAX_BONDS:]
+        if self.bonds_path:
+            try:
+                write_json(self.bonds_path, {"bonds": self.bonds})
+            except OSError as e:  # a full filesystem: bonded for this boot only
+                print("ccm: ble: bonds not saved: %s" % e)
+        return True
+
+    def status(self):
+        """Sys.GetInfo `ble`."""
+        return {
+            "advertising": self.advertising,
+            "connected": self.conn is not None,
+            "encrypted": self.encrypted,
+            "bonds": len(self.bonds),
+        }
 
     def _written(self, handle):
         value = self.ble.gatts_read(handle)

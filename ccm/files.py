@@ -4,6 +4,8 @@ a small JSON record read forgivingly and written atomically, quiet removal, nest
 import json
 import os
 
+BLE_BONDS = "ble_bonds.json"  # ccm/ble.py's pairing bonds, on the filesystem's root: a factory reset forgets them
+
 
 def read_json(path):
     """The JSON object in `path`, or {} when it is missing, broken or not an object: state files start

@@ -327,12 +327,18 @@ class Ccm:
     async def run_ble(self):
         """RPC over BLE (ccm/ble.py), loaded only with ble.enable."""
         from ccm.ble import BleRpc
+        from ccm.files import BLE_BONDS
 
-        self.ble = BleRpc(self.router, self.config, self.unprovisioned, self.board.bluetooth())
+        bonds = (self.fs_root() or "") + "/" + BLE_BONDS
+        self.ble = ble = BleRpc(self.router, self.config, self.unprovisioned, self.board.bluetooth(), bonds)
+        if self.provisioner is not None:  # the provisioning button opens its window
+            self.provisioner.on_press.append(ble.open_window)
         try:
-            await self.ble.run()
+            await ble.run()
         finally:
             self.ble = None
+            if self.provisioner is not None:
+                self.provisioner.on_press.remove(ble.open_window)
 
     def serve_http(self):
         return self.http.serve(self.http_address[0], self.http_address[1], self.board.http_listening)

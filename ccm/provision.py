@@ -9,6 +9,7 @@ import asyncio
 
 from ccm import rpc
 from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, wait_ms
+from ccm.files import BLE_BONDS, remove
 
 AP = "ap"  # unprovisioned: access point up, waiting for WiFi settings
 CONNECTING = "connecting"
@@ -28,6 +29,7 @@ class Provisioner:
         self.ip = None
         self.last_error = None
         self.override = None  # e.g. OTA: shown on the LED over the WiFi state
+        self.on_press = []  # fn() for a press of the button shorter than hold_ms
         self.board_error = None  # what the radio raised at the last attempt
         self._changed = asyncio.Event()
         router.add("Wifi.Scan", self._scan)
@@ -118,7 +120,8 @@ class Provisioner:
             delay = min(delay * 2, 30000)
 
     async def _button(self):
-        """Factory reset: provision.btn.pin held at its active level for hold_ms."""
+        """Factory reset: provision.btn.pin held at its active level for hold_ms; a shorter press calls
+        `on_press` (BLE opens its window)."""
         pin = self.config.get("provision.btn.pin")
         hold = self.config.get("provision.btn.hold_ms")
         if pin < 0 or hold <= 0:
@@ -134,15 +137,18 @@ class Provisioner:
                 elif ticks_diff(ticks_ms(), since) >= hold:
                     self.factory_reset()
                     return
-            else:
+            elif since is not None:  # let go before hold_ms: a press (it opens BLE's provisioning window)
                 since = None
+                for fn in self.on_press:
+                    fn()
 
     def factory_reset(self):
-        """Clear the WiFi settings (kept vendor settings stay), save, reboot into AP mode."""
+        """Clear the WiFi settings (kept vendor settings stay) and the BLE bonds, save, reboot into AP mode."""
         sta = self.config.tree["wifi"]["sta"]
         sta.update(self.config.base["wifi"]["sta"])
         if self.config.path:
             self.config.save()
+        remove((self.board.fs_dir or "") + "/" + BLE_BONDS)
         self.router.request_reboot(0)
 
     async def _led(self):

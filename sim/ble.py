@@ -17,6 +17,7 @@ handle's buffer, 20 bytes unless `gatts_set_buffer` says otherwise) and then rai
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 _IRQ_CENTRAL_CONNECT = 1
@@ -24,6 +25,9 @@ _IRQ_CENTRAL_DISCONNECT = 2
 _IRQ_GATTS_WRITE = 3
 _IRQ_GATTS_READ_REQUEST = 4
 _IRQ_MTU_EXCHANGED = 21
+_IRQ_ENCRYPTION_UPDATE = 28
+_IRQ_GET_SECRET = 29
+_IRQ_SET_SECRET = 30
 
 FLAG_READ = 0x0002
 FLAG_WRITE_NO_RESPONSE = 0x0004
@@ -65,6 +69,7 @@ class VirtualRadio:
             self.hci_ports.append(s.getsockname()[1])
         self.link = None
         self.controller = None
+        self.quiet = None  # the last BLE's shutdown, which the next one waits for
         self._transports = []
         self._controllers = []
 
@@ -110,31 +115,53 @@ class BLE:
         self._conns = {}  # conn handle -> bumble Connection
         self._next = 1
         self._adv = None  # (adv_data, resp_data) while advertising
+        self._security = {"bond": False, "le_secure": False, "mitm": False, "io": 3}
         self._tasks = set()
         self._powered = None
+        self._services = []  # registered GATT services, added to the device as it powers on
 
     # -- power and settings ------------------------------------------------------------------------
     def active(self, on=None):
         if on is None:
             return self._active
         if on and not self._active:
-            from bumble.device import Device
-            from bumble.hci import Address
-            from bumble.host import Host
-            from bumble.transport.common import AsyncPipeSink
-
-            c = self.radio.controller
-            self.device = Device(name=self._name, address=Address(self.radio.address), host=Host(c, AsyncPipeSink(c)))
-            self.device.gatt_server.max_mtu = self._mtu
-            self.device.on("connection", self._on_connection)
             self._active = True
-            self._powered = self._run(self.device.power_on())
+            self._powered = self._run(self._power_on())
         elif not on and self._active:
             self._active = False
-            for conn in list(self._conns.values()):
-                self._run(conn.disconnect())
-            self._run(self.device.stop_advertising())
+            self.radio.quiet = self._run(self._shutdown())  # the next boot's BLE waits for it
         return self._active
+
+    async def _power_on(self):
+        from bumble.device import Device
+        from bumble.hci import Address
+        from bumble.host import Host
+        from bumble.transport.common import AsyncPipeSink
+
+        if self.radio.quiet is not None:  # the last boot's stack lets go of the controller first
+            await asyncio.gather(self.radio.quiet, return_exceptions=True)
+        c = self.radio.controller
+        self.device = Device(name=self._name, address=Address(self.radio.address), host=Host(c, AsyncPipeSink(c)))
+        self.device.gatt_server.max_mtu = self._mtu
+        self.device.on("connection", self._on_connection)
+        self.device.keystore = _IrqKeyStore(self)  # bonds are the firmware's to keep (_IRQ_*_SECRET)
+        self.device.pairing_config_factory = self._pairing_config
+        for service in self._services:
+            self.device.add_service(service)
+        await self.device.power_on()
+
+    async def _shutdown(self):
+        """As a module's reset: connections dropped, advertising off, the stack gone."""
+        await asyncio.gather(self._powered, return_exceptions=True)
+        for conn in list(self._conns.values()):
+            try:
+                await conn.disconnect()
+            except Exception:
+                pass
+        try:
+            await self.device.stop_advertising()
+        except Exception:
+            pass
 
     def config(self, *args, **kw):
         if args:
@@ -147,6 +174,9 @@ class BLE:
             raise ValueError("unknown config param")
         if "gap_name" in kw:
             self._name = kw["gap_name"]
+        for k in ("bond", "le_secure", "mitm", "io"):
+            if k in kw:
+                self._security[k] = kw[k]
         if "mtu" in kw:
             self._mtu = kw["mtu"]
             if self.device is not None:
@@ -155,6 +185,19 @@ class BLE:
 
     def irq(self, handler):
         self._irq = handler
+
+    def _pairing_config(self, connection):
+        from bumble.pairing import PairingConfig, PairingDelegate
+
+        sec = self._security
+        io = PairingDelegate.IoCapability(sec["io"])  # MicroPython's _IO_CAPABILITY_* are HCI's numbers
+        return PairingConfig(
+            sc=bool(sec["le_secure"]),
+            mitm=bool(sec["mitm"]),
+            bonding=bool(sec["bond"]),
+            delegate=PairingDelegate(io_capability=io),
+            identity_address_type=PairingConfig.AddressType.RANDOM,  # NimBLE hands out its identity: a bond sticks
+        )
 
     # -- advertising ---------------------------------------------------------------------------------
     def gap_advertise(self, interval_us, adv_data=None, *, resp_data=None, connectable=True):
@@ -166,7 +209,7 @@ class BLE:
         self._run(self._advertise())
 
     async def _advertise(self):
-        await self._powered
+        await self._powered  # (the services are in place by then)
         if self._adv is None:
             return
         if self.device.is_advertising:
@@ -196,7 +239,10 @@ class BLE:
                 self._values[h] = b""
                 handles.append(h)
                 made.append(c)
-            self.device.add_service(Service(str(uuid), made))
+            svc = Service(str(uuid), made)
+            self._services.append(svc)
+            if self.device is not None:  # powered on already (else added as it powers on)
+                self.device.add_service(svc)
             out.append(tuple(handles))
         return tuple(out)
 
@@ -260,7 +306,14 @@ class BLE:
             if self._irq is not None:
                 self._irq(_IRQ_CENTRAL_DISCONNECT, (handle, 0, addr))
 
+        def on_encryption():
+            if self._irq is not None:
+                keys = connection.authenticated
+                bonded = self._security["bond"]
+                self._irq(_IRQ_ENCRYPTION_UPDATE, (handle, bool(connection.is_encrypted), bool(keys), bool(bonded), 16))
+
         connection.on("connection_att_mtu_update", on_mtu)
+        connection.on("connection_encryption_change", on_encryption)
         connection.on("disconnection", on_disconnection)
         if self._irq is not None:
             self._irq(_IRQ_CENTRAL_CONNECT, (handle, 0, addr))
@@ -276,6 +329,55 @@ class BLE:
         self._tasks.discard(t)
         if not t.cancelled() and t.exception() is not None:
             print("ble: %r" % t.exception())  # as the module's stack would log it
+
+
+class _IrqKeyStore:
+    """Bumble's KeyStore on the firmware's _IRQ_GET_SECRET / _IRQ_SET_SECRET: as on a module, the stack
+    asks the firmware for bonds and hands it new ones to keep (ccm/ble.py keeps them in ble_bonds.json).
+    A secret's value is the peer's name and keys, as JSON."""
+
+    SEC_TYPE = 0
+
+    def __init__(self, ble: BLE):
+        self.ble = ble
+
+    def _irq(self, event, data):
+        return self.ble._irq(event, data) if self.ble._irq is not None else None
+
+    async def get(self, name):
+        from bumble.keys import PairingKeys
+
+        v = self._irq(_IRQ_GET_SECRET, (self.SEC_TYPE, 0, name.encode()))
+        return None if v is None else PairingKeys.from_dict(json.loads(bytes(v))["keys"])
+
+    async def update(self, name, keys):
+        value = json.dumps({"name": name, "keys": keys.to_dict()}).encode()
+        self._irq(_IRQ_SET_SECRET, (self.SEC_TYPE, name.encode(), value))
+
+    async def delete(self, name):
+        self._irq(_IRQ_SET_SECRET, (self.SEC_TYPE, name.encode(), None))
+
+    async def get_all(self):
+        from bumble.keys import PairingKeys
+
+        out = []
+        i = 0
+        while True:
+            v = self._irq(_IRQ_GET_SECRET, (self.SEC_TYPE, i, None))
+            if v is None:
+                return out
+            d = json.loads(bytes(v))
+            out.append((d["name"], PairingKeys.from_dict(d["keys"])))
+            i += 1
+
+    async def delete_all(self):
+        for name, _ in await self.get_all():
+            await self.delete(name)
+
+    async def get_resolving_keys(self):
+        from bumble.keys import KeyStore
+
+        return await KeyStore.get_resolving_keys(self)  # type: ignore[arg-type]
 
 
 class BluetoothModule:

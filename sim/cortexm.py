@@ -16,9 +16,21 @@ eight-word frame is pushed, LR = EXC_RETURN, and the return (the core's exceptio
 nothing. Anything else — an unmapped access, an undefined instruction, a HardFault — stops the core:
 `crashed` says why, and the chip is silent, as a real one would be.
 
-Clocking is by wall time, not instruction count: SysTick fires on the host's clock at the configured
-rate, and RX bytes are handed over as fast as the firmware reads them (no overrun modelled). `cycles`
-counts instructions when `count_instructions()` is on (used by bench/host_c.py).
+Time is the chip's own (`now`, seconds): executed instructions advance it at CPI cycles each at the
+configured SYSCLK, and `wfi` lets it pass as wall time until the next event (a byte on the RX line, a
+SysTick), so an idle firmware stays in step with the PC. SysTick fires on that clock. A byte put on the
+RX line arrives one frame time after the one before it (start + data + stop bits at the baud USART1_BRR
+sets); a byte that arrives while the last is still unread in DR is lost and sets ORE (SR bit 3, cleared
+by reading DR; the RXNE interrupt fires for it too), as on an STM32 — so a receive handler too slow for
+its baud rate loses bytes here first. Bytes that arrive while the receiver is off are lost too. TX takes
+bytes at once (TXE and TC always set).
+
+CPI = 1.25 is the Cortex-M3 running compiled C from flash at 72 MHz: single-cycle ALU instructions,
+two-cycle loads and stores, branches refilling the pipeline, flash wait states mostly hidden by the
+prefetch buffer. Real code measures 1.1-1.6, so this clock is within about 30 % of a chip's; for a
+margin, test a handler at twice the load it must take. A slice that ends in `wfi` counts as run in full:
+idling starts at most one slice (≤ 200,000 instructions, ≤ one byte time while bytes are due) late.
+`cycles` counts instructions when `count_instructions()` is on (used by bench/host_c.py).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from collections import deque
 
 from unicorn import UC_ARCH_ARM, UC_HOOK_CODE, UC_HOOK_INTR, UC_MODE_MCLASS, UC_MODE_THUMB, Uc, UcError
 from unicorn import arm_const as A
@@ -36,7 +49,9 @@ HSI_HZ = 8_000_000
 EXC_RETURN_EXIT = 8  # unicorn's intno for the core's exception-return trap (QEMU EXCP_EXCEPTION_EXIT)
 SYSTICK = 15
 USART1_IRQ = 37
-SLICE = 200_000  # instructions per run between interrupt checks
+SLICE = 200_000  # instructions per run between interrupt checks, at most
+MIN_SLICE = 16  # at least (an event due sooner is taken at the end of it)
+CPI = 1.25  # cycles per instruction: see the module's docstring
 _FRAME_REGS = (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3, A.UC_ARM_REG_R12, A.UC_ARM_REG_LR)
 WFI = 0xBF30
 
@@ -60,8 +75,14 @@ class CortexM3:
         self.crashed: str | None = None
         self.cycles = 0
         self._counting = None
-        self._rx = bytearray()
+        self.now = 0.0  # the chip's time, seconds
+        self._rx_in = bytearray()  # bytes put on the RX line (any thread), not yet given arrival times
+        self._rx_line: deque[tuple[float, int]] = deque()  # (arrival time, byte), in order
+        self._rx_last = 0.0  # when the last byte on the line arrives
         self._rx_latched: int | None = None
+        self._ore = False
+        self.overruns = 0  # bytes lost to an unread DR (ORE)
+        self.rx_lost = 0  # bytes lost while the receiver was off
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._running = False
@@ -111,19 +132,47 @@ class CortexM3:
     def _run(self) -> None:
         uc = self.uc
         while self._running:
+            self._line()
             self._take_interrupt()
             pc = uc.reg_read(A.UC_ARM_REG_PC)
+            budget = self._budget()
             try:
-                uc.emu_start(pc | 1, 0xFFFFFFFF, count=SLICE)
+                uc.emu_start(pc | 1, 0xFFFFFFFF, count=budget)
             except UcError as e:
                 self._crash(f"{e} at pc=0x{uc.reg_read(A.UC_ARM_REG_PC):08x}")
                 return
             if self.crashed:
                 return
+            self.now += budget * CPI / self.sysclk()
             pc = uc.reg_read(A.UC_ARM_REG_PC)
-            if self._last_was_wfi(pc) and not self._interrupt_ready():
-                self._wake.wait(self._until_tick())
-                self._wake.clear()
+            if self._last_was_wfi(pc):
+                self._line()
+                if not self._interrupt_ready():
+                    self._idle()
+
+    def _next_event(self) -> float | None:
+        """When the next thing happens that the core would wake for: a byte arriving, a SysTick."""
+        t = [self._rx_line[0][0]] if self._rx_line else []
+        if self.systick["ctrl"] & 1:
+            t.append(self._tick_due)
+        return min(t) if t else None
+
+    def _budget(self) -> int:
+        """Instructions to run until the next event (so it is taken when it is due), within the bounds."""
+        t = self._next_event()
+        if t is None:
+            return SLICE
+        return max(MIN_SLICE, min(SLICE, int((t - self.now) * self.sysclk() / CPI)))
+
+    def _idle(self) -> None:
+        """wfi: time passes as the PC's, until the next event or a byte put on the line."""
+        t = self._next_event()
+        wait = 1.0 if t is None else max(0.0, t - self.now)
+        t0 = time.monotonic()
+        if wait > 0:
+            self._wake.wait(min(wait, 1.0))
+        self._wake.clear()
+        self.now += min(time.monotonic() - t0, wait)
 
     def _crash(self, why: str) -> None:
         self.crashed = why
@@ -135,18 +184,13 @@ class CortexM3:
         except UcError:
             return False
 
-    def _until_tick(self) -> float | None:
-        if not self.systick["ctrl"] & 1:
-            return 1.0
-        return max(0.0, self._tick_due - time.monotonic())
-
     # -- exceptions -----------------------------------------------------------------------------
     def _pending(self) -> int | None:
         """The exception to take now, by priority (SysTick before IRQs, as their reset priorities tie
         and the lower number wins), or None."""
         st = self.systick
         if st["ctrl"] & 1:
-            now = time.monotonic()
+            now = self.now
             if now >= self._tick_due:
                 period = (st["load"] + 1) / self.sysclk()
                 self._tick_due = max(self._tick_due + period, now - period)
@@ -215,22 +259,52 @@ class CortexM3:
 
     # -- peripherals (0x40000000–0x4002FFFF) ----------------------------------------------------
     def _rxne(self) -> bool:
-        """USART1 enabled with its receiver on: the next byte on the line moves into DR; RXNE."""
-        cr1 = self._regs.get(0x4001380C, 0)
+        return self._rx_latched is not None
+
+    def _frame_time(self) -> float:
+        """Seconds one byte takes on USART1's line: start, 8 or 9 data bits (M), 1 or 2 stop bits, at
+        SYSCLK / BRR (APB2 undivided); 0 before BRR is set."""
+        brr = self._regs.get(0x40013808, 0)
+        if not brr:
+            return 0.0
+        bits = 1 + (9 if self._regs.get(0x4001380C, 0) >> 12 & 1 else 8)
+        bits += 2 if self._regs.get(0x40013810, 0) >> 12 & 3 == 2 else 1
+        return bits * brr / self.sysclk()
+
+    def _line(self) -> None:
+        """The RX line, on the chip's clock: bytes put on it get their arrival times, one frame apart;
+        those due now land in DR — or are lost: ORE when DR still holds an unread byte, or the receiver
+        is off."""
         with self._lock:
-            if self._rx_latched is None and self._rx and cr1 & (1 << 13) and cr1 & (1 << 2):
-                self._rx_latched = self._rx.pop(0)
-            return self._rx_latched is not None
+            new = bytes(self._rx_in)
+            self._rx_in.clear()
+        if new:
+            ft = self._frame_time()
+            for b in new:
+                self._rx_last = max(self.now, self._rx_last) + ft
+                self._rx_line.append((self._rx_last, b))
+        cr1 = self._regs.get(0x4001380C, 0)
+        on = cr1 & (1 << 13) and cr1 & (1 << 2)
+        while self._rx_line and self._rx_line[0][0] <= self.now:
+            _, b = self._rx_line.popleft()
+            if not on:
+                self.rx_lost += 1
+            elif self._rx_latched is not None:
+                self._ore = True
+                self.overruns += 1
+            else:
+                self._rx_latched = b
 
     def _usart_irq(self) -> bool:
         cr1 = self._regs.get(0x4001380C, 0)
         if not cr1 & (1 << 13):
             return False
-        return bool((cr1 & (1 << 5) and self._rxne()) or cr1 & (1 << 7) or cr1 & (1 << 6))
+        return bool((cr1 & (1 << 5) and (self._rxne() or self._ore)) or cr1 & (1 << 7) or cr1 & (1 << 6))
 
     def uart_rx(self, data: bytes) -> None:
+        """Put bytes on USART1's RX line (any thread): they arrive one frame time apart."""
         with self._lock:
-            self._rx += data
+            self._rx_in += data
         self._wake.set()
 
     def _periph_read(self, uc, offset, size, _ud) -> int:
@@ -241,11 +315,10 @@ class CortexM3:
         if a == 0x40021004:  # RCC_CFGR: SWS follows SW
             cfgr = self._regs.get(a, 0)
             return (cfgr & ~0xC) | (cfgr & 3) << 2
-        if a == 0x40013800:  # USART1_SR: TXE and TC always (the wire takes bytes at once), RXNE
-            return 0xC0 | (0x20 if self._rxne() else 0)
-        if a == 0x40013804:  # USART1_DR: the received byte; reading clears RXNE
-            with self._lock:
-                b, self._rx_latched = self._rx_latched, None
+        if a == 0x40013800:  # USART1_SR: TXE and TC always (the wire takes bytes at once), RXNE, ORE
+            return 0xC0 | (0x20 if self._rxne() else 0) | (0x08 if self._ore else 0)
+        if a == 0x40013804:  # USART1_DR: the received byte; reading clears RXNE (and ORE, after SR)
+            b, self._rx_latched, self._ore = self._rx_latched, None, False
             return b or 0
         port = self._gpio_port(a)
         if port is not None:
@@ -296,7 +369,7 @@ class CortexM3:
         if offset == 0x18:  # VAL counts down with wall time
             if not st["ctrl"] & 1:
                 return 0
-            left = max(0.0, self._tick_due - time.monotonic())
+            left = max(0.0, self._tick_due - self.now)
             return min(st["load"], int(left * self.sysclk()))
         if offset == 0x1C:
             return 9000  # CALIB: 1 ms at 9 MHz (HCLK/8)
@@ -312,13 +385,13 @@ class CortexM3:
         st = self.systick
         if offset == 0x10:
             if value & 1 and not st["ctrl"] & 1:
-                self._tick_due = time.monotonic() + (st["load"] + 1) / self.sysclk()
+                self._tick_due = self.now + (st["load"] + 1) / self.sysclk()
             st["ctrl"] = value & 7
         elif offset == 0x14:
             st["load"] = value & 0xFFFFFF
         elif offset == 0x18:
             if st["ctrl"] & 1:
-                self._tick_due = time.monotonic() + (st["load"] + 1) / self.sysclk()
+                self._tick_due = self.now + (st["load"] + 1) / self.sysclk()
         elif 0x100 <= offset < 0x120:
             self.nvic_enabled |= value << (8 * (offset - 0x100))
         elif 0x180 <= offset < 0x1A0:

@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,18 @@ from host_lib import Host
 from sim.ccm import VirtualCcm
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
 def ccm(*args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # with the test's CCM_BLE_KEYS
     return subprocess.run(
-        [sys.executable, "-m", "bundle.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+        [sys.executable, "-m", "bundle.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
 @pytest.fixture
-def module(tmp_path):
+def module(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCM_BLE_KEYS", str(tmp_path / "pc-bonds.json"))  # the PC's bonds, not the user's
     made = []
 
     def boot(config=None, **kw):
@@ -37,6 +39,7 @@ def module(tmp_path):
         (tmp_path / device).mkdir()
         v = VirtualCcm(cfg, fs_dir=str(tmp_path / device), ble=True, **kw).start()
         made.append(v)
+        wait_until(lambda: v.password, 10, "the /rpc password the module makes at its first boot")
         return v, device
 
     yield boot
@@ -48,20 +51,49 @@ def joined(v):
     return v.board.joined is not None
 
 
-def test_ccm_provision_over_ble_joins_the_wlan_and_the_module_reaches_the_cloud(module, mosquitto, tmp_path):
-    """The manual's third way, as a phone app does it: one command, over BLE, waits until the module says
-    it joined; the module then shows up on the cloud's broker."""
-    from cloud.client import CloudClient
+def test_ccm_provision_over_ble_joins_the_wlan_and_the_module_shows_up_on_ccm_cloud(tmp_path, monkeypatch):
+    """The manual's third way, as a user runs it, in processes: `ccm cloud`, a device added to it, a
+    virtual module with BLE on its broker (`ccm sim ccm --ble`), then one command over BLE provisions its
+    WiFi and waits until it joined; the module is then online in ccm cloud's REST API."""
+    import urllib.request
 
-    v, device = module({"mqtt": {"enable": True, "server": f"127.0.0.1:{mosquitto.port}"}})
-    with CloudClient(mosquitto.url, client_id="app-" + device) as cloud:
-        cloud.subscribe(f"{device}/status")
-        out = ccm("--hci", v.ble_hci(0), "provision", f"ble://{device}", "--ssid", "HomeNet", "--pass", "secret123")
-        assert out.returncode == 0, out.stdout + out.stderr
-        assert "joined HomeNet" in out.stdout
-        assert v.board.joined == "HomeNet" and v.config.get("wifi.sta.ssid") == "HomeNet"
-        assert cloud.wait_message(f"{device}/status", lambda p: p == b"online", timeout=20)
-        assert cloud.call(device, "Sys.GetInfo")["wifi"]["state"] == "connected"
+    from test_cloud_cli import Running, running_cloud
+
+    monkeypatch.setenv("CCM_BLE_KEYS", str(tmp_path / "pc-bonds.json"))
+    device = unique_device()
+    cloud = running_cloud(tmp_path)
+    try:
+        api_line = cloud.line_with("REST API:")  # "  REST API:  URL/api/docs  (Authorization: Bearer TOKEN)"
+        api = api_line.split()[2].removesuffix("/docs")
+        token = api_line.rsplit(" ", 1)[1].strip().rstrip(")")
+        added = ccm("cloud", "add-device", device, "--state", str(tmp_path / "state")).stdout
+        mqtt = next(line for line in added.splitlines() if "ccm sim ccm" in line).split("--mqtt ")[1]
+        sim = Running(
+            "sim",
+            "ccm",
+            "--ble",
+            "--device-id",
+            device,
+            "--mqtt",
+            mqtt,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"),
+        )
+        try:
+            hci = sim.line_with("--hci ").split("--hci ")[1].split()[0]
+            out = ccm("--hci", hci, "provision", f"ble://{device}", "--ssid", "HomeNet", "--pass", "secret123")
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "joined HomeNet" in out.stdout
+
+            def online():
+                req = urllib.request.Request(f"{api}/devices", headers={"Authorization": f"Bearer {token}"})
+                devices = json.loads(urllib.request.urlopen(req, timeout=10).read())
+                return any(d["id"] == device and d["online"] for d in devices)
+
+            wait_until(online, 30, "the module online in ccm cloud")
+        finally:
+            sim.stop()
+    finally:
+        cloud.stop()
 
 
 def test_unprovisioned_ble_serves_only_wifi_settings_and_four_methods(module):
@@ -196,17 +228,25 @@ def test_a_second_central_is_refused_while_one_is_provisioning(module):
         first.close()
 
 
-def test_the_service_is_not_seen_outside_its_window(module):
-    """Provisioned and past ble.window_s after the boot: nobody finds it (a power cycle opens it again)."""
+def test_the_service_is_not_seen_outside_its_window_until_the_button_is_pressed(module):
+    """Provisioned and past ble.window_s after the boot: nobody finds it; a press of the provisioning
+    button (shorter than its factory-reset hold) opens the window again."""
     v, device = module(
         {
             "wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}},
-            "ble": {"enable": True, "window_s": 1},
+            "ble": {"enable": True, "window_s": 2},
+            "provision": {"btn": {"pin": 0, "hold_ms": 3000}},
         }
     )
     wait_until(lambda: joined(v) and not v.ccm.ble.advertising, 10, "the window closed")
     out = ccm("--hci", v.ble_hci(0), "--port", f"ble://{device}", "call", "Sys.GetInfo")
     assert out.returncode == 1 and "no BLE device named" in out.stderr and "Traceback" not in out.stderr
+    v.board.pins[0] = 0  # a press
+    time.sleep(0.2)
+    v.board.pins[0] = 1
+    out = ccm("--hci", v.ble_hci(0), "--port", f"ble://admin:{v.password}@{device}", "call", "Sys.GetInfo")
+    assert out.returncode == 0, out.stderr
+    assert v.board.boots == 1  # a press, not a factory reset
 
 
 def test_cli_calls_over_ble(module):
@@ -214,3 +254,70 @@ def test_cli_calls_over_ble(module):
     out = ccm("--hci", v.ble_hci(0), "--port", f"ble://{device}", "call", "Sys.GetInfo")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["device_id"] == device
+
+
+def test_the_link_is_paired_and_the_bond_outlives_a_reboot_until_a_factory_reset(module):
+    """LE Secure Connections, Just Works (a module has no display): the first connection pairs and both
+    sides keep the bond — the module through the stack's secrets, in its filesystem — so after a reboot
+    the link is encrypted with it, without pairing; a factory reset forgets it and the next central
+    pairs anew."""
+    v, device = module({"provision": {"btn": {"pin": 0, "hold_ms": 300}}})
+    r = BleRpc(f"ble://{device}", hci=v.ble_hci(0))
+    try:
+        assert r.paired == "paired"
+        st = r.call("Sys.GetInfo")["ble"]
+        assert st["encrypted"] is True and st["bonds"] == 1
+    finally:
+        r.close()
+    bonds = Path(v.board.fs_dir) / "ble_bonds.json"
+    assert bonds.exists()
+    boots = v.board.boots
+    with Host(v.path) as host:
+        host.call("Sys.Reboot", {"delay_ms": 0})
+    wait_until(lambda: v.board.boots > boots and v.ccm.ble is not None, 20, "the reboot")
+    r = BleRpc(f"ble://{device}", hci=v.ble_hci(0))
+    try:
+        assert r.paired == "bonded"  # encrypted with the kept bond
+        assert r.call("Sys.GetInfo")["ble"]["encrypted"] is True
+    finally:
+        r.close()
+    boots = v.board.boots
+    v.board.pins[0] = 0  # the provisioning button, held: factory reset
+    wait_until(lambda: v.board.boots > boots, 20, "the factory-reset reboot")
+    v.board.pins[0] = 1
+    assert not bonds.exists()
+    wait_until(lambda: v.ccm.ble is not None, 20, "BLE after the reset")
+    r = BleRpc(f"ble://{device}", hci=v.ble_hci(0))
+    try:
+        assert r.paired == "paired"  # the module forgot the bond: paired anew
+        assert r.call("Sys.GetInfo")["ble"]["bonds"] == 1
+    finally:
+        r.close()
+
+
+def test_ccm_ota_over_ble_with_a_progress_bar(module, tmp_path):
+    """Every command works over BLE, an OTA too: slowly (a frame goes in MTU-sized writes), with the bar."""
+    from ccm.ota import fsarchive
+    from pc import fwbundle
+
+    v, device = module({"wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}}})
+    files = {"assets/note.txt": bytes(range(256)) * 24}  # 6 KiB: three 2 KiB chunks, each a dozen writes
+    part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack(files))
+    fwbundle.create(str(tmp_path / "fw.zip"), "ccm", "esp32", [], "7.7.7", parts=[part])
+    out = ccm("--hci", v.ble_hci(0), "--port", f"ble://admin:{v.password}@{device}", "ota", str(tmp_path / "fw.zip"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "staged 1 files" in out.stdout and "100.0%" in out.stderr + out.stdout
+
+
+def test_ccm_provision_over_the_uart_and_a_wrong_password_says_so(tmp_path):
+    """The same command over the host's serial port; a password the network refuses ends in one line
+    with the module's reason, not a traceback."""
+    v = VirtualCcm({"device": {"id": unique_device()}}, fs_dir=str(tmp_path)).start()
+    try:
+        out = ccm("provision", v.path, "--ssid", "HomeNet", "--pass", "wrong-pass", "--wait", "3")
+        assert out.returncode == 1 and "did not join HomeNet" in out.stderr and "Traceback" not in out.stderr
+        assert "wrong password" in out.stderr
+        out = ccm("provision", v.path, "--ssid", "HomeNet", "--pass", "secret123")
+        assert out.returncode == 0 and "joined HomeNet" in out.stdout, out.stdout + out.stderr
+    finally:
+        v.stop()

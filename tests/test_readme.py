@@ -201,6 +201,7 @@ def test_the_readme_ble_block_runs_as_written(tmp_path):
     """The manual's third way as the README shows it: a virtual module with BLE, provisioned over BLE in
     one command, then read with its password (issue 23)."""
     w = Walker(tmp_path)
+    w.env["CCM_BLE_KEYS"] = str(tmp_path / "pc-bonds.json")  # the PC's BLE bonds, not the user's
     try:
         for line in block_with("provision ble://"):
             if line.startswith(".venv/bin/ccm sim ccm"):

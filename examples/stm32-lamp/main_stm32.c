@@ -5,6 +5,7 @@
 
 #include "ccm.h"
 #include "lamp.h"
+#include "stm32f103.h"
 
 #ifndef FW_VERSION
 #define FW_VERSION "1.0"
@@ -14,23 +15,6 @@
  * way ("2.0" with "jsonrpc":"2.0"), so a new version would move the code after it and change every page
  * past that point; this way v1 and v2 differ in a few bytes, and an update rewrites one or two pages. */
 static const char fw_version[12] = FW_VERSION;
-
-#define REG(addr) (*(volatile uint32_t *)(addr))
-#define RCC_CR REG(0x40021000)
-#define RCC_CFGR REG(0x40021004)
-#define RCC_APB2ENR REG(0x40021018)
-#define FLASH_ACR REG(0x40022000)
-#define GPIOA_CRH REG(0x40010804)
-#define GPIOC_CRH REG(0x40011004)
-#define GPIOC_BSRR REG(0x40011010)
-#define USART1_SR REG(0x40013800)
-#define USART1_DR REG(0x40013804)
-#define USART1_BRR REG(0x40013808)
-#define USART1_CR1 REG(0x4001380C)
-#define SYST_CSR REG(0xE000E010)
-#define SYST_RVR REG(0xE000E014)
-#define SYST_CVR REG(0xE000E018)
-#define NVIC_ISER1 REG(0xE000E104)
 
 static volatile uint32_t ticks;
 static volatile uint8_t rx_ring[256];

@@ -1,5 +1,5 @@
 """RPC over BLE (ccm/ble.py) on the module's own runtime: the GATT service's framing, pieces and rules run
-on MicroPython as on CPython (the whole path over a real Bluetooth stack is tests/test_ble.py, on Bumble).
+on MicroPython as on CPython (the whole path over a real Bluetooth stack: tests/test_ble.py, on Bumble).
 The radio here is a double with the ESP32 port's semantics: a local value per handle, a client's write
 stored then _IRQ_GATTS_WRITE, a read raising _IRQ_GATTS_READ_REQUEST first (synchronous events, so the
 handler's gatts_write is what that read returns). Portable (CPython + MicroPython)."""
