@@ -152,8 +152,22 @@ def test_every_call_answers_over_ble_as_over_the_uart_frames_beyond_the_mtu_incl
         try:
             assert r.mtu > 23
             for caller, calls in (
-                (host, [("RPC.List", None), ("Config.Get", {"key": "device"}), ("Sys.Reboot", {"delay_ms": -1})]),
-                (ws, [("Sum", list(range(100))), ("Echo", big), ("No.Such", None)]),
+                (
+                    host,
+                    [
+                        ("RPC.List", None),
+                        ("Config.Get", None),  # the whole tree, secrets redacted: > 1 KB
+                        ("Config.Get", {"key": "device"}),
+                        ("Config.Set", {"config": {"no": {"such": 1}}}),
+                        ("Config.Set", {"config": {"mqtt": {"keep_alive": "soon"}}}),
+                        ("Sys.Reboot", {"delay_ms": -1}),
+                        ("Shadow.Get", None),  # no cloud configured: -32001 with the reason
+                        ("MQTT.Pub", {"topic": "t", "message": "m"}),
+                        ("OTA.Commit", None),
+                        ("Wifi.Scan", None),
+                    ],
+                ),
+                (ws, [("Sum", list(range(100))), ("Echo", big), ("No.Such", None), ("Echo", None)]),
             ):
                 for method, params in calls:
                     expected = _outcome(caller.call, method, params)
@@ -234,18 +248,22 @@ def test_the_service_is_not_seen_outside_its_window_until_the_button_is_pressed(
     v, device = module(
         {
             "wifi": {"sta": {"enable": True, "ssid": "HomeNet", "pass": "secret123"}},
-            "ble": {"enable": True, "window_s": 2},
+            "ble": {"enable": True, "window_s": 5},
             "provision": {"btn": {"pin": 0, "hold_ms": 3000}},
         }
     )
-    wait_until(lambda: joined(v) and not v.ccm.ble.advertising, 10, "the window closed")
+    wait_until(lambda: joined(v) and not v.ccm.ble.advertising, 15, "the window closed")
     out = ccm("--hci", v.ble_hci(0), "--port", f"ble://{device}", "call", "Sys.GetInfo")
     assert out.returncode == 1 and "no BLE device named" in out.stderr and "Traceback" not in out.stderr
     v.board.pins[0] = 0  # a press
     time.sleep(0.2)
     v.board.pins[0] = 1
-    out = ccm("--hci", v.ble_hci(0), "--port", f"ble://admin:{v.password}@{device}", "call", "Sys.GetInfo")
-    assert out.returncode == 0, out.stderr
+    wait_until(lambda: v.ccm.ble.advertising, 5, "advertising again")
+    r = BleRpc(f"ble://admin:{v.password}@{device}", hci=v.ble_hci(0))
+    try:
+        assert r.call("Sys.GetInfo")["device_id"] == device
+    finally:
+        r.close()
     assert v.board.boots == 1  # a press, not a factory reset
 
 
