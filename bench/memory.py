@@ -255,7 +255,7 @@ def _answers(cloud, dev) -> bool:
         return False
 
 
-def smallest_cap(rom: bool, flows: Flows, lo=32, hi=512, step=8) -> tuple[int, str]:
+def smallest_cap(rom: bool, flows: Flows, lo=32, hi=512, step=4) -> tuple[int, str]:
     """The smallest heap (KiB, steps of `step`) at which works_at passes, and why the step below failed."""
     why = ""
     while hi - lo > step:
