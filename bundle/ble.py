@@ -27,11 +27,8 @@ import threading
 from typing import Any
 
 from bundle.transport import PortError
+from ccm.ble import DATA, RX_CTL, SERVICE, TX_CTL  # the service's UUIDs, as the module serves them
 
-SERVICE = "5f6d4f53-5f52-5043-5f53-56435f49445f"
-DATA = "5f6d4f53-5f52-5043-5f64-6174615f5f5f"
-RX_CTL = "5f6d4f53-5f52-5043-5f72-785f63746c5f"
-TX_CTL = "5f6d4f53-5f52-5043-5f74-785f63746c5f"
 DEFAULT_HCI = "usb:0"
 
 

@@ -29,7 +29,7 @@ import struct
 from binascii import hexlify, unhexlify
 
 from ccm import rpc
-from ccm.compat import const, dumps, ticks_diff, ticks_ms, wait_ms
+from ccm.compat import const, ticks_diff, ticks_ms, wait_ms
 from ccm.files import read_json, write_json
 from ccm.router import Caller, provisioning_caller
 
@@ -303,22 +303,10 @@ class BleRpc:
             if self.wrong >= MAX_WRONG:
                 self.ble.gap_disconnect(conn)
             return
-        src = msg.pop("src", None)
-        msg.pop("dst", None)
-        tag = msg.pop("tag", None)
-        reply = await self.router.answer(msg, self.caller)
+        me = self.name if "src" in msg or "tag" in msg else None  # mos's envelope, when the frame uses it
+        reply = await self.router.answer(msg, self.caller, me)
         if reply is None or conn != self.conn:
             return
-        if src is not None or tag is not None:  # mos's envelope, as over WebSocket
-            import json
-
-            out = json.loads(reply)
-            out["src"] = self.name
-            if src is not None:
-                out["dst"] = src
-            if tag is not None:
-                out["tag"] = tag
-            reply = dumps(out)
         self.send(reply)
 
     def _authenticate(self, msg):

@@ -9,7 +9,7 @@ id, and the host's answer goes back under the caller's id (or -32000 after rpc.h
 import json
 
 from ccm import FW_VERSION, rpc
-from ccm.compat import Uptime, Waiter
+from ccm.compat import Uptime, Waiter, dumps
 
 # While unprovisioned, a caller over the network (the access point's /rpc, BLE) may only set wifi.* and
 # call these (the manual's provisioning curl)
@@ -85,9 +85,28 @@ class Router:
             raise rpc.RpcError(e["code"], e.get("message"), e.get("data"))
         return resp.get("result")
 
-    async def answer(self, msg, caller):
+    async def answer(self, msg, caller, me=None):
         """A parsed frame or batch from a network caller: the encoded reply, or None when it held only
-        notifications. A caller limited to some `methods` (the access point's) gets -32003 for others."""
+        notifications. A caller limited to some `methods` (the access point's) gets -32003 for others.
+        With `me` (this device's name) the frame is in mos's envelope (WebSocket, BLE): its `src`, `dst`
+        and `tag` are taken off, and the reply comes back from `me` to that `src` with the same `tag`."""
+        src = tag = None
+        if me is not None:
+            src = msg.pop("src", None)
+            msg.pop("dst", None)
+            tag = msg.pop("tag", None)
+        reply = await self._answer(msg, caller)
+        if me is None or reply is None:
+            return reply
+        out = json.loads(reply)
+        out["src"] = me
+        if src is not None:
+            out["dst"] = src
+        if tag is not None:
+            out["tag"] = tag
+        return dumps(out)
+
+    async def _answer(self, msg, caller):
         if caller.methods is not None:
             for m in msg if type(msg) is list else [msg]:
                 if type(m) is dict and type(m.get("method")) is str and m["method"] not in caller.methods:

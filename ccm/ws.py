@@ -8,11 +8,10 @@ plain ESP32. Messages are bounded by `rpc.max_frame_size`; a frame, once started
 """
 
 import asyncio
-import json
 import struct
 
 from ccm import rpc
-from ccm.compat import dumps, wait_ms
+from ccm.compat import wait_ms
 
 
 async def session(reader, writer, router, caller, device_id, limit, timeout):
@@ -54,19 +53,9 @@ async def _serve(reader, writer, router, caller, device_id, limit, timeout):
         if type(msg) is not dict:
             await _send(writer, rpc.encode_error(None, rpc.INVALID_REQUEST, "invalid request: expected an object")[:-1])
             continue
-        src = msg.pop("src", None)
-        msg.pop("dst", None)
-        tag = msg.pop("tag", None)
-        reply = await router.answer(msg, caller)
-        if reply is None:
-            continue
-        out = json.loads(reply)
-        out["src"] = device_id
-        if src is not None:
-            out["dst"] = src
-        if tag is not None:
-            out["tag"] = tag
-        await _send(writer, dumps(out))
+        reply = await router.answer(msg, caller, device_id)  # mos's envelope
+        if reply is not None:
+            await _send(writer, reply)
 
 
 async def _receive(reader, writer, limit, timeout):
