@@ -287,8 +287,8 @@ def unix_table(exe: str | None, frozen: str | None = None):
     print(f"link + MQTT{' over mutual TLS' if tls else ''} + a cloud call + Shadow.Report + HTTP and WebSocket /rpc")
     print("+ a bundle OTA over WebSocket (upload, check, stage, reboot) + a broker outage\n")
     if tls:
-        print("(the unix port allocates mbedTLS's buffers in this heap; a module takes them from ESP-IDF's heap:")
-        print(" the TLS figures here are the conservative ones)\n")
+        print("(mbedTLS's contexts are Python objects in this heap, as on a module; its record buffers come")
+        print(" from the C heap here, from ESP-IDF's on a module)\n")
     else:
         print("(no TLS: this build has no ssl module — build it with mbedTLS (README, 'Measure it yourself'). On a")
         print(" module mbedTLS's buffers come from ESP-IDF's heap, not the Python heap)\n")

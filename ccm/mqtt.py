@@ -10,7 +10,7 @@ reported.
 import asyncio
 import struct
 
-from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms, wait_ms
+from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms, unload, wait_ms
 
 # MQTT 3.1.1 §2.2.1 control packet types
 CONNECT = 1
@@ -592,6 +592,7 @@ def client_from_config(config, open_connection=None, root=None):
         from ccm.tls import mqtt_context
 
         ssl_ctx = mqtt_context(config, root)
+        unload("ccm.tls")  # the context is made once per boot: its code need not stay (a stock image's heap)
     return MqttClient(
         host or "localhost",
         int(port or (8883 if ssl_ctx else 1883)),

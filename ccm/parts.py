@@ -9,7 +9,7 @@ Each part is started on its own: one that fails is a fault (Sys.GetInfo `faults`
 import asyncio
 
 from ccm.compat import random_bytes, unload
-from ccm.files import read_json
+from ccm.files import read_json, write_json
 
 PASSWORD_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # 32: no 0/o, 1/l; a byte % 32 is uniform
 PASSWORD_LEN = 16  # 80 bits
@@ -84,6 +84,10 @@ def start_ota(ccm):
             ccm.self_update().commit()  # no explicit commit asked for: booting this far is enough
         else:
             ccm.spawn(ccm.trial_deadline(timeout))
+    elif rec.get("app_rollback"):  # its files could not be unpacked: the app staged with them goes too
+        rec["app_rollback"] = False
+        write_json(root + "/ota/self.json", rec)
+        ccm.board.app_rollback()
     else:  # the app that runs is the one to keep: else ESP-IDF's bootloader rolls back a reverted-to or
         try:  # freshly flashed app it boots as pending verification (ESP32_GENERIC-OTA)
             ccm.board.app_mark_valid()

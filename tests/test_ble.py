@@ -324,7 +324,9 @@ def test_ccm_ota_over_ble_with_a_progress_bar(module, tmp_path):
     fwbundle.create(str(tmp_path / "fw.zip"), "ccm", "esp32", [], "7.7.7", parts=[part])
     out = ccm("--hci", v.ble_hci(0), "--port", f"ble://admin:{v.password}@{device}", "ota", str(tmp_path / "fw.zip"))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "staged 1 files" in out.stdout and "100.0%" in out.stderr + out.stdout
+    assert "staged its files" in out.stdout and "100.0%" in out.stderr + out.stdout
+    note = tmp_path / device / "assets" / "note.txt"  # unpacked by the boot it rebooted into
+    wait_until(lambda: note.exists() and note.read_bytes() == files["assets/note.txt"], 30, "the update's file")
 
 
 def test_ccm_provision_over_the_uart_and_a_wrong_password_says_so(tmp_path):

@@ -630,6 +630,34 @@ def test_an_app_part_is_refused_before_anything_is_written_without_an_ota_slot(p
     assert product.v.call("OTA.Status")["state"] == 2
 
 
+def test_files_the_next_boot_cannot_unpack_leave_the_old_files_and_app_running(product, tmp_path):
+    """The fs part is unpacked by the boot after the check (on a heap the running firmware does not
+    hold): one that cannot be — here an archive that names a file outside the filesystem, which the
+    check's SHA-256 cannot see — changes no file, the app staged with it rolls back too, and OTA.Status
+    says why."""
+    fs = product.v.board.fs_dir
+    with open(fs + "/lib.txt", "w") as f:
+        f.write("old")
+    b = esp32_bundle(tmp_path, {"lib.txt": b"new", "../evil.txt": b"x"}, "9.8", app=b"\xe9" + b"M" * 5000)
+    out = ccm("--port", product.ws, "ota", str(b), "--commit-timeout", "60")
+    assert out.returncode == 0 and "staged its files and an app image" in out.stdout, out.stdout + out.stderr
+
+    def settled():
+        try:
+            st = product.v.call("OTA.Status")
+        except (RpcError, TimeoutError, OSError):  # rebooting
+            return None
+        return st if st["state"] == 2 else None
+
+    st = wait_until(settled, 30, "the boot that could not unpack the update")
+    assert "could not be unpacked" in st["message"] and "unsafe path" in st["message"], st
+    assert st.get("installed", {}).get("esp32") != "9.8", st
+    assert open(fs + "/lib.txt").read() == "old" and not os.path.exists(os.path.dirname(fs) + "/evil.txt")
+    assert not os.path.exists(fs + "/ota/self.zip") and not os.path.exists(fs + "/ota/fs.new")
+    part = product.v.board.partition
+    assert part.running == "factory" and not part.trial, part.history  # the app went back with them
+
+
 @pytest.mark.parametrize("transport", ["serial", "http"])
 def test_ccm_ota_over_the_uart_and_http_updates_the_ccm_itself(tmp_path, transport):
     """`ccm --port /dev/pts/N ota` (the PC as the host on the CCM's UART) and `--port http://…/rpc`."""

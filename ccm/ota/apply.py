@@ -56,19 +56,21 @@ async def apply_self(ccm, bundle, progress, receiver):
             "written (ESP32_GENERIC has none): flash a build with OTA partitions (ESP32_GENERIC-OTA), or "
             "update the firmware files only (an fs part: ccm build --bundle)"
         )
-    files = []
+    fs = []
     app = False
     for name, p in bundle.parts.items():
-        if p.get("type") == "fs":
-            r = bundle.reader(name)
-            files += await paced(su.stage_fs(r.read, r.readinto))
+        if p.get("type") == "fs":  # unpacked by the next boot, on a heap the running firmware does not hold
+            fs.append(name)
         else:
             await paced(su.stage_app(bundle.reader(name).read, p["size"], progress))
             app = True
-    su.staged(files, app, bundle.manifest.get("version"), receiver.commit_timeout)
+    bundle.f.close()
+    keep = receiver.bundle_path if fs else None
+    su.staged([], app, bundle.manifest.get("version"), receiver.commit_timeout, keep, fs)
     ccm.router.request_reboot(500)
-    return "staged %d files%s; rebooting into them (commit within %s)" % (
-        len(files),
-        " and an app image" if app else "",
+    what = [w for w, has in (("its files", fs), ("an app image", app)) if has]
+    return "staged %s; rebooting into %s (commit within %s)" % (
+        " and ".join(what),
+        "them" if len(what) > 1 else "it",
         ("%d s" % receiver.commit_timeout) if receiver.commit_timeout else "the first boot",
     )

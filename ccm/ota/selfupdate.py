@@ -1,9 +1,12 @@
 """The CCM updating itself (docs/protocol.md, OTA, mos's semantics): staged, switched at the next boot, kept only
 when committed.
 
-- `fs` part: the new firmware files are unpacked beside the running ones (ota/fs.new/). At the next
-  boot, before any other firmware module is imported (main.py calls `at_boot` first), each file is
-  swapped in and the one it replaces kept in ota/fs.old/. That boot is a *trial*.
+- `fs` part: the checked bundle is kept (ota/self.zip). At the next boot, before any other firmware
+  module is imported (main.py calls `at_boot` first), its files are unpacked beside the running ones
+  (ota/fs.new/) — on a heap nothing else uses yet: on a plain ESP32 the running firmware has no room
+  for the unpacking code besides its own — then each is swapped in and the one it replaces kept in
+  ota/fs.old/. That boot is a *trial*. A bundle that cannot be unpacked (no room, corrupt) changes
+  nothing: the old files run, and the reason is recorded as a rollback.
 - `app` part: a MicroPython image written to the next OTA partition (`esp32.Partition`) and set to
   boot; ESP-IDF's bootloader rolls it back unless it is marked valid.
 - A trial ends with `OTA.Commit` (old files dropped, the app marked valid), or `OTA.Revert`, or the
@@ -66,6 +69,7 @@ class SelfUpdate:
         self.path = self.dir + "/self.json"
         self.new = self.dir + "/fs.new"
         self.old = self.dir + "/fs.old"
+        self.zip = self.dir + "/self.zip"  # a staged bundle whose fs parts the next boot unpacks
         self.board = board
 
     def _file(self, name):
@@ -80,11 +84,10 @@ class SelfUpdate:
 
     # -- staging (from the OTA applier) -----------------------------------------------------------
     def stage_fs(self, read, readinto=None):
-        """Unpack an fs archive (read(n) gives its bytes; readinto(buf) too, when given) into ota/fs.new: a
-        generator (paced by the caller, compat.paced) that returns the file names."""
+        """Unpack an fs archive (read(n) gives its bytes; readinto(buf) too, when given) into ota/fs.new,
+        beside what is there already: a generator that returns the file names."""
         from ccm.ota.fsarchive import unpack_steps
 
-        _rmtree(self.new)
         makedirs(self.new)
 
         def open_out(name):
@@ -117,13 +120,18 @@ class SelfUpdate:
             yield
         return part
 
-    def staged(self, files, app, version, commit_timeout):
-        """Everything is in place: switch at the next boot."""
+    def staged(self, files, app, version, commit_timeout, bundle=None, parts=()):
+        """Everything is in place: switch at the next boot. `files` already in ota/fs.new, or `bundle`: the
+        checked bundle's path, whose fs `parts` the next boot unpacks first (it is moved to ota/self.zip;
+        the caller has closed it)."""
         if app:
             self.board.ota_partition().set_boot()
-        self._save(
-            {"state": STAGED, "files": files, "app": bool(app), "version": version, "commit_timeout": commit_timeout}
-        )
+        rec = {"state": STAGED, "files": files, "app": bool(app), "version": version, "commit_timeout": commit_timeout}
+        if bundle is not None:
+            _rmtree(self.new)
+            _move(bundle, self.zip)
+            rec["parts"] = list(parts)
+        self._save(rec)
 
     # -- boot ---------------------------------------------------------------------------------------
     def at_boot(self):
@@ -134,6 +142,10 @@ class SelfUpdate:
         next boot, which then runs the old files or the new ones, complete."""
         rec = self.record()
         state = rec.get("state")
+        if state == STAGED and "parts" in rec:
+            if not self._unpack(rec):
+                return REVERTED
+        remove(self.zip)  # unpacked before a power cut, or left by an update that was not staged
         if state == STAGED:
             _rmtree(self.old)  # a previous update's leftovers; nothing of this one is in there yet
             rec["state"] = SWAPPING
@@ -151,6 +163,35 @@ class SelfUpdate:
         if state == COMMITTED and _exists(self.old):
             _rmtree(self.old)  # a power cut after the commit was recorded
         return state
+
+    def _unpack(self, rec):
+        """The staged bundle's fs parts into ota/fs.new, recorded with their file names (then the bundle
+        goes). A power cut in here: the next boot unpacks again from the start. A bundle that cannot be
+        unpacked is dropped, the reason recorded as a rollback (an app staged with it rolls back too,
+        when the boot that follows finds `app_rollback`); False then."""
+        from ccm.compat import drain
+        from ccm.ota.bundle import Bundle
+
+        _rmtree(self.new)
+        files = []
+        try:
+            with open(self.zip, "rb") as f:
+                b = Bundle(f, os.stat(self.zip)[6])
+                for name in rec["parts"]:
+                    r = b.reader(name)
+                    files += drain(self.stage_fs(r.read, r.readinto))
+        except Exception as e:  # no room, a corrupt file: nothing was swapped, the old files run on
+            _rmtree(self.new)
+            remove(self.zip)
+            rec["state"] = REVERTED
+            rec["why"] = "the update could not be unpacked at boot (%s: %s)" % (type(e).__name__, e)
+            rec["app_rollback"] = rec.get("app")
+            self._save(rec)
+            return False
+        rec["files"] = files
+        del rec["parts"]
+        self._save(rec)
+        return True
 
     def _swap(self, rec):
         """Each staged file into place, the one it replaces kept in ota/fs.old. Idempotent: a file

@@ -5,8 +5,10 @@ journal's own writes included — and booted again. Every time the next boot fin
 from the journal in ota/self.json, and the files are the old version or the new one, complete, never a
 mix. (A rename is atomic on LittleFS; a cut is modelled between two steps.)"""
 
+import binascii
 import os
 
+import ota_vectors as vec
 from fwtest import scratch_path
 
 from ccm import files as files_mod
@@ -124,6 +126,20 @@ def staged():
     return root
 
 
+def stage_bundle(root):
+    """As the OTA applier stages an fs part: the checked bundle kept for the next boot to unpack."""
+    files_mod.makedirs(root + "/ota")
+    with open(root + "/ota/bundle.zip", "wb") as f:
+        f.write(binascii.a2b_base64(vec.FS_BUNDLE.encode()))
+    SelfUpdate(root).staged([], False, "2.0", 0, root + "/ota/bundle.zip", ["fs"])
+
+
+def bundle_staged():
+    root = fresh()
+    stage_bundle(root)
+    return root
+
+
 def on_trial():
     root = staged()
     assert SelfUpdate(root).at_boot() == TRIAL
@@ -144,6 +160,8 @@ def _commit(root):
 
 PHASES = (
     ("staging", fresh, stage),
+    ("staging a bundle", fresh, stage_bundle),
+    ("the unpack and swap at boot", bundle_staged, _swap),
     ("the swap at boot", staged, _swap),
     ("a revert", on_trial, _revert),
     ("a reboot on trial", on_trial, _swap),
@@ -178,7 +196,29 @@ def test_a_power_cut_anywhere_leaves_the_old_or_the_new_version_complete():
                 cuts += 1
     finally:
         _mains()
-    assert cuts >= 50, cuts
+    assert cuts >= 70, cuts
+
+
+def test_a_bundle_that_cannot_be_unpacked_at_boot_changes_nothing():
+    """The boot that unpacks a staged bundle finds it corrupt (or no room): the old files run, the bundle
+    and whatever was unpacked are gone, and the record says why — as a rollback the receiver reports."""
+    root = fresh()
+    stage_bundle(root)
+    with open(root + "/ota/self.zip", "r+b") as f:  # a byte of the deflated part flipped
+        data = bytearray(f.read())
+        data[480] ^= 0xFF
+        f.seek(0)
+        f.write(data)
+    assert SelfUpdate(root).at_boot() == REVERTED and tree(root) == OLD_TREE
+    rec = SelfUpdate(root).record()
+    assert "could not be unpacked" in rec["why"] and not rec["app_rollback"], rec
+    for gone in ("/ota/self.zip", "/ota/fs.new"):
+        try:
+            os.stat(root + gone)
+            raise AssertionError(gone + " is left")
+        except OSError:
+            pass
+    assert SelfUpdate(root).at_boot() == REVERTED and tree(root) == OLD_TREE  # and stays so
 
 
 def test_main_py_imports_the_self_update_code_only_when_one_is_under_way():
