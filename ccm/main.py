@@ -249,7 +249,7 @@ class Ccm:
             return await apply_host(ccm.host_update, bundle, progress, receiver)
 
         async def apply_self(bundle, progress, receiver):
-            from ccm.ota.apply import apply_self
+            from ccm.ota.stage import apply_self
 
             return await apply_self(ccm, bundle, progress, receiver)
 

@@ -1,12 +1,8 @@
-"""What a checked bundle does, by platform (docs/protocol.md, OTA). The receiver's appliers call these
-(main.py binds their first argument), `progress(stage, done, total)`; each returns a message and raises
-OtaError with a reason. Loaded only when a bundle is applied.
-
-- `ccm_host`: each part of type STM32 is unpacked to ota/host.bin and flashed by the host update
-  (ccm/ota/host.py, AN3155); success only once the host answers Sys.Info again.
-- `esp32`: `fs` parts are staged beside the running files, an `app` part goes to the next OTA
-  partition; the CCM reboots into them on trial (ccm/ota/selfupdate.py).
-"""
+"""What a checked `ccm_host` bundle does (docs/protocol.md, OTA): each part of type STM32 is unpacked to
+ota/host.bin and flashed by the host update (ccm/ota/host.py, AN3155); success only once the host answers
+Sys.Info again. The receiver's applier calls it (main.py binds its first argument) with
+`progress(stage, done, total)`; it returns a message and raises OtaError with a reason. Loaded only when
+such a bundle is applied; an `esp32` bundle's is ccm/ota/stage.py."""
 
 from ccm.compat import paced
 from ccm.ota.receiver import OtaError
@@ -38,39 +34,3 @@ async def apply_host(host, bundle, progress, receiver):
                 "(flash a working one; the bootloader is in ROM, so the host stays recoverable)"
             )
     return "host updated: it runs %s" % info.get("fw_version")
-
-
-async def apply_self(ccm, bundle, progress, receiver):
-    from ccm.ota.selfupdate import SelfUpdate
-
-    su = SelfUpdate(receiver.dir[: -len("/ota")], ccm.board)
-    kinds = []
-    for name, p in bundle.parts.items():
-        kind = p.get("type")
-        if kind not in ("fs", "app"):
-            raise OtaError("bad bundle: esp32 part %s has type %r (fs or app)" % (name, kind))
-        kinds.append(kind)
-    if "app" in kinds and ccm.board.ota_partition() is None:  # said before a byte is written
-        raise OtaError(
-            "this module's partition table has no free OTA app slot, so the bundle's app part cannot be "
-            "written (ESP32_GENERIC has none): flash a build with OTA partitions (ESP32_GENERIC-OTA), or "
-            "update the firmware files only (an fs part: ccm build --bundle)"
-        )
-    fs = []
-    app = False
-    for name, p in bundle.parts.items():
-        if p.get("type") == "fs":  # unpacked by the next boot, on a heap the running firmware does not hold
-            fs.append(name)
-        else:
-            await paced(su.stage_app(bundle.reader(name).read, p["size"], progress))
-            app = True
-    bundle.f.close()
-    keep = receiver.bundle_path if fs else None
-    su.staged([], app, bundle.manifest.get("version"), receiver.commit_timeout, keep, fs)
-    ccm.router.request_reboot(500)
-    what = [w for w, has in (("its files", fs), ("an app image", app)) if has]
-    return "staged %s; rebooting into %s (commit within %s)" % (
-        " and ".join(what),
-        "them" if len(what) > 1 else "it",
-        ("%d s" % receiver.commit_timeout) if receiver.commit_timeout else "the first boot",
-    )

@@ -39,6 +39,7 @@ HELPERS = (
     "ccm.ota.zipread",
     "ccm.ota.p256",
     "ccm.ota.apply",
+    "ccm.ota.stage",
     "ccm.ota.fetch",
     "ccm.ota.stm32",
     "ccm.ota.an3155",

@@ -82,7 +82,7 @@ class SelfUpdate:
         makedirs(self.dir)
         write_json(self.path, rec)
 
-    # -- staging (from the OTA applier) -----------------------------------------------------------
+    # -- boot ---------------------------------------------------------------------------------------
     def stage_fs(self, read, readinto=None):
         """Unpack an fs archive (read(n) gives its bytes; readinto(buf) too, when given) into ota/fs.new,
         beside what is there already: a generator that returns the file names."""
@@ -97,43 +97,6 @@ class SelfUpdate:
 
         return (yield from unpack_steps(read, open_out, readinto=readinto))
 
-    def stage_app(self, read, size, progress=None):
-        """Write a MicroPython image into the next OTA partition, 4 KiB erase blocks at a time: a
-        generator, a step per block (paced by the caller)."""
-        part = self.board.ota_partition()
-        block = 0
-        done = 0
-        while done < size:
-            buf = bytearray(b"\xff" * 4096)
-            n = 0
-            while n < 4096 and done + n < size:
-                data = read(min(512, 4096 - n, size - done - n))
-                if not data:
-                    raise OSError("the app image ends early")
-                buf[n : n + len(data)] = data
-                n += len(data)
-            part.writeblocks(block, buf)
-            block += 1
-            done += n
-            if progress:
-                progress("writing app", done, size)
-            yield
-        return part
-
-    def staged(self, files, app, version, commit_timeout, bundle=None, parts=()):
-        """Everything is in place: switch at the next boot. `files` already in ota/fs.new, or `bundle`: the
-        checked bundle's path, whose fs `parts` the next boot unpacks first (it is moved to ota/self.zip;
-        the caller has closed it)."""
-        if app:
-            self.board.ota_partition().set_boot()
-        rec = {"state": STAGED, "files": files, "app": bool(app), "version": version, "commit_timeout": commit_timeout}
-        if bundle is not None:
-            _rmtree(self.new)
-            _move(bundle, self.zip)
-            rec["parts"] = list(parts)
-        self._save(rec)
-
-    # -- boot ---------------------------------------------------------------------------------------
     def at_boot(self):
         """Call once per boot, before the firmware is imported. Returns the state this boot runs in.
 

@@ -14,6 +14,7 @@ from fwtest import scratch_path
 from ccm import files as files_mod
 from ccm.compat import drain
 from ccm.ota import fsarchive, selfupdate
+from ccm.ota import stage as stage_mod
 from ccm.ota.selfupdate import COMMITTED, REVERTED, TRIAL, SelfUpdate
 
 OLD = {"main.py": b"old main", "keep.txt": b"not updated"}
@@ -66,12 +67,14 @@ class CuttingOs:
 def _power(k):
     fake = CuttingOs(k)
     selfupdate.os = fake
+    stage_mod.os = fake
     files_mod.os = fake
     return fake
 
 
 def _mains():
     selfupdate.os = os
+    stage_mod.os = os
     files_mod.os = os
 
 
@@ -117,7 +120,7 @@ def stage(root):
         pos[0] += len(data)
         return data
 
-    su.staged(drain(su.stage_fs(read)), False, "2.0", 0)
+    stage_mod.staged(root + "/ota", drain(su.stage_fs(read)), False, "2.0", 0)
 
 
 def staged():
@@ -131,7 +134,7 @@ def stage_bundle(root):
     files_mod.makedirs(root + "/ota")
     with open(root + "/ota/bundle.zip", "wb") as f:
         f.write(binascii.a2b_base64(vec.FS_BUNDLE.encode()))
-    SelfUpdate(root).staged([], False, "2.0", 0, root + "/ota/bundle.zip", ["fs"])
+    stage_mod.staged(root + "/ota", [], False, "2.0", 0, root + "/ota/bundle.zip", ["fs"])
 
 
 def bundle_staged():
