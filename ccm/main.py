@@ -356,35 +356,17 @@ class Ccm:
 
     async def set_clock(self, tries=0):
         """TLS checks certificate dates: when the board's clock was never set (an ESP32 starts at
-        2000-01-01), set it over SNTP first — whoever needs it first: the MQTT connection or an HTTPS
-        download — retrying with back-off and saying why it waits. `tries`: give up after so many
-        (0: never). True once the clock is valid."""
+        2000-01-01), set it over SNTP first (ccm/sntp.py, loaded until it is) — whoever needs it first:
+        the MQTT connection or an HTTPS download. `tries`: give up after so many (0: never). True once
+        the clock is valid."""
         if self.board.clock_valid():
             return True
-        server = self.config.get("sntp.server")
-        if not self.config.get("sntp.enable"):
-            self.faults["clock"] = "time unknown and sntp.enable is false: TLS will refuse certificates"
-            return False
         from ccm import sntp
 
-        delay = 2000
-        while True:
-            try:
-                self.board.set_clock(await sntp.query(server, dns=self.board.dns_server()))
-                self.faults.pop("clock", None)
-                return True
-            except sntp.SntpError as e:
-                why = "time unknown: SNTP %s: %s; TLS waits for the clock" % (server, e)
-                if self.faults.get("clock") != why:
-                    self.faults["clock"] = why
-                    if self.mqtt is not None:
-                        self.mqtt.last_error = why
-                        self.link.notify("Cloud.Status", {"connected": False, "reason": why})
-            tries -= 1
-            if tries == 0:
-                return False
-            await sleep_ms_async(delay)
-            delay = min(delay * 2, 60000)
+        ok = await sntp.set_clock(self, tries)
+        if ok:
+            unload("ccm.sntp", "ccm.dns")
+        return ok
 
 
 async def run_forever(board, overrides=None, switch=True, setup=None):

@@ -70,3 +70,30 @@ async def query(server, timeout_ms=2000, dns=None):
             await sleep_ms_async(20)
     finally:
         s.close()
+
+
+async def set_clock(ccm, tries=0):
+    """The CCM's clock over SNTP (Ccm.set_clock), retrying with back-off and saying why it waits: in
+    Sys.GetInfo `faults` and, while the cloud waits for it, Cloud.Status to the host."""
+    server = ccm.config.get("sntp.server")
+    if not ccm.config.get("sntp.enable"):
+        ccm.faults["clock"] = "time unknown and sntp.enable is false: TLS will refuse certificates"
+        return False
+    delay = 2000
+    while True:
+        try:
+            ccm.board.set_clock(await query(server, dns=ccm.board.dns_server()))
+            ccm.faults.pop("clock", None)
+            return True
+        except SntpError as e:
+            why = "time unknown: SNTP %s: %s; TLS waits for the clock" % (server, e)
+            if ccm.faults.get("clock") != why:
+                ccm.faults["clock"] = why
+                if ccm.mqtt is not None:
+                    ccm.mqtt.last_error = why
+                    ccm.link.notify("Cloud.Status", {"connected": False, "reason": why})
+        tries -= 1
+        if tries == 0:
+            return False
+        await sleep_ms_async(delay)
+        delay = min(delay * 2, 60000)

@@ -304,7 +304,7 @@ def test_a_ca_bundle_loads_whole_at_the_heap_cap(certs, tmp_path, module):  # no
 def test_a_module_just_powered_up_sets_its_clock_over_sntp_before_tls_at_the_heap_cap(certs, module):  # noqa: F811
     """SNTP before TLS on MicroPython: the clock reads 2000-01-01 (as an ESP32's after power-up), so the CCM
     says it waits for the time while SNTP is silent, sets it over MicroPython's UDP socket once the server
-    answers, then connects over TLS."""
+    answers, then connects over TLS; SNTP's code goes once the clock is set."""
     from netutil import SntpServer
 
     from cloud.broker import Mosquitto
@@ -315,13 +315,14 @@ def test_a_module_just_powered_up_sets_its_clock_over_sntp_before_tls_at_the_hea
         with Mosquitto(tls={k: str(certs / v) for k, v in files.items()}) as broker:
             cfg = cloud_config(broker.port, unique_device(), ssl_ca_cert=str(certs / "ca.pem"))
             cfg["sntp"] = {"server": f"127.0.0.1:{sntp.port}"}
-            ccm, host = module(cfg, rtc=946684800)
+            ccm, host = module(cfg, rtc=946684800, sample_ms=50)  # Sys.GetInfo says what is loaded
             info = wait_until(lambda: (i := host.call("Sys.GetInfo"))["faults"].get("clock") and i, 20, "no time")
             assert "time unknown: SNTP 127.0.0.1" in info["faults"]["clock"] and not info["cloud"]["connected"]
             sntp.start()
             wait_until(lambda: connected(host), 40, "TLS once the clock is set")
             assert sntp.answered >= 1 and any("clock set to" in line for line in ccm.output)
-            assert "clock" not in host.call("Sys.GetInfo")["faults"]
+            info = host.call("Sys.GetInfo")
+            assert "clock" not in info["faults"] and "ccm.sntp" not in info["loaded"], info  # its code went
     finally:
         sntp.stop()
 
