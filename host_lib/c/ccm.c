@@ -3,6 +3,18 @@
 
 #include <limits.h>
 
+#ifdef __AVR__
+/* An AVR has 2 KiB of RAM, and a string literal is copied into it at start-up: the library's own strings
+ * (its messages, the fixed parts of frames) stay in flash there, ROM("…"), read a byte at a time. What
+ * the application passes — names, formats, messages — is in RAM as usual. */
+#include <avr/pgmspace.h>
+#define ROM(s) PSTR(s)
+#define AT(s, i, rom) ((rom) ? (char)pgm_read_byte((s) + (i)) : (s)[i])
+#else
+#define ROM(s) (s)
+#define AT(s, i, rom) ((void)(rom), (s)[i])
+#endif
+
 enum { IDLE, IN_FRAME, DISCARD };
 
 /* -- small helpers (no libc) ---------------------------------------------------------------------- */
@@ -12,12 +24,13 @@ static int slen(const char *s) {
   return n;
 }
 
-static int same(const char *a, int n, const char *b) { /* a[0..n) equals the C string b */
+static int same_in(const char *a, int n, const char *b, int rom) { /* a[0..n) equals the C string b */
   int i;
   for (i = 0; i < n; i++)
-    if (b[i] != a[i] || b[i] == 0) return 0;
-  return b[n] == 0;
+    if (AT(b, i, rom) != a[i] || AT(b, i, rom) == 0) return 0;
+  return AT(b, n, rom) == 0;
 }
+#define same(a, n, b) same_in((a), (n), (b), 0)
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -27,8 +40,9 @@ static int skip_ws(const char *s, int len, int i) {
   return i;
 }
 
-static int hex4(const char *s, int len, int i) { /* the value of 4 hex digits at s[i], or -1 */
-  int k, v = 0;
+static long hex4(const char *s, int len, int i) { /* the value of 4 hex digits at s[i], or -1 */
+  int k;
+  long v = 0; /* up to 0xFFFF: more than a 16-bit int holds (AVR) */
   if (i + 4 > len) return -1;
   for (k = 0; k < 4; k++) {
     char c = s[i + k];
@@ -47,13 +61,20 @@ static void flush(struct ccm *c) {
   c->out_len = 0;
 }
 
-static int put(struct ccm *c, const char *s, int n) {
+static int put_in(struct ccm *c, const char *s, int n, int rom) {
   int i;
   for (i = 0; i < n; i++) {
     if (c->out_len == CCM_OUT_CHUNK) flush(c);
-    c->out[c->out_len++] = s[i];
+    c->out[c->out_len++] = AT(s, i, rom);
   }
   return n;
+}
+#define put(c, s, n) put_in((c), (s), (n), 0)
+
+static int put_rom(struct ccm *c, const char *s) { /* a string of the library's own (ROM) */
+  int n = 0;
+  while (AT(s, n, 1)) n++;
+  return put_in(c, s, n, 1);
 }
 
 static int put_ulong(struct ccm *c, unsigned long v, unsigned base) {
@@ -74,11 +95,10 @@ static int put_long(struct ccm *c, long v) {
   return put_ulong(c, (unsigned long)v, 10);
 }
 
-static int put_quoted(struct ccm *c, const char *s, int n) {
-  static const char hex[] = "0123456789abcdef";
+static int put_quoted(struct ccm *c, const char *s, int n, int rom) {
   int i, w = put(c, "\"", 1);
   for (i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
+    unsigned char ch = (unsigned char)AT(s, i, rom);
     const char *e = NULL;
     if (ch == '"') e = "\\\"";
     else if (ch == '\\') e = "\\\\";
@@ -90,10 +110,11 @@ static int put_quoted(struct ccm *c, const char *s, int n) {
     if (e != NULL) {
       w += put(c, e, 2);
     } else if (ch < 0x20) {
-      char u[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+      char u[6] = {'\\', 'u', '0', '0', '0', (char)((ch & 15) < 10 ? '0' + (ch & 15) : 'a' + (ch & 15) - 10)};
+      u[4] = (char)('0' + (ch >> 4));
       w += put(c, u, 6);
     } else {
-      w += put(c, (const char *)&s[i], 1);
+      w += put(c, (const char *)&ch, 1);
     }
   }
   return w + put(c, "\"", 1);
@@ -104,7 +125,7 @@ static int put_double(struct ccm *c, double v) {
   char digits[10];
   int e = 0, n, i, w = 0;
   unsigned long m;
-  if (v != v || v - v != 0) return put(c, "null", 4); /* NaN, ±inf: JSON has none */
+  if (v != v || v - v != 0) return put_rom(c, ROM("null")); /* NaN, ±inf: JSON has none */
   if (v < 0) {
     w += put(c, "-", 1);
     v = -v;
@@ -134,18 +155,19 @@ static int put_double(struct ccm *c, double v) {
 }
 #endif
 
-static int vfmt(struct ccm *c, const char *fmt, va_list ap) {
+/* fmt in RAM (the application's), or in ROM (the library's own: rom 1). */
+static int vfmt(struct ccm *c, const char *fmt, int rom, va_list ap) {
   int w = 0;
-  while (*fmt) {
+  while (AT(fmt, 0, rom)) {
     int lng = 0, prec = -1;
     const char *start = fmt;
-    while (*fmt && *fmt != '%') fmt++;
-    if (fmt > start) w += put(c, start, (int)(fmt - start));
-    if (*fmt == 0) break;
+    while (AT(fmt, 0, rom) && AT(fmt, 0, rom) != '%') fmt++;
+    if (fmt > start) w += put_in(c, start, (int)(fmt - start), rom);
+    if (AT(fmt, 0, rom) == 0) break;
     fmt++;
-    if (fmt[0] == '.' && fmt[1] == '*') prec = va_arg(ap, int), fmt += 2;
-    if (*fmt == 'l') lng = 1, fmt++;
-    switch (*fmt) {
+    if (AT(fmt, 0, rom) == '.' && AT(fmt, 1, rom) == '*') prec = va_arg(ap, int), fmt += 2;
+    if (AT(fmt, 0, rom) == 'l') lng = 1, fmt++;
+    switch (AT(fmt, 0, rom)) {
       case 'd':
       case 'i':
         w += put_long(c, lng ? va_arg(ap, long) : (long)va_arg(ap, int));
@@ -160,12 +182,12 @@ static int vfmt(struct ccm *c, const char *fmt, va_list ap) {
       case 'Q': {
         const char *s = va_arg(ap, const char *);
         int n = s == NULL ? 0 : prec >= 0 ? prec : slen(s);
-        if (s == NULL) w += put(c, "null", 4);
-        else w += *fmt == 's' ? put(c, s, n) : put_quoted(c, s, n);
+        if (s == NULL) w += put_rom(c, ROM("null"));
+        else w += AT(fmt, 0, rom) == 's' ? put(c, s, n) : put_quoted(c, s, n, 0);
         break;
       }
       case 'B':
-        w += va_arg(ap, int) ? put(c, "true", 4) : put(c, "false", 5);
+        w += va_arg(ap, int) ? put_rom(c, ROM("true")) : put_rom(c, ROM("false"));
         break;
 #if CCM_ENABLE_DOUBLE
       case 'g':
@@ -176,25 +198,25 @@ static int vfmt(struct ccm *c, const char *fmt, va_list ap) {
         w += put(c, "%", 1);
         break;
       default: /* an unknown conversion is printed as is */
-        w += put(c, start + (fmt - start) - 1, 2);
-        if (*fmt == 0) return w;
+        w += put_in(c, fmt - 1, 2, rom);
+        if (AT(fmt, 0, rom) == 0) return w;
     }
     fmt++;
   }
   return w;
 }
 
-static int outf(struct ccm *c, const char *f, ...) {
+static int outf(struct ccm *c, const char *f, ...) { /* f: the library's own (ROM) */
   va_list ap;
   int n;
   va_start(ap, f);
-  n = vfmt(c, f, ap);
+  n = vfmt(c, f, 1, ap);
   va_end(ap);
   return n;
 }
 
 int ccm_vprintf(struct ccm *c, const char *f, va_list ap) {
-  int n = vfmt(c, f, ap);
+  int n = vfmt(c, f, 0, ap);
   flush(c);
   return n;
 }
@@ -215,52 +237,52 @@ static int scan_string(const char *s, int len, int i, const char **why) {
   while (i < len) {
     unsigned char ch = (unsigned char)s[i];
     if (ch == '"') return i + 1;
-    if (ch < 0x20) return *why = "parse error: control character in a string", -1;
+    if (ch < 0x20) return *why = ROM("parse error: control character in a string"), -1;
     if (ch == '\\') {
       char e = i + 1 < len ? s[i + 1] : 0;
       if (e == 'u') {
-        int u = hex4(s, len, i + 2);
-        if (u < 0) return *why = "parse error: bad \\u escape", -1;
+        long u = hex4(s, len, i + 2);
+        if (u < 0) return *why = ROM("parse error: bad \\u escape"), -1;
         i += 6;
-        if (u >= 0xDC00 && u <= 0xDFFF) return *why = "parse error: lone surrogate escape", -1;
+        if (u >= 0xDC00 && u <= 0xDFFF) return *why = ROM("parse error: lone surrogate escape"), -1;
         if (u >= 0xD800 && u <= 0xDBFF) {
-          int lo = i + 1 < len && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s, len, i + 2) : -1;
-          if (lo < 0xDC00 || lo > 0xDFFF) return *why = "parse error: lone surrogate escape", -1;
+          long lo = i + 1 < len && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s, len, i + 2) : -1;
+          if (lo < 0xDC00 || lo > 0xDFFF) return *why = ROM("parse error: lone surrogate escape"), -1;
           i += 6;
         }
       } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
                  e == 't') {
         i += 2;
       } else {
-        return *why = "parse error: bad escape in a string", -1;
+        return *why = ROM("parse error: bad escape in a string"), -1;
       }
     } else if (ch < 0x80) {
       i++;
     } else { /* UTF-8: no overlong forms, no surrogates, nothing beyond U+10FFFF */
       int n = ch >= 0xF0 ? 3 : ch >= 0xE0 ? 2 : ch >= 0xC0 ? 1 : 0, k;
       unsigned long cp = ch & (0x3F >> n);
-      if (n == 0 || ch >= 0xF5 || i + n >= len) return *why = "parse error: invalid UTF-8", -1;
+      if (n == 0 || ch >= 0xF5 || i + n >= len) return *why = ROM("parse error: invalid UTF-8"), -1;
       for (k = 1; k <= n; k++) {
         unsigned char cc = (unsigned char)s[i + k];
-        if ((cc & 0xC0) != 0x80) return *why = "parse error: invalid UTF-8", -1;
+        if ((cc & 0xC0) != 0x80) return *why = ROM("parse error: invalid UTF-8"), -1;
         cp = cp << 6 | (cc & 0x3F);
       }
       if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
           (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-        return *why = "parse error: invalid UTF-8", -1;
+        return *why = ROM("parse error: invalid UTF-8"), -1;
       i += n + 1;
     }
   }
-  return *why = "parse error: unterminated string", -1;
+  return *why = ROM("parse error: unterminated string"), -1;
 }
 
 /* One number token from s[i]: the index after it, or -1. Refuses what a double cannot hold. */
 static int scan_number(const char *s, int len, int i, const char **why) {
   int first = -1, int_digits = 0, lead = 0, exp_neg = 0;
   long exp = 0;
-  const char *big = "17976931348623157"; /* DBL_MAX's leading digits */
+  const char *big = ROM("17976931348623157"); /* DBL_MAX's leading digits */
   if (i < len && s[i] == '-') i++;
-  if (i >= len || !is_digit(s[i])) return *why = "parse error: bad number", -1;
+  if (i >= len || !is_digit(s[i])) return *why = ROM("parse error: bad number"), -1;
   if (s[i] == '0') {
     i++;
   } else {
@@ -269,7 +291,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   }
   if (i < len && s[i] == '.') {
     i++;
-    if (i >= len || !is_digit(s[i])) return *why = "parse error: bad number", -1;
+    if (i >= len || !is_digit(s[i])) return *why = ROM("parse error: bad number"), -1;
     while (i < len && is_digit(s[i])) {
       if (first < 0 && s[i] == '0') lead++;
       else if (first < 0) first = i;
@@ -279,7 +301,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   if (i < len && (s[i] == 'e' || s[i] == 'E')) {
     i++;
     if (i < len && (s[i] == '+' || s[i] == '-')) exp_neg = s[i] == '-', i++;
-    if (i >= len || !is_digit(s[i])) return *why = "parse error: bad number", -1;
+    if (i >= len || !is_digit(s[i])) return *why = ROM("parse error: bad number"), -1;
     while (i < len && is_digit(s[i])) {
       if (exp < 100000) exp = exp * 10 + (s[i] - '0');
       i++;
@@ -287,13 +309,13 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   }
   if (first >= 0) { /* the decimal exponent of the first significant digit must stay ≤ 308 */
     long e10 = (exp_neg ? -exp : exp) + (int_digits > 0 ? int_digits - 1 : -(lead + 1));
-    if (e10 > 308) return *why = "parse error: number out of range", -1;
+    if (e10 > 308) return *why = ROM("parse error: number out of range"), -1;
     if (e10 == 308) {
       int k = first, j = 0;
-      for (; k < i && big[j]; k++) {
+      for (; k < i && AT(big, j, 1); k++) {
         if (s[k] == '.') continue;
-        if (!is_digit(s[k]) || s[k] < big[j]) break;
-        if (s[k] > big[j]) return *why = "parse error: number out of range", -1;
+        if (!is_digit(s[k]) || s[k] < AT(big, j, 1)) break;
+        if (s[k] > AT(big, j, 1)) return *why = ROM("parse error: number out of range"), -1;
         j++;
       }
     }
@@ -301,17 +323,18 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   return i;
 }
 
-static int scan_word(const char *s, int len, int i, const char *w) {
-  int n = slen(w);
+static int scan_word(const char *s, int len, int i, const char *w) { /* w: ROM */
+  int n = 0;
+  while (AT(w, n, 1)) n++;
   if (i + n > len) return -1;
-  return same(s + i, n, w) ? i + n : -1;
+  return same_in(s + i, n, w, 1) ? i + n : -1;
 }
 
 const char *ccm_json_check(const char *s, int len) {
   enum { VALUE, VALUE_OR_END, KEY, KEY_OR_END, COLON, NEXT, DONE } want = VALUE;
   uint32_t objects = 0; /* bit d: level d+1 is an object */
   int depth = 0, i = skip_ws(s, len, 0);
-  const char *why = "parse error";
+  const char *why = ROM("parse error");
   while (i < len) {
     char ch = s[i];
     switch (want) {
@@ -320,7 +343,7 @@ const char *ccm_json_check(const char *s, int len) {
         /* fall through */
       case VALUE:
         if (ch == '{' || ch == '[') {
-          if (++depth > CCM_MAX_DEPTH) return "parse error: nesting deeper than 32";
+          if (++depth > CCM_MAX_DEPTH) return ROM("parse error: nesting deeper than 32");
           if (ch == '{') objects |= 1UL << (depth - 1);
           else objects &= ~(1UL << (depth - 1));
           want = ch == '{' ? KEY_OR_END : VALUE_OR_END;
@@ -329,10 +352,10 @@ const char *ccm_json_check(const char *s, int len) {
         }
         if (ch == '"') i = scan_string(s, len, i, &why);
         else if (ch == '-' || is_digit(ch)) i = scan_number(s, len, i, &why);
-        else if (ch == 't') i = scan_word(s, len, i, "true");
-        else if (ch == 'f') i = scan_word(s, len, i, "false");
-        else if (ch == 'n') i = scan_word(s, len, i, "null");
-        else return "parse error: unexpected character";
+        else if (ch == 't') i = scan_word(s, len, i, ROM("true"));
+        else if (ch == 'f') i = scan_word(s, len, i, ROM("false"));
+        else if (ch == 'n') i = scan_word(s, len, i, ROM("null"));
+        else return ROM("parse error: unexpected character");
         if (i < 0) return why;
         want = depth == 0 ? DONE : NEXT;
         break;
@@ -340,12 +363,12 @@ const char *ccm_json_check(const char *s, int len) {
         if (ch == '}') goto close;
         /* fall through */
       case KEY:
-        if (ch != '"') return "parse error: expected a key";
+        if (ch != '"') return ROM("parse error: expected a key");
         if ((i = scan_string(s, len, i, &why)) < 0) return why;
         want = COLON;
         break;
       case COLON:
-        if (ch != ':') return "parse error: expected ':'";
+        if (ch != ':') return ROM("parse error: expected ':'");
         i++;
         want = VALUE;
         break;
@@ -356,9 +379,9 @@ const char *ccm_json_check(const char *s, int len) {
           break;
         }
         if (ch == (objects >> (depth - 1) & 1 ? '}' : ']')) goto close;
-        return "parse error: expected ',' or a close";
+        return ROM("parse error: expected ',' or a close");
       case DONE:
-        return "parse error: data after the value";
+        return ROM("parse error: data after the value");
     }
     i = skip_ws(s, len, i);
     continue;
@@ -367,7 +390,7 @@ const char *ccm_json_check(const char *s, int len) {
     i = skip_ws(s, len, i + 1);
     want = depth == 0 ? DONE : NEXT;
   }
-  return want == DONE ? NULL : "parse error: incomplete frame";
+  return want == DONE ? NULL : ROM("parse error: incomplete frame");
 }
 
 /* -- JSON: finding -------------------------------------------------------------------------------- */
@@ -596,42 +619,58 @@ int ccm_arg_str(const struct ccm_req *r, const char *path, char *out, int size) 
 }
 
 /* -- answering ------------------------------------------------------------------------------------ */
-static void answer_error(struct ccm *c, const char *id, int id_len, int code, const char *message) {
-  outf(c, "{\"id\":%.*s,\"error\":{\"code\":%d,\"message\":%Q}}\n", id ? id_len : 4, id ? id : "null",
-             code, message);
+/* message: the library's own (ROM), or the application's (rom 0) */
+static void answer_error(struct ccm *c, const char *id, int id_len, int code, const char *message, int rom) {
+  int n = 0;
+  if (id != NULL) outf(c, ROM("{\"id\":%.*s"), id_len, id);
+  else put_rom(c, ROM("{\"id\":null"));
+  outf(c, ROM(",\"error\":{\"code\":%d,\"message\":"), code);
+  while (AT(message, n, rom)) n++;
+  put_quoted(c, message, n, rom);
+  put_rom(c, ROM("}}\n"));
   flush(c);
+}
+
+static void result_v(struct ccm_req *r, const char *fmt, int rom, va_list ap) {
+  if (r->answered) return;
+  r->answered = 1;
+  if (r->id == NULL) return;
+  outf(r->ctx, ROM("{\"id\":%.*s,\"result\":"), r->id_len, r->id);
+  if (fmt == NULL) put_rom(r->ctx, ROM("null"));
+  else vfmt(r->ctx, fmt, rom, ap);
+  put_rom(r->ctx, ROM("}\n"));
+  flush(r->ctx);
 }
 
 void ccm_result(struct ccm_req *r, const char *fmt, ...) {
   va_list ap;
-  if (r->answered) return;
-  r->answered = 1;
-  if (r->id == NULL) return;
-  outf(r->ctx, "{\"id\":%.*s,\"result\":", r->id_len, r->id);
-  if (fmt == NULL) {
-    put(r->ctx, "null", 4);
-  } else {
-    va_start(ap, fmt);
-    vfmt(r->ctx, fmt, ap);
-    va_end(ap);
-  }
-  put(r->ctx, "}\n", 2);
-  flush(r->ctx);
+  va_start(ap, fmt);
+  result_v(r, fmt, 0, ap);
+  va_end(ap);
 }
 
-void ccm_error(struct ccm_req *r, int code, const char *message) {
+static void result_rom(struct ccm_req *r, const char *fmt, ...) { /* fmt: the library's own */
+  va_list ap;
+  va_start(ap, fmt);
+  result_v(r, fmt, 1, ap);
+  va_end(ap);
+}
+
+static void error_in(struct ccm_req *r, int code, const char *message, int rom) {
   if (r->answered) return;
   r->answered = 1;
-  if (r->id != NULL) answer_error(r->ctx, r->id, r->id_len, code, message);
+  if (r->id != NULL) answer_error(r->ctx, r->id, r->id_len, code, message, rom);
 }
+
+void ccm_error(struct ccm_req *r, int code, const char *message) { error_in(r, code, message, 0); }
 
 /* -- built-ins every host serves (docs/protocol.md, the UART link) ------------------------------------------------------ */
 static void rpc_list(struct ccm_req *r) {
   struct ccm *c = r->ctx;
   int i;
-  outf(c, "{\"id\":%.*s,\"result\":[", r->id_len, r->id);
-  for (i = 0; i < c->n_methods; i++) outf(c, "%Q,", c->methods[i].name);
-  outf(c, "\"RPC.List\",\"Sys.Info\"]}\n");
+  outf(c, ROM("{\"id\":%.*s,\"result\":["), r->id_len, r->id);
+  for (i = 0; i < c->n_methods; i++) outf(c, ROM("%Q,"), c->methods[i].name);
+  put_rom(c, ROM("\"RPC.List\",\"Sys.Info\"]}\n"));
   flush(c);
   r->answered = 1;
 }
@@ -653,7 +692,7 @@ static const char *stamped_fw_id(void) {
 
 static void sys_info(struct ccm_req *r) {
   struct ccm *c = r->ctx;
-  ccm_result(r, "{\"fw_version\":%Q,\"arch\":%Q,\"fw_id\":%Q,\"app\":%Q}", c->fw_version, c->arch,
+  result_rom(r, ROM("{\"fw_version\":%Q,\"arch\":%Q,\"fw_id\":%Q,\"app\":%Q}"), c->fw_version, c->arch,
              c->fw_id ? c->fw_id : stamped_fw_id(), c->app);
 }
 
@@ -700,12 +739,12 @@ static void dispatch(struct ccm *c, struct ccm_req *r) {
       return;
     }
   }
-  if (same(r->method, r->method_len, "RPC.List")) {
+  if (same_in(r->method, r->method_len, ROM("RPC.List"), 1)) {
     if (r->id != NULL) rpc_list(r);
-  } else if (same(r->method, r->method_len, "Sys.Info")) {
+  } else if (same_in(r->method, r->method_len, ROM("Sys.Info"), 1)) {
     sys_info(r);
   } else {
-    ccm_error(r, CCM_METHOD_NOT_FOUND, "method not found");
+    error_in(r, CCM_METHOD_NOT_FOUND, ROM("method not found"), 1);
   }
 }
 
@@ -744,12 +783,12 @@ static void frame(struct ccm *c, const char *s, int len) {
   c->stats.frames++;
   if (why != NULL) {
     c->stats.errors++;
-    answer_error(c, NULL, 0, CCM_PARSE_ERROR, why);
+    answer_error(c, NULL, 0, CCM_PARSE_ERROR, why, 1);
     return;
   }
   if (s[0] != '{') {
     c->stats.errors++;
-    answer_error(c, NULL, 0, CCM_INVALID_REQUEST, "invalid request: batches are not supported");
+    answer_error(c, NULL, 0, CCM_INVALID_REQUEST, ROM("invalid request: batches are not supported"), 1);
     return;
   }
   r.ctx = c, r.method = NULL, r.method_len = 0, r.params = "null", r.params_len = 4;
@@ -774,7 +813,7 @@ static void frame(struct ccm *c, const char *s, int len) {
   if (bad & 1) r.id = NULL; /* an id that is not a string, number or null is answered with null */
   if (bad || (r.method == NULL && !(has_id && (result != NULL || error != NULL)))) {
     c->stats.errors++;
-    answer_error(c, r.id, r.id_len, CCM_INVALID_REQUEST, "invalid request");
+    answer_error(c, r.id, r.id_len, CCM_INVALID_REQUEST, ROM("invalid request"), 1);
     return;
   }
   if (r.method == NULL) {
@@ -788,8 +827,8 @@ static void frame(struct ccm *c, const char *s, int len) {
 
 static void oversize(struct ccm *c) {
   c->stats.overflows++;
-  outf(c, "{\"id\":null,\"error\":{\"code\":%d,\"message\":\"frame too large: %d+ bytes, "
-                "the frame buffer is %d\"}}\n",
+  outf(c, ROM("{\"id\":null,\"error\":{\"code\":%d,\"message\":\"frame too large: %d+ bytes, "
+               "the frame buffer is %d\"}}\n"),
              CCM_INVALID_REQUEST, c->len + 1, c->size);
   flush(c);
 }
@@ -806,7 +845,7 @@ void ccm_feed(struct ccm *c, const void *data, int len) {
     if (ch == '\n') { /* a newline ends any frame: one that has not closed is incomplete */
       if (c->state == IN_FRAME) {
         c->stats.frames++, c->stats.errors++;
-        answer_error(c, NULL, 0, CCM_PARSE_ERROR, "parse error: incomplete frame");
+        answer_error(c, NULL, 0, CCM_PARSE_ERROR, ROM("parse error: incomplete frame"), 1);
       }
       c->state = IDLE;
       continue;
@@ -854,8 +893,24 @@ static void ignore(struct ccm *c, const struct ccm_result *res, void *ud) {
   (void)c, (void)res, (void)ud;
 }
 
-static int vcall(struct ccm *c, const char *method, ccm_result_fn fn, void *ud, uint32_t timeout_ms,
-                 const char *fmt, va_list ap) {
+/* {"id":N,"method":…,"params":…} (id 0: a notification, no id). method and fmt: the application's, or the
+ * library's own (rom 1). */
+static void send_v(struct ccm *c, uint32_t id, const char *method, const char *fmt, int rom, va_list ap) {
+  int n = 0;
+  if (id) outf(c, ROM("{\"id\":%lu,\"method\":"), (unsigned long)id);
+  else put_rom(c, ROM("{\"method\":"));
+  while (AT(method, n, rom)) n++;
+  put_quoted(c, method, n, rom);
+  if (fmt != NULL) {
+    put_rom(c, ROM(",\"params\":"));
+    vfmt(c, fmt, rom, ap);
+  }
+  put_rom(c, ROM("}\n"));
+  flush(c);
+}
+
+static int call_v(struct ccm *c, const char *method, ccm_result_fn fn, void *ud, uint32_t timeout_ms,
+                  const char *fmt, int rom, va_list ap) {
   int i;
   uint32_t id;
   for (i = 0; i < CCM_MAX_PENDING && c->pending[i].fn != NULL; i++) {
@@ -867,13 +922,7 @@ static int vcall(struct ccm *c, const char *method, ccm_result_fn fn, void *ud, 
   c->pending[i].deadline = c->now + timeout_ms;
   c->pending[i].fn = fn != NULL ? fn : ignore;
   c->pending[i].userdata = ud;
-  outf(c, "{\"id\":%lu,\"method\":%Q", (unsigned long)id, method);
-  if (fmt != NULL) {
-    put(c, ",\"params\":", 10);
-    vfmt(c, fmt, ap);
-  }
-  put(c, "}\n", 2);
-  flush(c);
+  send_v(c, id, method, fmt, rom, ap);
   return (int)id;
 }
 
@@ -882,40 +931,42 @@ int ccm_call(struct ccm *c, const char *method, ccm_result_fn fn, void *userdata
   va_list ap;
   int id;
   va_start(ap, params_fmt);
-  id = vcall(c, method, fn, userdata, timeout_ms, params_fmt, ap);
+  id = call_v(c, method, fn, userdata, timeout_ms, params_fmt, 0, ap);
   va_end(ap);
   return id;
 }
 
 void ccm_notify(struct ccm *c, const char *method, const char *params_fmt, ...) {
   va_list ap;
-  outf(c, "{\"method\":%Q", method);
-  if (params_fmt != NULL) {
-    put(c, ",\"params\":", 10);
-    va_start(ap, params_fmt);
-    vfmt(c, params_fmt, ap);
-    va_end(ap);
-  }
-  put(c, "}\n", 2);
-  flush(c);
+  va_start(ap, params_fmt);
+  send_v(c, 0, method, params_fmt, 0, ap);
+  va_end(ap);
+}
+
+/* The library's own calls: method and fmt in ROM; fn NULL and no timeout: a notification. */
+static int call_rom(struct ccm *c, const char *method, ccm_result_fn fn, void *ud, uint32_t timeout_ms,
+                    const char *fmt, ...) {
+  va_list ap;
+  int id = 0;
+  va_start(ap, fmt);
+  if (timeout_ms) id = call_v(c, method, fn, ud, timeout_ms, fmt, 1, ap);
+  else send_v(c, 0, method, fmt, 1, ap);
+  va_end(ap);
+  return id;
 }
 
 int ccm_config_get(struct ccm *c, const char *key, ccm_result_fn fn, void *userdata) {
-  if (key == NULL) return ccm_call(c, "Config.Get", fn, userdata, 5000, NULL);
-  return ccm_call(c, "Config.Get", fn, userdata, 5000, "{\"key\":%Q}", key);
+  if (key == NULL) return call_rom(c, ROM("Config.Get"), fn, userdata, 5000, NULL);
+  return call_rom(c, ROM("Config.Get"), fn, userdata, 5000, ROM("{\"key\":%Q}"), key);
 }
 
 int ccm_mqtt_pub(struct ccm *c, const char *topic, const char *message, int qos, ccm_result_fn fn,
                  void *userdata) {
-  const char *fmt = qos ? "{\"topic\":%Q,\"message\":%Q,\"qos\":%d}" : "{\"topic\":%Q,\"message\":%Q}";
-  if (fn == NULL) {
-    ccm_notify(c, "MQTT.Pub", fmt, topic, message, qos);
-    return 0;
-  }
-  return ccm_call(c, "MQTT.Pub", fn, userdata, 10000, fmt, topic, message, qos);
+  const char *fmt = qos ? ROM("{\"topic\":%Q,\"message\":%Q,\"qos\":%d}") : ROM("{\"topic\":%Q,\"message\":%Q}");
+  return call_rom(c, ROM("MQTT.Pub"), fn, userdata, fn != NULL ? 10000 : 0, fmt, topic, message, qos);
 }
 
 int ccm_mqtt_sub(struct ccm *c, const char *topic, int qos, ccm_result_fn fn, void *userdata) {
-  if (qos) return ccm_call(c, "MQTT.Sub", fn, userdata, 5000, "{\"topic\":%Q,\"qos\":%d}", topic, qos);
-  return ccm_call(c, "MQTT.Sub", fn, userdata, 5000, "{\"topic\":%Q}", topic);
+  if (qos) return call_rom(c, ROM("MQTT.Sub"), fn, userdata, 5000, ROM("{\"topic\":%Q,\"qos\":%d}"), topic, qos);
+  return call_rom(c, ROM("MQTT.Sub"), fn, userdata, 5000, ROM("{\"topic\":%Q}"), topic);
 }

@@ -2,7 +2,9 @@
  *
  * Portable C99 for microcontrollers: no heap, no libc (only <stddef.h> <stdint.h> <stdarg.h>),
  * no recursion over input. The application feeds it the bytes its UART received and gives it one
- * function that writes bytes to the UART, so it fits any driver (polled, interrupt, DMA).
+ * function that writes bytes to the UART, so it fits any driver (polled, interrupt, DMA). On an AVR
+ * (Arduino, host_lib/arduino) its own strings stay in flash (avr-libc's <avr/pgmspace.h>), so it needs
+ * a few hundred bytes of RAM besides the frame buffer.
  *
  *   static char frame[512];
  *   static struct ccm link;
@@ -49,8 +51,12 @@ extern "C" {
 #ifndef CCM_OUT_CHUNK
 #define CCM_OUT_CHUNK 64 /* output is staged in chunks of this size before the write function */
 #endif
-#ifndef CCM_ENABLE_DOUBLE
-#define CCM_ENABLE_DOUBLE 1 /* %g and ccm_arg_double; 0 keeps soft-float code out of an FPU-less MCU */
+#ifndef CCM_ENABLE_DOUBLE /* %g and ccm_arg_double; 0 keeps soft-float code out of an FPU-less MCU */
+#ifdef __AVR__
+#define CCM_ENABLE_DOUBLE 0 /* an 8-bit AVR (Arduino Uno): off unless asked for */
+#else
+#define CCM_ENABLE_DOUBLE 1
+#endif
 #endif
 #define CCM_MAX_DEPTH 32 /* nesting levels of a frame, as the CCM accepts */
 
@@ -184,7 +190,8 @@ int ccm_mqtt_sub(struct ccm *c, const char *topic, int qos, ccm_result_fn fn, vo
 int ccm_printf(struct ccm *c, const char *fmt, ...);
 int ccm_vprintf(struct ccm *c, const char *fmt, va_list ap);
 /* 0 if s[0..len) is one valid JSON value (UTF-8, finite numbers, nesting ≤ CCM_MAX_DEPTH), else a
- * message naming the problem. */
+ * message naming the problem. On an AVR the library keeps its messages in flash: read this one with
+ * pgm_read_byte() (Arduino: Serial.print((const __FlashStringHelper *)msg)). */
 const char *ccm_json_check(const char *s, int len);
 /* Find a value by path: "$" the whole, "$.key", "$[3]", "$.a[0].b". Returns its CCM_TOK_ type and
  * sets *tok and *tok_len to its text, or CCM_TOK_INVALID when absent. s must be valid JSON. */
