@@ -5,7 +5,9 @@
 1. Footprint, `arm-none-eabi-size` at -Os for Cortex-M3: the library alone (all of it, and without
    double support), and what it adds to the linked lamp firmware (its functions after --gc-sections).
    With --mjson (a checkout of cesanta/mjson's src/), mjson.c built the same way, as the peer.
-2. Work per frame: the lamp firmware runs on sim.cortexm's Cortex-M3 with every instruction counted;
+2. The same library on an Arduino Uno (ATmega328P): alone, and the CcmBridge Lamp sketch as the Arduino
+   IDE reports it (pc/arduino.py builds it with arduino-builder and the Arduino AVR core).
+3. Work per frame: the lamp firmware runs on sim.cortexm's Cortex-M3 with every instruction counted;
    for each frame, the instructions from its first byte received to the last byte of the answer written
    (USART and SysTick interrupts included) — against the frame's wire time in and out at 115200 baud
    (10 bits a byte) in 72 MHz cycles. Instructions are a lower bound of cycles (a Cortex-M3 runs most
@@ -175,6 +177,30 @@ def per_frame() -> None:
     print(f"   (firmware {how}; wire time = bytes x 10 bits / {BAUD} baud x {HZ / 1e6:.0f} MHz)")
 
 
+def avr() -> None:
+    """The library on an Arduino Uno (ATmega328P, avr-gcc -Os): alone, and the Lamp example as the Arduino
+    IDE reports it after a build (arduino-builder, the Arduino AVR core's Serial included)."""
+    from pc import arduino
+
+    print("\n== footprint on an Arduino Uno (ATmega328P: 32 KiB flash, 2 KiB RAM; avr-gcc -Os, bytes)")
+    need = arduino.missing()
+    if need:
+        print(f"   (skipped: needs {', '.join(need)})")
+        return
+    with tempfile.TemporaryDirectory() as d:
+        obj = os.path.join(d, "ccm.o")
+        flags = ["-mmcu=atmega328p", "-Os", "-ffunction-sections", "-fdata-sections", "-c"]
+        subprocess.run(["avr-gcc", *flags, os.path.join(LIB, "ccm.c"), "-o", obj], check=True)
+        out = subprocess.run(["avr-size", obj], capture_output=True, text=True, check=True).stdout
+        text, data, bss = (int(x) for x in out.splitlines()[1].split()[:3])
+        sketch = arduino.ARDUINO / "examples" / "Lamp" / "Lamp.ino"
+        flash, ram = arduino.footprint(arduino.build(sketch, os.path.join(d, "build")))
+    print(f"   {'':38} {'flash':>7} {'RAM':>6}")
+    print(f"   {'host_lib/c, all (no double on AVR)':38} {text + data:7} {data + bss:6}")
+    print(f"   {'the Lamp sketch, whole (core included)':38} {flash:7} {ram:6}  (its frame buffer: 160 B)")
+    print(f"   goal: flash <= 8192 -> {flash / 8192:.2f}x; RAM <= 512 + frame buffer -> {ram / (512 + 160):.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mjson", help="cesanta/mjson's src/ directory, to size the peer the same way")
@@ -182,6 +208,7 @@ def main() -> None:
     if not lamp_fw.toolchain():
         sys.exit("Error: arm-none-eabi-gcc is needed (apt-get install gcc-arm-none-eabi)")
     footprint(args.mjson)
+    avr()
     per_frame()
 
 
