@@ -131,6 +131,25 @@ def wait_until(cond, timeout=10.0, what="condition"):
         time.sleep(0.01)
 
 
+def lamp_follows_the_cloud(cloud, v, device, wait_line, led_on="LED on", led_off="LED off"):
+    """The lamp example (C on the STM32, Linux or an Arduino) as the cloud sees it through the virtual CCM
+    `v`: the shadow's desired → Shadow.Delta → the LED → Shadow.Report clears the delta; a command on
+    lamp/cmd toggles it and its status comes on lamp/status. `wait_line(text)` waits for the host's own
+    account of its LED."""
+    cloud.shadow_update(device, {"desired": {"on": True, "brightness": 40}})
+    wait_line(led_on)
+    doc = wait_until(
+        lambda: (d := cloud.shadow_get(device))["state"].get("reported", {}).get("brightness") == 40 and d,
+        what="the lamp's report",
+    )
+    assert doc["state"]["reported"] == {"on": True, "brightness": 40} and "delta" not in doc["state"]
+    cloud.subscribe("lamp/status")
+    wait_until(lambda: "lamp/cmd" in str(v.ccm.mqtt.subs), what="the lamp's MQTT.Sub")
+    cloud.publish("lamp/cmd", "toggle")
+    assert cloud.wait_message("lamp/status")[2] == b"off"
+    wait_line(led_off)
+
+
 def cloud_config(port, device_id, **mqtt):
     return {
         "device": {"id": device_id},

@@ -11,7 +11,7 @@ import tty
 import zipfile
 
 import pytest
-from conftest import cloud_config, unique_device, wait_until
+from conftest import cloud_config, lamp_follows_the_cloud, unique_device, wait_until
 
 from pc import arduino
 from sim.avr import VirtualUno
@@ -42,20 +42,8 @@ def test_the_arduino_lamp_answers_the_cloud_through_a_virtual_ccm(lamp_elf, mosq
             wait_until(lambda: _sum(cloud, device, 2, 3) == 5, 30, "Sum from the cloud answered by the Uno")
             assert _sum(cloud, device, -40000, 90000) == 50000  # longs: a 16-bit int would not hold these
             assert v.host_call("Sys.Info") == {"fw_version": "1.0", "arch": "avr", "fw_id": "", "app": "lamp"}
-            # the shadow: desired → Shadow.Delta → the LED on pin 13 → Shadow.Report clears the delta
-            cloud.shadow_update(device, {"desired": {"on": True, "brightness": 40}})
-            uno.wait("LED on")
-            doc = wait_until(
-                lambda: (d := cloud.shadow_get(device))["state"].get("reported", {}).get("brightness") == 40 and d,
-                what="the Uno's report",
-            )
-            assert doc["state"]["reported"] == {"on": True, "brightness": 40} and "delta" not in doc["state"]
-            # MQTT: the sketch subscribed to lamp/cmd; a command toggles the LED and it answers on lamp/status
-            cloud.subscribe("lamp/status")
-            wait_until(lambda: "lamp/cmd" in str(v.ccm.mqtt.subs), what="the Uno's MQTT.Sub")
-            cloud.publish("lamp/cmd", "toggle")
-            assert cloud.wait_message("lamp/status")[2] == b"off"
-            uno.wait("LED off")
+            # the shadow and MQTT: the LED on pin 13, as simavr sees the pin
+            lamp_follows_the_cloud(cloud, v, device, uno.wait)
     finally:
         v.stop()
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import serial
-from conftest import cloud_config, unique_device, wait_until
+from conftest import cloud_config, lamp_follows_the_cloud, unique_device, wait_until
 
 from host_lib import Host
 from sim import lamp_fw
@@ -187,20 +187,8 @@ def test_linux_lamp_on_host_lib_c_against_the_virtual_ccm(bins, mosquitto, shado
         # the cloud calls the host's Sum (manual §6) and reads what it runs
         assert cloud.call(device, "Sum", [2, 3]) == 5
         assert v.host_call("Sys.Info") == {"fw_version": "1.4", "arch": "linux", "fw_id": "", "app": "lamp"}
-        # shadow: desired → Shadow.Delta → LED → Shadow.Report clears the delta
-        cloud.shadow_update(device, {"desired": {"on": True, "brightness": 40}})
-        out.wait("LED on")
-        doc = wait_until(
-            lambda: (d := cloud.shadow_get(device))["state"].get("reported", {}).get("brightness") == 40 and d,
-            what="the lamp's report",
-        )
-        assert doc["state"]["reported"] == {"on": True, "brightness": 40} and "delta" not in doc["state"]
-        # MQTT: the lamp subscribed to lamp/cmd at start; a command toggles it and it publishes its status
-        cloud.subscribe("lamp/status")
-        wait_until(lambda: "lamp/cmd" in str(v.ccm.mqtt.subs), what="the lamp's MQTT.Sub")
-        cloud.publish("lamp/cmd", "toggle")
-        assert cloud.wait_message("lamp/status")[2] == b"off"
-        out.wait("lamp: off (mqtt)")
+        # the shadow and MQTT (the lamp subscribed to lamp/cmd at start)
+        lamp_follows_the_cloud(cloud, v, device, out.wait, led_off="lamp: off (mqtt)")
     finally:
         p.terminate()
         p.wait(10)

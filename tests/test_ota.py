@@ -531,6 +531,15 @@ def _text(path):
         return None
 
 
+def _ota_error(product):
+    """OTA.Status once it says 2 (an error, a rollback); None before, and while the CCM reboots."""
+    try:
+        st = product.v.call("OTA.Status")
+    except (RpcError, TimeoutError, OSError):
+        return None
+    return st if st["state"] == 2 else None
+
+
 def esp32_bundle(tmp_path, files, version, app=None):
     (tmp_path / "fs.bin").write_bytes(fsarchive.pack(files))
     specs = ["fs:type=fs,src=fs.bin"]
@@ -591,14 +600,7 @@ def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_ba
     wait_until(lambda: _text(fs + "/lib.txt") == "new", what="the switch at the next boot")
     wait_until(lambda: _text(fs + "/lib.txt") == "old", 30, "the rollback at the commit timeout")
 
-    def settled():
-        try:
-            st = product.v.call("OTA.Status")
-        except (RpcError, TimeoutError, OSError):  # rebooting
-            return None
-        return st if st["state"] == 2 else None
-
-    st = wait_until(settled, 30, "the boot after the rollback")
+    st = wait_until(lambda: _ota_error(product), 30, "the boot after the rollback")
     assert st["installed"].get("esp32") != "9.3" and st["state"] == 2 and st["version"] == "9.3", st
     assert "rolled back: no OTA.Commit within 1 s" in st["message"], st
     rec = product.v.ccm.ota
@@ -651,14 +653,7 @@ def test_files_the_next_boot_cannot_unpack_leave_the_old_files_and_app_running(p
     out = ccm("--port", product.ws, "ota", str(b), "--commit-timeout", "60")
     assert out.returncode == 0 and "staged its files and an app image" in out.stdout, out.stdout + out.stderr
 
-    def settled():
-        try:
-            st = product.v.call("OTA.Status")
-        except (RpcError, TimeoutError, OSError):  # rebooting
-            return None
-        return st if st["state"] == 2 else None
-
-    st = wait_until(settled, 30, "the boot that could not unpack the update")
+    st = wait_until(lambda: _ota_error(product), 30, "the boot that could not unpack the update")
     assert "could not be unpacked" in st["message"] and "unsafe path" in st["message"], st
     assert st.get("installed", {}).get("esp32") != "9.8", st
     assert open(fs + "/lib.txt").read() == "old" and not os.path.exists(os.path.dirname(fs) + "/evil.txt")
