@@ -69,6 +69,7 @@ ON_DEMAND = {
     "ccm.digest": "the Digest code, likewise",
     "ccm.ws": "the WebSocket session's code, likewise",
     "ccm.ota.receiver": "the OTA receiver, before an OTA call",
+    "ccm.ota.reboot": "what a reboot left to the receiver, once settled",
     "ccm.ota.selfupdate": "the self-update code, with none under way (ccm/boot.py)",
     "ccm.ota.bundle": "the bundle checker",
     "ccm.ota.zipread": "the zip reader",

@@ -99,10 +99,11 @@ class OtaReceiver:
         self.trial = saved.get("trial")
         self.rolled_back = saved.get("rolled_back")  # {version, why, retry}: the last self-update undone
         job = saved.get("job")
-        if job:
-            self._after_reboot(job)
-        if self.trial:
-            self._settle_trial()
+        if job or self.trial:  # what a reboot left: ccm/ota/reboot.py, loaded only then
+            from ccm.ota import reboot
+
+            reboot.settle(self, job)
+            unload("ccm.ota.reboot")
 
     # -- persistence ----------------------------------------------------------------------------
     def _load(self):
@@ -114,44 +115,7 @@ class OtaReceiver:
         state["rolled_back"] = self.rolled_back
         write_json(self.state_path, state)
 
-    def _after_reboot(self, job):
-        resumable = job.get("platform") == "ccm_host" and self.host_pending is not None and self.host_pending()
-        if job.get("stage") == "applying" and resumable:
-            self.state = PROGRESS
-            self.stage = "applying"
-            self.version = job.get("version")
-            self.message = "resuming after a reboot"
-            self._resume_job = job
-            return
-        remove(self.bundle_path)
-        self._set(
-            ERROR, "interrupted: the CCM rebooted during %s; nothing was applied" % job.get("stage", "the update")
-        )
-        self._save()
-
     _resume_job = None
-
-    def _settle_trial(self):
-        """A self-update was staged: once ota/self.json says how its trial ended, what is installed is
-        what runs. Rolled back (OTA.Revert, the commit timeout, a reboot before the commit): the version
-        before it again, the status says why, and triggers leave that version alone (`held_back`)."""
-        rec = read_json(self.dir + "/self.json")
-        t = self.trial
-        if rec.get("version") == t["version"] and rec.get("state") in ("staged", "swapping", "trial", "reverting"):
-            return  # still on trial: settled at a later boot
-        self.trial = None
-        if rec.get("state") == "reverted" and rec.get("version") == t["version"]:
-            if t.get("previous") is None:
-                self.installed.pop("esp32", None)
-            else:
-                self.installed["esp32"] = t["previous"]
-            self.current, self.current_url = t.get("previous"), t.get("previous_url")
-            why = rec.get("why") or "not committed"
-            self.rolled_back = {"version": t["version"], "why": why, "retry": t.get("retry")}
-            self.version = t["version"]
-            self.stage = "rolled back"
-            self._set(ERROR, "rolled back: %s; %s runs" % (why, t.get("previous") or "the version before"))
-        self._save()
 
     def resume(self):
         """At boot, after the link is up: finish an apply a reboot cut short (the host flash)."""
@@ -368,7 +332,7 @@ class OtaReceiver:
             return
         finally:
             unload(*HELPERS)
-        if platform == "esp32":  # staged: kept only if its trial ends in a commit (_settle_trial)
+        if platform == "esp32":  # staged: kept only if its trial ends in a commit (ccm/ota/reboot.py)
             prev = self.installed.get("esp32") or FW_VERSION
             self.trial = {"version": version, "previous": prev, "previous_url": self.current_url, "retry": self._retry}
         self.installed[platform] = version
