@@ -55,23 +55,35 @@ def _load_cas(ctx, path):
 def der_blocks(path):
     """The blocks of a certificate or key file as DER: each PEM block (-----BEGIN …----- base64
     -----END …-----) decoded, in order; a DER file is one block. The MicroPython unix port's mbedTLS
-    parses no PEM, and DER is what MicroPython's own TLS tests use."""
+    parses no PEM, and DER is what MicroPython's own TLS tests use. Read a line at a time: at boot a
+    plain ESP32's heap has no piece the size of the file to spare, only the DER it becomes."""
     import binascii
 
-    with open(path, "rb") as f:
-        data = f.read()
     blocks = []
-    pos = 0
-    while True:
-        start = data.find(b"-----BEGIN", pos)
-        if start < 0:
-            return blocks or [data]
-        body = data.find(b"\n", start) + 1
-        end = data.find(b"-----END", body)
-        if body <= 0 or end < 0:
+    der = None
+    with open(path, "rb") as f:
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            if line.startswith(b"-----BEGIN"):
+                der = bytearray()
+            elif line.startswith(b"-----END"):
+                if der is None:
+                    raise ValueError("a PEM block without its -----BEGIN line")
+                blocks.append(bytes(der))  # what ssl takes (MicroPython's refuses a bytearray)
+                der = None
+            elif der is not None:
+                try:
+                    der.extend(binascii.a2b_base64(line.strip()))
+                except Exception:  # ValueError; micropython-lib's binascii.py (WebAssembly) raises Exception
+                    raise ValueError("a PEM block whose lines are not base64") from None
+        if der is not None:
             raise ValueError("a PEM block without its -----END line")
-        blocks.append(binascii.a2b_base64(data[body:end].replace(b"\r", b"").replace(b"\n", b"")))
-        pos = end + 8
+        if not blocks:  # no PEM block: a DER file
+            f.seek(0)
+            return [f.read()]
+    return blocks
 
 
 def der_file(path):
