@@ -340,3 +340,19 @@ def _uuid128(s):
     """A 128-bit UUID as advertising data carries it: little-endian."""
     b = bytes.fromhex(s.replace("-", ""))
     return bytes(reversed(b))
+
+
+async def serve(ccm):
+    """RPC over BLE for the CCM's boot (Ccm.run_ble): the provisioning button opens its window."""
+    from ccm.files import BLE_BONDS
+
+    bonds = (ccm.fs_root() or "") + "/" + BLE_BONDS
+    ccm.ble = ble = BleRpc(ccm.router, ccm.config, ccm.unprovisioned, ccm.board.bluetooth(), bonds)
+    if ccm.provisioner is not None:
+        ccm.provisioner.on_press.append(ble.open_window)
+    try:
+        await ble.run()
+    finally:
+        ccm.ble = None
+        if ccm.provisioner is not None:
+            ccm.provisioner.on_press.remove(ble.open_window)

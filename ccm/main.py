@@ -274,23 +274,17 @@ class Ccm:
 
         return first
 
-    def self_update(self):
-        from ccm.ota.selfupdate import SelfUpdate
+    def on_demand(self, module, name):
+        """A router handler whose code loads for each call and goes after it: `module`'s
+        `name(ccm, params, call)` — a method called once in a while need not sit in a stock image's heap."""
 
-        return SelfUpdate(self.fs_root(), self.board)
+        def handler(params, call):
+            try:
+                return getattr(__import__(module, None, None, (name,)), name)(self, params, call)
+            finally:
+                unload(module)
 
-    def ota_commit(self, params, call):
-        rpc.take(params)
-        if not self.self_update().commit():
-            raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
-        return True
-
-    def ota_revert(self, params, call):
-        rpc.take(params)
-        if not self.self_update().revert():
-            raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
-        self.router.request_reboot(300)
-        return True
+        return handler
 
     @property
     def host_update(self):
@@ -326,19 +320,9 @@ class Ccm:
 
     async def run_ble(self):
         """RPC over BLE (ccm/ble.py), loaded only with ble.enable."""
-        from ccm.ble import BleRpc
-        from ccm.files import BLE_BONDS
+        from ccm import ble
 
-        bonds = (self.fs_root() or "") + "/" + BLE_BONDS
-        self.ble = ble = BleRpc(self.router, self.config, self.unprovisioned, self.board.bluetooth(), bonds)
-        if self.provisioner is not None:  # the provisioning button opens its window
-            self.provisioner.on_press.append(ble.open_window)
-        try:
-            await ble.run()
-        finally:
-            self.ble = None
-            if self.provisioner is not None:
-                self.provisioner.on_press.remove(ble.open_window)
+        await ble.serve(self)
 
     def serve_http(self):
         return self.http.serve(self.http_address[0], self.http_address[1], self.board.http_listening)
@@ -347,12 +331,6 @@ class Ccm:
         if self.mqtt.ssl is not None:
             await self.set_clock()
         await self.mqtt.run()
-
-    async def trial_deadline(self, timeout):
-        """A self-update on trial that asked for an explicit commit is reverted without one in time."""
-        await sleep_ms_async(timeout * 1000)
-        if self.self_update().revert("no OTA.Commit within %d s" % timeout):
-            self.router.request_reboot(100)
 
     async def set_clock(self, tries=0):
         """TLS checks certificate dates: when the board's clock was never set (an ESP32 starts at

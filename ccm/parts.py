@@ -74,16 +74,18 @@ def start_ota(ccm):
     waits in ota/state.json, or a self-update's trial ended); its appliers and the self-update code
     load only when used."""
     ccm.serve_ota_on_demand()
-    ccm.router.add("OTA.Commit", ccm.ota_commit)
-    ccm.router.add("OTA.Revert", ccm.ota_revert)
+    ccm.router.add("OTA.Commit", ccm.on_demand("ccm.ota.selfupdate", "commit_rpc"))
+    ccm.router.add("OTA.Revert", ccm.on_demand("ccm.ota.selfupdate", "revert_rpc"))
     root = ccm.fs_root() or ""
     rec = read_json(root + "/ota/self.json")
     if rec.get("state") == "trial":  # selfupdate.TRIAL: this boot runs a self-update on trial
+        from ccm.ota.selfupdate import SelfUpdate, trial_deadline
+
         timeout = rec.get("commit_timeout") or 0
         if not timeout:
-            ccm.self_update().commit()  # no explicit commit asked for: booting this far is enough
+            SelfUpdate(ccm.fs_root(), ccm.board).commit()  # no explicit commit asked for: booting this far is enough
         else:
-            ccm.spawn(ccm.trial_deadline(timeout))
+            ccm.spawn(trial_deadline(ccm, timeout))
     elif rec.get("app_rollback"):  # its files could not be unpacked: the app staged with them goes too
         rec["app_rollback"] = False
         write_json(root + "/ota/self.json", rec)

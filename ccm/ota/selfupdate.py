@@ -216,6 +216,35 @@ class SelfUpdate:
         return True
 
 
+# -- OTA.Commit, OTA.Revert and the commit timeout (Ccm.on_demand loads these for the call) ----------
+def commit_rpc(ccm, params, call):
+    from ccm import rpc
+
+    rpc.take(params)
+    if not SelfUpdate(ccm.fs_root(), ccm.board).commit():
+        raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to commit: no update is on trial")
+    return True
+
+
+def revert_rpc(ccm, params, call):
+    from ccm import rpc
+
+    rpc.take(params)
+    if not SelfUpdate(ccm.fs_root(), ccm.board).revert():
+        raise rpc.RpcError(rpc.INVALID_REQUEST, "nothing to revert: no update is on trial")
+    ccm.router.request_reboot(300)
+    return True
+
+
+async def trial_deadline(ccm, timeout):
+    """A self-update on trial that asked for an explicit commit is reverted without one in time."""
+    from ccm.compat import sleep_ms_async
+
+    await sleep_ms_async(timeout * 1000)
+    if SelfUpdate(ccm.fs_root(), ccm.board).revert("no OTA.Commit within %d s" % timeout):
+        ccm.router.request_reboot(100)
+
+
 def at_boot(root=""):
     """main.py's first call on the module. The firmware modules imported to get here (the `ccm` package
     itself: its FW_VERSION) are forgotten after it, so what main.py imports next is the files as they are
