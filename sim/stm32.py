@@ -428,6 +428,12 @@ class VirtualStm32(PtyDevice):
         self.bytes_out = 0
         self._lock = threading.Lock()
         self._wire_free = 0.0
+        # the host's turnarounds as the bootloader sees them: from the end of a reply on the wire to the
+        # first byte of what the host sends next (its reaction, the pty both ways) — what a tool adds to the
+        # wire and flash times, the same measure for every tool (bench/host_ota.py)
+        self.turnarounds = 0
+        self.host_wait = 0.0
+        self._replied_at = None
 
     # -- pins -----------------------------------------------------------------------------------
     def set_boot0(self, level: bool) -> None:
@@ -520,6 +526,7 @@ class VirtualStm32(PtyDevice):
                 self._wire_wait(len(data))
             self.send(data)
             self.bytes_out += len(data)
+            self._replied_at = time.perf_counter()
 
     def _wire_wait(self, n: int):
         """Hold until n more bytes would have crossed an 8E1 wire at `baud`."""
@@ -532,6 +539,10 @@ class VirtualStm32(PtyDevice):
     def on_bytes(self, data: bytes) -> None:
         self.bytes_in += len(data)
         if self.mode == "bootloader":
+            if self._replied_at is not None:
+                self.turnarounds += 1
+                self.host_wait += time.perf_counter() - self._replied_at
+                self._replied_at = None
             if self.baud:
                 with self._lock:
                     self._wire_wait(len(data))

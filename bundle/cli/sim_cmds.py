@@ -223,3 +223,5 @@ def sim_stm32(profile: str, baud: int, image: str | None) -> None:
     click.echo("Ctrl-C stops it.")
     wait_for_ctrl_c()
     mcu.stop()
+    if mcu.turnarounds:  # how long the flashing tool took to answer the bootloader, all told
+        click.echo(f"turnarounds: {mcu.turnarounds}, the host's reaction {mcu.host_wait:.3f} s in all")
