@@ -42,14 +42,19 @@
 extern "C" {
 #endif
 
+#ifdef __AVR__ /* an Arduino Uno has 2 KiB of RAM: smaller tables unless asked for */
+#define CCM_SMALL_RAM 1
+#else
+#define CCM_SMALL_RAM 0
+#endif
 #ifndef CCM_MAX_METHODS
-#define CCM_MAX_METHODS 12 /* exported methods and notification handlers */
+#define CCM_MAX_METHODS (CCM_SMALL_RAM ? 8 : 12) /* exported methods and notification handlers */
 #endif
 #ifndef CCM_MAX_PENDING
 #define CCM_MAX_PENDING 4 /* calls to the CCM waiting for their answer */
 #endif
 #ifndef CCM_OUT_CHUNK
-#define CCM_OUT_CHUNK 64 /* output is staged in chunks of this size before the write function */
+#define CCM_OUT_CHUNK (CCM_SMALL_RAM ? 32 : 64) /* output is staged in chunks of this size before the write function */
 #endif
 #ifndef CCM_ENABLE_DOUBLE /* %g and ccm_arg_double; 0 keeps soft-float code out of an FPU-less MCU */
 #ifdef __AVR__
