@@ -113,7 +113,11 @@ def footprint(elf: Path) -> tuple[int, int]:
 def main() -> None:
     if len(sys.argv) != 2 or not sys.argv[1].endswith(".zip"):
         sys.exit("usage: python -m pc.arduino OUT.zip   (the CcmBridge Arduino library)")
-    print(f"{zip_library(Path(sys.argv[1]))}: add it in the Arduino IDE (Sketch → Include Library → Add .ZIP Library)")
+    try:
+        out = zip_library(Path(sys.argv[1]))
+    except OSError as e:
+        sys.exit(f"Error: cannot write {sys.argv[1]}: {e.strerror} (a writable path ending in .zip)")
+    print(f"{out}: add it in the Arduino IDE (Sketch → Include Library → Add .ZIP Library)")
 
 
 if __name__ == "__main__":

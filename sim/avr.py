@@ -62,6 +62,7 @@ class VirtualUno:
         self.tty = tty
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
+        self._seen = 0  # lines before this one were waited past
         self._cv = threading.Condition()
 
     def start(self) -> VirtualUno:
@@ -79,13 +80,15 @@ class VirtualUno:
                 self._cv.notify_all()
 
     def wait(self, text: str, timeout: float = 20) -> str:
-        """The first line printed since start that contains `text`, waiting for it."""
+        """The next line that contains `text`, after the one the last wait returned (the LED is "off" at
+        boot too: a later "LED off" is another line), waiting for it."""
         end = time.monotonic() + timeout
         with self._cv:
             while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
+                for i in range(self._seen, len(self.lines)):
+                    if text in self.lines[i]:
+                        self._seen = i + 1
+                        return self.lines[i]
                 left = end - time.monotonic()
                 if left <= 0 or (self.proc is not None and self.proc.poll() is not None):
                     raise TimeoutError(f"the Uno did not print {text!r}: {self.lines[-10:]}")

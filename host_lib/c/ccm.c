@@ -110,8 +110,8 @@ static int put_quoted(struct ccm *c, const char *s, int n, int rom) {
     if (e != NULL) {
       w += put(c, e, 2);
     } else if (ch < 0x20) {
-      char u[6] = {'\\', 'u', '0', '0', '0', (char)((ch & 15) < 10 ? '0' + (ch & 15) : 'a' + (ch & 15) - 10)};
-      u[4] = (char)('0' + (ch >> 4));
+      int lo = ch & 15; /* ch < 0x20: \u0000..\u001f */
+      char u[6] = {'\\', 'u', '0', '0', (char)('0' + (ch >> 4)), (char)(lo < 10 ? '0' + lo : 'a' + lo - 10)};
       w += put(c, u, 6);
     } else {
       w += put(c, (const char *)&ch, 1);
