@@ -96,7 +96,8 @@ print(json.dumps({"rows": rows, "peak": peak[0]}))
 class Flows:
     """What the cap search runs the firmware through: a mosquitto (wanting TLS with a client certificate,
     the CA checked, when the build has ssl), a cloud client, and an esp32 bundle of the firmware's own
-    files for the OTA step."""
+    files for the OTA step, signed: a module built by `ccm build` takes signed bundles only, so its OTA
+    runs the P-256 check (ccm/ota/p256.py) and so does this one."""
 
     def __init__(self, workdir: Path, tls: bool):
         from netutil import make_pki
@@ -109,13 +110,16 @@ class Flows:
         files = {"cafile": "ca.pem", "certfile": "server.pem", "keyfile": "server.key"}
         conf = {k: str(self.pki / v) for k, v in files.items()} | {"require_certificate": True}
         self.broker = Mosquitto(tls=conf if tls else None).start()
+        from pc.fwbundle import new_signing_key
+
+        self.pubkey = new_signing_key(str(workdir / "ccm-signing.pem"))
         self.bundle = workdir / "ccm-fw.zip"
         self.version = "0.2.0"
-        fs_bundle(str(self.bundle), self.version)
+        fs_bundle(str(self.bundle), self.version, sign_key=str(workdir / "ccm-signing.pem"))
         # code in ROM is updated with the image (an app or romfs part: a module's flash, not this heap);
         # what such a module takes over the fs is data: the same bytes, named so nothing imports them
         self.data_bundle = workdir / "assets.zip"
-        _assets_bundle(self.data_bundle, self.version)
+        _assets_bundle(self.data_bundle, self.version, str(workdir / "ccm-signing.pem"))
 
     def close(self):
         self.broker.close()
@@ -132,7 +136,7 @@ class Flows:
         if self.tls:
             f = self._files()
             mqtt |= {"ssl_ca_cert": f["ca"], "ssl_cert": f["cert"], "ssl_key": f["key"]}
-        return {"device": {"id": device}, "mqtt": mqtt}
+        return {"device": {"id": device}, "mqtt": mqtt, "ota": {"pubkey": self.pubkey, "require_signature": True}}
 
     def cloud_tls(self) -> dict | None:
         if not self.tls:
@@ -141,7 +145,7 @@ class Flows:
         return {"cafile": f["ca"], "certfile": f["cert"], "keyfile": f["key"]}
 
 
-def _assets_bundle(output: Path, version: str):
+def _assets_bundle(output: Path, version: str, sign_key: str):
     """An esp32 bundle of the firmware files' bytes under assets/ (nothing imports them there)."""
     import tempfile
 
@@ -153,7 +157,7 @@ def _assets_bundle(output: Path, version: str):
         names = stage(Path(d), {}, version=version)
         files = {"assets/" + n: (Path(d) / n).read_bytes() for n in names if n != "conf0.json"}
     part = fwbundle.Part("fs", {"type": "fs", "src": "fs.bin"}, fsarchive.pack(files))
-    fwbundle.create(str(output), "ccm", "esp32", [], version, parts=[part])
+    fwbundle.create(str(output), "ccm", "esp32", [], version, parts=[part], sign_keys=[sign_key])
 
 
 def works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str | None:

@@ -250,18 +250,18 @@ def test_running_out_of_heap_while_checking_a_bundle_answers_ota_end(product, tm
     from ccm.ota.bundle import Bundle
 
     data = make_bundle(tmp_path).read_bytes()
-    real = Bundle.check_steps
+    real = Bundle.parts_steps
 
     def no_heap(self, *a, **kw):
         raise MemoryError("memory allocation failed, allocating 1047 bytes")
         yield
 
-    monkeypatch.setattr(Bundle, "check_steps", no_heap)
+    monkeypatch.setattr(Bundle, "parts_steps", no_heap)
     with pytest.raises(RpcError) as e:
         upload(product, data)
     assert e.value.code == -32603 and "out of memory while checking the bundle" in e.value.message
     assert product.status()["state"] == 2
-    monkeypatch.setattr(Bundle, "check_steps", real)
+    monkeypatch.setattr(Bundle, "parts_steps", real)
     upload(product, data)
     wait_until(lambda: product.host_version() == "2.0", 60, "the host flashed after all")
 

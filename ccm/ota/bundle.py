@@ -22,8 +22,8 @@ MAX_MANIFEST = 8192
 CHUNK = 512
 
 
-class BundleError(Exception):
-    pass
+class BundleError(ValueError):
+    """What is wrong with a bundle. A ValueError: the CCM catches it without loading this module."""
 
 
 def _hex(b):
@@ -98,23 +98,19 @@ class Bundle:
     def check_signature(self, pubkey, required=False):
         """None when a signature by `pubkey` ((x, y), see p256) verifies; BundleError otherwise.
         Without a pubkey, only `required` matters: a required signature needs a key to check it."""
-        sigs = self.signatures()
-        if pubkey is None:
-            if required:
-                raise BundleError("a signature is required but no public key is configured (ota.pubkey)")
-            return None
-        if not sigs:
-            raise BundleError("the bundle is not signed, and a signature is required")
+        if pubkey is None and not required:
+            return
         from ccm.ota import p256
 
-        digest = hashlib.sha256(self.manifest_bytes).digest()
-        for s in sigs:
-            try:
-                if p256.verify(pubkey, digest, binascii.a2b_base64(s.encode())):
-                    return None
-            except (p256.SignatureError, ValueError):
-                continue
-        raise BundleError("bad signature: the manifest was not signed by the configured key")
+        try:
+            p256.check_signed(self.manifest_bytes, self.signatures(), pubkey, required)
+        except p256.SignatureError as e:
+            raise BundleError(str(e)) from None
+
+    def check_platform(self, platforms):
+        platform = self.manifest.get("platform")
+        if platforms is not None and platform not in platforms:
+            raise BundleError("the bundle is for platform %r; this CCM takes %s" % (platform, " or ".join(platforms)))
 
     def check(self, platforms=None, pubkey=None, require_signature=False):
         """Everything but applying: platform, signature, and every part's size and SHA-256 (streamed)."""
@@ -122,10 +118,12 @@ class Bundle:
 
     def check_steps(self, platforms=None, pubkey=None, require_signature=False):
         """check() a chunk at a time: a generator (the CCM runs it with compat.paced)."""
-        platform = self.manifest.get("platform")
-        if platforms is not None and platform not in platforms:
-            raise BundleError("the bundle is for platform %r; this CCM takes %s" % (platform, " or ".join(platforms)))
+        self.check_platform(platforms)
         self.check_signature(pubkey, require_signature)
+        yield from self.parts_steps()
+
+    def parts_steps(self):
+        """Every part's size and SHA-256, a chunk at a time (the CCM checks the signature on its own)."""
         for name, part in self.parts.items():
             if type(part) is not dict:
                 raise BundleError("part %s is not an object" % name)

@@ -7,6 +7,7 @@ secret, so nothing here needs to be constant-time.
 """
 
 import binascii
+import hashlib
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
@@ -119,6 +120,25 @@ def parse_der_signature(der):
     if i != len(der):
         raise SignatureError("signature: trailing bytes")
     return r, s
+
+
+def check_signed(message, sigs, pub, required=False):
+    """None when one of `sigs` (base64 DER, mos's sig0, sig1, …) is `pub`'s signature of `message`
+    (a bundle's manifest); SignatureError says why not. Without `pub`, a `required` signature fails."""
+    if pub is None:
+        if required:
+            raise SignatureError("a signature is required but no public key is configured (ota.pubkey)")
+        return
+    if not sigs:
+        raise SignatureError("the bundle is not signed, and a signature is required")
+    digest = hashlib.sha256(message).digest()
+    for s in sigs:
+        try:
+            if verify(pub, digest, binascii.a2b_base64(s.encode())):
+                return
+        except (SignatureError, ValueError):
+            continue
+    raise SignatureError("bad signature: the manifest was not signed by the configured key")
 
 
 def verify(pub, digest, der_sig):

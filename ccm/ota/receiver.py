@@ -263,19 +263,19 @@ class OtaReceiver:
         await pull.update(self, url, commit_timeout_s, version, source_url, retry)
 
     async def _check_and_apply(self):
-        from ccm.ota.bundle import Bundle, BundleError
-
         self._stage("verifying", 0, "checking the bundle")
         self._save({"stage": "verifying"})
         await sleep_ms_async(0)
+        # In three goes, each with only its own code loaded (the directory reader, the P-256 code, the
+        # reader again): on a plain ESP32 the three do not fit together beside the running firmware.
         try:
+            platform, version, signed = self._manifest()
+            required = self.config.get("ota.require_signature", False)
+            if required or self.config.get("ota.pubkey"):
+                self._check_signature(signed, required)
             with open(self.bundle_path, "rb") as f:
-                b = Bundle(f, os.stat(self.bundle_path)[6])
-                pubkey = self._pubkey()
-                await paced(b.check_steps(list(self.appliers), pubkey, self.config.get("ota.require_signature", False)))
-                platform = b.manifest["platform"]
-                version = b.manifest.get("version")
-        except (BundleError, OtaError, OSError, ValueError) as e:
+                await paced(self._bundle(f).parts_steps())
+        except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
             self._fail("bad bundle: %s; nothing was applied" % e)
             unload(*HELPERS)
             raise rpc.RpcError(rpc.INVALID_PARAMS, self.message) from None
@@ -288,17 +288,43 @@ class OtaReceiver:
         self.spawn(self._apply_staged(platform, version))
         return {"state": PROGRESS, "version": version, "platform": platform}
 
+    def _bundle(self, f):
+        from ccm.ota.bundle import Bundle
+
+        return Bundle(f, os.stat(self.bundle_path)[6])
+
+    def _manifest(self):
+        """The bundle's platform (checked), version, and what its signature covers: the manifest's bytes
+        and signatures. The directory reader goes after it."""
+        try:
+            with open(self.bundle_path, "rb") as f:
+                b = self._bundle(f)
+                b.check_platform(list(self.appliers))
+                return b.manifest["platform"], b.manifest.get("version"), (b.manifest_bytes, b.signatures())
+        finally:
+            b = None
+            unload(*HELPERS)
+
     def _on_fs(self, path):
         """A relative file setting is on the module's filesystem, as `ccm build` puts it (ota.pub.pem)."""
         return self.root + "/" + path if path and not path.startswith("/") else path
 
-    def _pubkey(self):
+    def _check_signature(self, signed, required):
+        """The manifest is signed by ota.pubkey (ccm/ota/p256.py, loaded for this only), or OtaError."""
+        from ccm.ota import p256
+
+        try:
+            p256.check_signed(signed[0], signed[1], self._pubkey(p256), required)
+        except p256.SignatureError as e:
+            raise OtaError(str(e)) from None
+        finally:
+            unload("ccm.ota.p256")
+
+    def _pubkey(self, p256):
         path = self.config.get("ota.pubkey")
         if not path:
             return None
         path = self._on_fs(path)
-        from ccm.ota import p256
-
         try:
             with open(path) as f:
                 return p256.public_key_from_pem(f.read())
@@ -308,8 +334,6 @@ class OtaReceiver:
             raise OtaError("%s (ota.pubkey %s)" % (e, path)) from None
 
     async def _apply_staged(self, platform, version):
-        from ccm.ota.bundle import Bundle, BundleError
-
         self.state = PROGRESS
         self._stage("applying", 0, "applying %s %s" % (platform, version))
         self._save({"stage": "applying", "platform": platform, "version": version})
@@ -322,15 +346,16 @@ class OtaReceiver:
 
         try:
             with open(self.bundle_path, "rb") as f:
-                b = Bundle(f, os.stat(self.bundle_path)[6])
+                b = self._bundle(f)
                 message = await self.appliers[platform](b, progress, self)
-        except (BundleError, OtaError, OSError) as e:
+        except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
             self._fail("%s" % e)
             return
         except Exception as e:  # noqa: BLE001 - the flasher's own errors carry their reason
             self._fail("%s: %s" % (type(e).__name__, e))
             return
         finally:
+            b = None  # the checker's code goes with the last of its objects, not at this coroutine's end
             unload(*HELPERS)
         if platform == "esp32":  # staged: kept only if its trial ends in a commit (ccm/ota/reboot.py)
             prev = self.installed.get("esp32") or FW_VERSION
