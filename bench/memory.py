@@ -9,8 +9,9 @@
    MicroPython's stream semantics — and the live heap (after gc.collect()) is sampled at each step.
    Bytecode is in the heap here as it is on a module running .mpy files.
 2. The smallest heap cap at which the whole firmware works on the unix port (works_at: link, MQTT (over
-   mutual TLS where the build has ssl), a cloud call, Shadow.Report, HTTP and WebSocket /rpc, a bundle
-   OTA over WebSocket, a broker outage), for .mpy files (the stock image) and for code in ROM (frozen /
+   mutual TLS where the build has ssl), a cloud call, Shadow.Report, HTTP and WebSocket /rpc, a signed
+   bundle OTA over WebSocket, a broker outage; then a product's module — its UART and BOOT0/NRST wired to
+   a virtual STM32 — flashing the host from a signed bundle), for .mpy files (the stock image) and for code in ROM (frozen /
    romfs). Only a 32-bit build's figures are a module's: bytecode does not halve from a 64-bit one.
 """
 
@@ -120,6 +121,24 @@ class Flows:
         # what such a module takes over the fs is data: the same bytes, named so nothing imports them
         self.data_bundle = workdir / "assets.zip"
         _assets_bundle(self.data_bundle, self.version, str(workdir / "ccm-signing.pem"))
+        # a host's firmware, v1 on the chip and v2 in a signed ccm_host bundle (64 KiB: a blue pill's flash)
+        from pc import fwbundle
+        from sim.stm32 import make_app_image
+
+        self.host_v1 = make_app_image("1.0", 64 * 1024, seed=1)
+        part = fwbundle.Part(
+            "host_fw",
+            {"type": "STM32", "src": "FIRMWARE.BIN", "addr": 0x08000000},
+            make_app_image("2.0", 64 * 1024, seed=2),
+        )
+        self.host_bundle = workdir / "host-fw.zip"
+        self.host_bundle.write_bytes(
+            fwbundle.build_bundle(
+                fwbundle.manifest_for("fw", "ccm_host", [part], "2.0", "bench"),
+                [part],
+                sign_keys=[fwbundle.load_signing_key(str(workdir / "ccm-signing.pem"))],
+            )
+        )
 
     def close(self):
         self.broker.close()
@@ -163,7 +182,8 @@ def _assets_bundle(output: Path, version: str, sign_key: str):
 def works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str | None:
     """None when the whole firmware works with this heap on the unix port, else the step that failed and
     why: boot; MQTT over mutual TLS (CA checked) with a call from the cloud and Shadow.Report; HTTP and
-    WebSocket /rpc; a bundle OTA over WebSocket (upload, check, stage, reboot into it); a broker outage.
+    WebSocket /rpc; a bundle OTA over WebSocket (upload, check, stage, reboot into it); a broker outage;
+    then the host flash (host_flash_works_at).
     `rom`: False .mpy files, True a romfs image, "frozen" the code in the binary. With `peaks`, the live
     heap is sampled inside the steps (every 5 ms, after a collection) and each step's most is put there."""
     import json as _json
@@ -235,13 +255,72 @@ def works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str
             wait(lambda: _answers(cloud, dev), "no call from the cloud after the outage", 30)
             done(step)
             faults = host.call("Sys.GetInfo")["faults"]
-            return "faults: %s" % faults if faults else None
+            if faults:
+                return "faults: %s" % faults
     except Exception as e:  # a call that timed out or failed: the heap was too small somewhere
         return f"{step}: {type(e).__name__}: {e}"
     finally:
         if flows.broker.proc is None:
             flows.broker.start()
         ccm.stop()
+    return host_flash_works_at(heap_kib, rom, flows, peaks)
+
+
+HOST_FLASH = "host flash over WebSocket (upload, check, flash, the host answers again)"
+
+
+def host_flash_works_at(heap_kib: int, rom, flows: Flows, peaks: dict | None = None) -> str | None:
+    """The module as a product's CCM: its UART wired to a virtual STM32F103 running v1, its BOOT0/NRST
+    pins to that chip's, connected to the cloud over TLS; a signed ccm_host bundle pushed over WebSocket
+    is checked and flashed through the ROM bootloader, and the host must then run v2."""
+    import time
+
+    from bundle.ota_client import push
+    from bundle.transport import WsRpc
+    from sim.mpy_unix import UnixCcm
+    from sim.stm32 import VirtualStm32, read_marker
+
+    step = "boot with a host"
+    mcu = VirtualStm32("f103").start()
+    mcu.core.flash[: len(flows.host_v1)] = flows.host_v1
+    mcu.reset(boot0=False)
+    wires = {14: mcu.set_boot0, 27: lambda level: mcu.set_reset(not level)}  # NRST is active low
+    dev = f"mem-host-{heap_kib}-{rom}"
+    try:
+        ccm = UnixCcm(
+            flows.config(dev),
+            heap=f"{heap_kib}K",
+            rom=rom,
+            sample_ms=5 if peaks is not None else 0,
+            uart=mcu.path,
+            pins=lambda pin, level: wires[pin](level),
+        ).start()
+    except RuntimeError as e:
+        mcu.stop()
+        return "%s: %s" % (step, str(e).splitlines()[-1])
+    link = None
+    try:
+        link = WsRpc(ccm.rpc_url())
+        end = time.monotonic() + 20
+        while not link.call("Sys.GetInfo", None, 10)["cloud"]["connected"]:
+            if time.monotonic() > end:
+                return "%s: not connected: %s" % (step, link.call("Sys.GetInfo", None, 10).get("faults"))
+            time.sleep(0.1)
+        step = HOST_FLASH
+        st = push(link, flows.host_bundle.read_bytes(), 2048, call_timeout=10, apply_timeout=120)
+        if (read_marker(bytes(mcu.core.flash)) or {}).get("version") != "2.0":
+            return "%s: the host does not run v2 after it: %s" % (step, st)
+        if peaks is not None:
+            peaks[step] = max(peaks.get(step, 0), link.call("Sys.GetInfo", None, 10)["heap_peak"])
+        faults = link.call("Sys.GetInfo", None, 10)["faults"]
+        return "faults: %s" % faults if faults else None
+    except Exception as e:  # a call that timed out or failed: the heap was too small somewhere
+        return f"{step}: {type(e).__name__}: {e}"
+    finally:
+        if link is not None:
+            link.close()
+        ccm.stop()
+        mcu.stop()
 
 
 def _holds(cond) -> bool:

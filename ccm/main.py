@@ -243,15 +243,17 @@ class Ccm:
 
         ccm = self
 
-        async def apply_host(bundle, progress, receiver):
+        # each returns its applier's coroutine, holding no reference to the bundle itself: the applier
+        # can let it go (and its reader's code with it) once it has what it needs
+        def apply_host(bundle, progress, receiver):
             from ccm.ota.apply import apply_host
 
-            return await apply_host(ccm.host_update, bundle, progress, receiver)
+            return apply_host(ccm.host_update, bundle, progress, receiver)
 
-        async def apply_self(bundle, progress, receiver):
+        def apply_self(bundle, progress, receiver):
             from ccm.ota.stage import apply_self
 
-            return await apply_self(ccm, bundle, progress, receiver)
+            return apply_self(ccm, bundle, progress, receiver)
 
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self._host_pending)

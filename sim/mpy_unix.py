@@ -129,7 +129,12 @@ class UnixCcm(MicroPythonProcess):
         dns: str | None = None,
         sample_ms: int = 0,
         factory_password: bool = True,
+        uart: str | None = None,
+        pins=None,
     ):
+        """`uart`: a device the module's UART is wired to (a virtual STM32's pty path) instead of a pty of
+        its own for a host to open; `pins(pin, level)`: what the module's host pins drive (BOOT0/NRST) —
+        given, the firmware can flash the host."""
         import copy
 
         from bundle.build import own_password
@@ -156,8 +161,14 @@ class UnixCcm(MicroPythonProcess):
                 raise RuntimeError(f"{micropython_exe()} has no frozen ccm package: build it with FREEZE_CCM")
             for top in ROM_TOPS:
                 shutil.rmtree(self.dir / top)
-        self.master, self._slave, self.path = open_raw_pty()
+        if uart is None:
+            self.master, self._slave, self.path = open_raw_pty()
+        else:  # the module's side of a wire to a device: the firmware reads and writes this fd
+            self.master = os.open(uart, os.O_RDWR | os.O_NOCTTY)
+            self._slave, self.path = -1, None
         os.set_blocking(self.master, False)
+        self.pins = pins
+        self._pin_fds = os.pipe() if pins else None
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
 
@@ -174,7 +185,16 @@ class UnixCcm(MicroPythonProcess):
         import threading
 
         threading.Thread(target=self._drain, daemon=True).start()
+        if self._pin_fds:
+            threading.Thread(target=self._drive_pins, daemon=True).start()
         return self
+
+    def _drive_pins(self) -> None:
+        """The firmware's pin writes ("PIN LEVEL" lines), handed to `pins` as they come."""
+        with open(self._pin_fds[0], "rb", buffering=0, closefd=False) as f:
+            for line in iter(f.readline, b""):
+                pin, level = line.split()
+                self.pins(int(pin), int(level))
 
     def _launch(self) -> None:
         argv = ["--fd", str(self.master), "--fs", str(self.dir), "--http", str(self._http_port)]
@@ -187,12 +207,14 @@ class UnixCcm(MicroPythonProcess):
             argv += ["--dns", self.dns]
         if self.sample_ms:
             argv += ["--sample-ms", str(self.sample_ms)]
+        if self._pin_fds:
+            argv += ["--pins", str(self._pin_fds[1])]
         # as the module's main.py (pc/fwimage.py): a staged self-update is swapped in first
         code = "from ccm.boot import at_boot\nat_boot(%r)\n" % str(self.dir)
         code += "import ccm.board.unix\nccm.board.unix.main(%r)\n" % argv
         self.proc = subprocess.Popen(
             micropython_cmd(self.heap, [str(self.dir), str(self.dir / "lib")], code, rom),
-            pass_fds=(self.master,),
+            pass_fds=(self.master,) + (self._pin_fds[1:] if self._pin_fds else ()),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -217,6 +239,11 @@ class UnixCcm(MicroPythonProcess):
     def stop(self) -> None:
         self._stopping = True
         super().stop()
+        for fd in reversed(self._pin_fds or ()):  # the writing end first: the pins' reader sees the end
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     @property
     def password(self) -> str:

@@ -1,8 +1,10 @@
 """The CCM's hardware when the firmware runs on MicroPython's unix port: the same interpreter core,
 asyncio and socket/ssl stack as the ESP32 port, with a heap capped by `-X heapsize`. The UART is a file
 descriptor the parent hands over (a pty's master: the host opens the slave as it would a USB-UART),
-the filesystem is a directory, and the network is the PC's — real sockets to a real broker. There is no
-radio, no pins and no app partition, so provisioning and OTA of the module itself are left out.
+the filesystem is a directory, and the network is the PC's — real sockets to a real broker. The host's
+BOOT0 and NRST, when the parent wires them (`--pins FD`), are lines written to a pipe ("PIN LEVEL"): the
+parent drives a virtual STM32's pins with them, so a host flash runs here as on a module. There is no
+radio and no app partition, so provisioning and OTA of the module's app image are left out.
 
     micropython -X heapsize=192K -c "import ccm.board.unix as u; u.main()" --fd 5 --fs /tmp/fs --http 8080
 """
@@ -96,6 +98,9 @@ class UnixBoard(Board):
             self.http_port = _listening_port()
             print("ccm: /rpc listening on 127.0.0.1:%d" % self.http_port)
 
+    def pin_write(self, pin, level, open_drain=False):
+        self._pins.write(b"%d %d\n" % (pin, level))
+
     def reboot(self):
         """A reset: this process ends and its parent (sim/mpy_unix.py) starts the firmware again on the
         same pty — with a fresh heap, as a module's reset gives it, not this boot's garbage."""
@@ -127,11 +132,13 @@ def main(argv=None):
     `--http PORT` the /rpc server's port on 127.0.0.1 (0: a free one, printed once bound), `--rtc SECONDS`
     a module's clock that was never set (946684800: 2000-01-01, as after power-up) instead of the PC's,
     `--dns IP:PORT` a DNS server to resolve names through without blocking (as the module does),
-    `--sample-ms MS` the live heap sampled that often (Sys.GetInfo heap_peak: the most since the last read)."""
+    `--sample-ms MS` the live heap sampled that often (Sys.GetInfo heap_peak: the most since the last read),
+    `--pins FD` where the host's BOOT0/NRST levels go (a pipe; host OTA flashes the host)."""
     args = list(argv if argv is not None else sys.argv[1:])
     opts = {"--fd": None, "--fs": ".", "--http": "8080", "--mac": "02:00:00:00:00:01", "--rom-size": "0", "--rtc": ""}
     opts["--dns"] = ""
     opts["--sample-ms"] = "0"
+    opts["--pins"] = ""
     while args:
         k = args.pop(0)
         opts[k] = args.pop(0)
@@ -143,6 +150,9 @@ def main(argv=None):
     board = UnixBoard(int(opts["--fd"]), opts["--fs"], int(opts["--http"]), opts["--mac"], rtc, opts["--dns"] or None)
     board.sample_ms = int(opts["--sample-ms"])
     board.rom = rom
+    if opts["--pins"]:
+        board.host_pins = True
+        board._pins = open(int(opts["--pins"]), "wb")
     gc.collect()
     heap = gc.mem_free() + gc.mem_alloc() - rom
     code = "ROM (romfs)" if rom else "files" if __file__.startswith("/") else "the image (frozen)"

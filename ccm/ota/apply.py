@@ -1,10 +1,11 @@
 """What a checked `ccm_host` bundle does (docs/protocol.md, OTA): each part of type STM32 is unpacked to
 ota/host.bin and flashed by the host update (ccm/ota/host.py, AN3155); success only once the host answers
 Sys.Info again. The receiver's applier calls it (main.py binds its first argument) with
-`progress(stage, done, total)`; it returns a message and raises OtaError with a reason. Loaded only when
+`progress(stage, done, total)`; it returns a message and raises OtaError with a reason. Every part is
+unpacked before the first flash, so the bundle's reader is gone while the flasher runs. Loaded only when
 such a bundle is applied; an `esp32` bundle's is ccm/ota/stage.py."""
 
-from ccm.compat import paced
+from ccm.compat import paced, unload
 from ccm.ota.receiver import OtaError
 
 
@@ -15,18 +16,25 @@ async def apply_host(host, bundle, progress, receiver):
         raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
     if not host.wired():
         raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
-    info = None
-    for name, p in parts:
+    images = []
+    for i, (name, p) in enumerate(parts):
         addr = p.get("addr")
         if type(addr) is not int:
             raise OtaError("bad bundle: part %s has no numeric addr" % name)
-        path = receiver.dir + "/host.bin"
+        path = receiver.dir + ("/host%d.bin" % i if i else "/host.bin")
         try:
             with open(path, "wb") as out:
                 await paced(bundle.copy_steps(name, out, lambda d, t: progress("unpacking", d, t)))
         except OSError as e:
             raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
-        summary = await host.flash(path, addr, p["size"], progress)
+        images.append((path, addr, p["size"]))
+    # the bundle is read: its reader's code goes before the flasher's comes in (the caller holds no
+    # reference to the bundle, so this was the last)
+    bundle = None
+    unload("ccm.ota.bundle", "ccm.ota.zipread")
+    info = None
+    for path, addr, size in images:
+        summary = await host.flash(path, addr, size, progress)
         info = summary.get("host")
         if info is None:
             raise OtaError(

@@ -345,9 +345,8 @@ class OtaReceiver:
             self._notify()
 
         try:
-            with open(self.bundle_path, "rb") as f:
-                b = self._bundle(f)
-                message = await self.appliers[platform](b, progress, self)
+            with open(self.bundle_path, "rb") as f:  # the applier holds the only reference to the bundle
+                message = await self.appliers[platform](self._bundle(f), progress, self)
         except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
             self._fail("%s" % e)
             return
@@ -355,7 +354,6 @@ class OtaReceiver:
             self._fail("%s: %s" % (type(e).__name__, e))
             return
         finally:
-            b = None  # the checker's code goes with the last of its objects, not at this coroutine's end
             unload(*HELPERS)
         if platform == "esp32":  # staged: kept only if its trial ends in a commit (ccm/ota/reboot.py)
             prev = self.installed.get("esp32") or FW_VERSION
