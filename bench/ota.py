@@ -54,7 +54,8 @@ from heap import live_heap as live  # sleeps before it collects: see tests/firmw
 samples = []
 async def sample():
     samples.append(await live())
-async def apply(bundle, progress, receiver):
+async def apply(open_bundle, progress, receiver):
+    bundle = open_bundle()
     await sample()  # the bundle opened and checked (every part read once)
     r = bundle.reader("fw")  # as the host flasher reads it: CHUNK at a time
     done = 0

@@ -87,21 +87,32 @@ def _abort(link, call_timeout: float) -> None:
         pass
 
 
+AWAY_S = 10.0  # how long the CCM may not answer: a reboot into its own update
+# ... and when it said it reboots to flash its host: that boot flashes before its network is up
+
+
 def follow(link, progress=None, apply_timeout: float = 600.0, call_timeout: float = 5.0, interval: float = 0.1) -> dict:
-    """Poll OTA.Status until the update ends; the success status, or OtaFailed with the CCM's message."""
+    """Poll OTA.Status until the update ends; the success status, or OtaFailed with the CCM's message.
+    The CCM may be away for a while: AWAY_S after a reboot into its own update, up to `apply_timeout`
+    after it said it reboots to flash its host (a stock image on a plain ESP32 flashes at boot)."""
+    from bundle.transport import PortError
+
     deadline = time.monotonic() + apply_timeout
-    unreachable = 0
+    away_since = None
+    rebooting = False
     while time.monotonic() < deadline:
         try:
             st = link.call("OTA.Status", None, call_timeout)
-            unreachable = 0
-        except (TimeoutError, OSError, RpcError):
-            unreachable += 1  # a CCM rebooting into its own update is away for a moment
-            if unreachable > 50:
+            away_since = None
+        except (TimeoutError, OSError, RpcError, PortError):
+            now = time.monotonic()
+            away_since = away_since or now
+            if not rebooting and now - away_since > AWAY_S:
                 raise OtaFailed("the CCM stopped answering OTA.Status") from None
-            time.sleep(interval)
+            time.sleep(max(interval, 0.5))
             continue
         state = st.get("state")
+        rebooting = "reboot" in str(st.get("stage") or "")
         if state == SUCCESS:
             return st
         if state == ERROR:

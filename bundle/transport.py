@@ -199,20 +199,26 @@ class WsRpc:
 
     def __init__(self, url: str, user: str = "admin", password: str | None = None, timeout: float = 5.0):
         self.ws = ws_connect(url, user, password, timeout)
+        self._connect = (url, user, password, timeout)
         self.url = split_credentials(url)[0]
         self.ids = 0
 
     def call(self, method: str, params: Any = None, timeout: float = 5.0) -> Any:
+        """One call; a CCM that closed the connection (it rebooted) is connected to again by the next one."""
         import json
+
+        from websockets.exceptions import ConnectionClosed
 
         from ccm.rpc import RpcError
 
+        if self.ws is None:
+            self.ws = ws_connect(*self._connect)  # PortError while it is away
         self.ids += 1
         frame: dict = {"id": self.ids, "src": "ccm-cli", "method": method}
         if params is not None:
             frame["params"] = params
-        self.ws.send(json.dumps(frame))
         try:
+            self.ws.send(json.dumps(frame))
             while True:
                 reply = json.loads(self.ws.recv(timeout))
                 if reply.get("id") == self.ids:
@@ -221,13 +227,17 @@ class WsRpc:
                     break  # the CCM could not read which call it answers (no heap for it): ours, the only one out
         except TimeoutError:
             raise TimeoutError(f"no answer from {self.url} within {timeout:g} s") from None
+        except ConnectionClosed:
+            self.ws = None
+            raise ConnectionError(f"{self.url} closed the connection (the CCM rebooted?)") from None
         if "error" in reply:
             e = reply["error"]
             raise RpcError(e.get("code", -32603), e.get("message"), e.get("data"))
         return reply.get("result")
 
     def close(self) -> None:
-        self.ws.close()
+        if self.ws is not None:
+            self.ws.close()
 
 
 def split_credentials(url: str, user: str = "admin", password: str | None = None) -> tuple[str, str, str | None]:

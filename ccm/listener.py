@@ -21,6 +21,7 @@ class Listener:
         self.server = None
         self._serving = None
         self._open = 0  # connections
+        self._clients = []  # the writer of each: a stop ends them too, as a module's reset does
         self._http = 0  # of them, reading a request (ccm/http.py loaded)
         self._ws = 0  # of them, WebSocket sessions (ccm/ws.py loaded)
 
@@ -36,9 +37,12 @@ class Listener:
             self.server.close()
 
     def stop(self):
-        """Stop serving; a server that never started (its port was taken, say) has nothing to stop."""
+        """Stop serving and end the connections (a client of this boot must not be answered by its
+        leftovers); a server that never started (its port was taken, say) has nothing to stop."""
         if self.server is not None:
             self.server.close()
+        for writer in self._clients:
+            writer.close()  # its session reads the end and is over
 
     async def _connection(self, reader, writer):
         if self._open >= MAX_CONNECTIONS:  # a flood of clients (slow or not) cannot take the heap
@@ -49,6 +53,7 @@ class Listener:
                 pass
             return
         self._open += 1
+        self._clients.append(writer)
         try:
             session = await self._request(reader, writer)
             if session is not None:  # an upgraded WebSocket, without the HTTP code
@@ -66,6 +71,7 @@ class Listener:
             writer.close()
         finally:
             self._open -= 1
+            self._clients.remove(writer)
 
     async def _request(self, reader, writer):
         """The HTTP part of a connection (ccm/http.py): None when it is over, else a WebSocket session's

@@ -243,17 +243,15 @@ class Ccm:
 
         ccm = self
 
-        # each returns its applier's coroutine, holding no reference to the bundle itself: the applier
-        # can let it go (and its reader's code with it) once it has what it needs
-        def apply_host(bundle, progress, receiver):
+        def apply_host(open_bundle, progress, receiver):
             from ccm.ota.apply import apply_host
 
-            return apply_host(ccm.host_update, bundle, progress, receiver)
+            return apply_host(ccm.host_update, open_bundle, progress, receiver, ccm.router.request_reboot)
 
-        def apply_self(bundle, progress, receiver):
+        def apply_self(open_bundle, progress, receiver):
             from ccm.ota.stage import apply_self
 
-            return apply_self(ccm, bundle, progress, receiver)
+            return apply_self(ccm, open_bundle, progress, receiver)
 
         appliers = {"ccm_host": apply_host, "esp32": apply_self}
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self._host_pending)
@@ -304,6 +302,23 @@ class Ccm:
     def drop_host_update(self):
         self._host_update = None
         unload("ccm.ota.host")
+
+    async def start_after(self, first):
+        """Once `first` — a host flash a reboot left — is over: flashed, a reboot, and the next boot starts
+        the network and the cloud on a heap the flasher never held (a plain ESP32's stock image has room
+        for one or the other; the outcome waits in ota/state.json for OTA.Status). Not flashed (the host
+        does not take it), they start now: the module stays reachable, and the next boot tries again."""
+        try:
+            await first
+        except Exception:  # noqa: BLE001 - its outcome is reported by whoever flashed (the OTA receiver)
+            pass
+        if self.host_update.pending() is None:
+            self._schedule_reboot(0)
+            return
+        from ccm import parts
+
+        self._jobs += parts.start_connected(self)
+        unload("ccm.parts")
 
     # -- what runs on after the parts started (ccm/parts.py) ----------------------------------------
     def unprovisioned(self):

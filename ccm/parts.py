@@ -16,13 +16,20 @@ PASSWORD_LEN = 16  # 80 bits
 
 
 def start(ccm):
-    """The optional parts' tasks."""
+    """The optional parts' tasks. A host flash a reboot left goes first: the network and the cloud start
+    once it is over (Ccm.start_after), so that it runs on a heap they do not hold yet."""
     ccm._optional("host pins", lambda: ccm.host_update.pins_idle())
     ccm._optional("ota", lambda: start_ota(ccm))
+    flash = ccm._optional("host update", lambda: resume_host_update(ccm))
+    if flash:
+        return flash + [asyncio.create_task(ccm.start_after(flash[0]))]
+    return start_connected(ccm)
+
+
+def start_connected(ccm):
+    """WiFi and /rpc, and the cloud."""
     tasks = ccm._optional("network", lambda: start_network(ccm))
-    tasks += ccm._optional("cloud", lambda: start_cloud(ccm))
-    tasks += ccm._optional("host update", lambda: resume_host_update(ccm))
-    return tasks
+    return tasks + ccm._optional("cloud", lambda: start_cloud(ccm))
 
 
 def start_network(ccm):
@@ -127,6 +134,7 @@ def resume_host_update(ccm):
         if ccm.ota is None or not ccm.ota.busy():  # an update in flight may be flashing it
             ccm.drop_host_update()
         return []
-    if ccm.load_ota().resume():
-        return []  # it came from a bundle: the OTA receiver finishes its job (and reports it)
+    job = ccm.load_ota().resume()
+    if job is not None:
+        return [job]  # it came from a bundle: the OTA receiver finishes its job (and reports it)
     return [asyncio.create_task(host.resume())]

@@ -366,6 +366,26 @@ def test_ccm_reboot_mid_apply_finishes_the_host_flash_at_the_next_boot(product, 
     assert product.host_version() == "2.0"
 
 
+def test_a_host_flash_with_no_room_beside_the_firmware_is_done_by_the_next_boot(product, tmp_path):
+    """A plain ESP32's stock image has no heap for the flasher beside the running firmware: the CCM
+    reboots, that boot flashes the host before it starts its network and cloud, and reboots again; `ccm
+    ota` over WebSocket follows it through both reboots to the host's new version."""
+    product.v.board.heap_free = lambda: 16 * 1024  # what such a module has left after the bundle's check
+    networked, listening = [], product.v.board.http_listening
+
+    def http_listening(server):
+        networked.append(product.v.board.boots)
+        listening(server)
+
+    product.v.board.http_listening = http_listening
+    out = ccm("--port", product.ws, "ota", str(make_bundle(tmp_path)))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "rebooting to flash the host" in out.stdout + out.stderr
+    assert product.host_version() == "2.0"
+    assert product.v.board.boots == 3 and 2 not in networked  # the flashing boot had no network
+    assert product.status()["last"]["message"] == "host updated: it runs 2.0"  # kept through the reboot
+
+
 def test_host_reset_mid_flash_is_retried(product, tmp_path):
     data = make_bundle(tmp_path).read_bytes()
     hit = []

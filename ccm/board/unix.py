@@ -104,6 +104,8 @@ class UnixBoard(Board):
     def reboot(self):
         """A reset: this process ends and its parent (sim/mpy_unix.py) starts the firmware again on the
         same pty — with a fresh heap, as a module's reset gives it, not this boot's garbage."""
+        if self.sample_ms:  # this boot's most, for the parent: the next boot's heap starts afresh
+            print("ccm: heap peak %d" % self.heap_peak())
         print("ccm: reset")
         return False
 

@@ -1,21 +1,33 @@
 """What a checked `ccm_host` bundle does (docs/protocol.md, OTA): each part of type STM32 is unpacked to
 ota/host.bin and flashed by the host update (ccm/ota/host.py, AN3155); success only once the host answers
 Sys.Info again. The receiver's applier calls it (main.py binds its first argument) with
-`progress(stage, done, total)`; it returns a message and raises OtaError with a reason. Every part is
-unpacked before the first flash, so the bundle's reader is gone while the flasher runs. Loaded only when
+`progress(stage, done, total)`; it returns a message and raises OtaError with a reason. When the heap
+has no room for the flasher beside the running firmware (a stock image on a plain ESP32), the CCM
+reboots first and that boot does it all before its network and cloud take their share (the receiver's
+job resumes from ota/state.json). Every part is unpacked before the first flash, so the bundle's reader
+is gone while the flasher runs. Loaded only when
 such a bundle is applied; an `esp32` bundle's is ccm/ota/stage.py."""
 
-from ccm.compat import paced, unload
+from ccm.compat import paced, sleep_ms_async, unload
 from ccm.ota.receiver import OtaError
 
 
-async def apply_host(host, bundle, progress, receiver):
-    """`host`: the HostUpdate (ccm/ota/host.py) that owns flashing the host."""
+async def apply_host(host, open_bundle, progress, receiver, reboot):
+    """`host`: the HostUpdate (ccm/ota/host.py) that owns flashing the host; `open_bundle()` the checked
+    bundle; `reboot(ms)` the router's."""
+    if not host.wired():
+        raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
+    rec = host.pending()
+    if not (rec and rec.get("deferred")) and host.short_of_heap():  # the next boot does it, on a lean heap
+        host.defer()
+        progress("rebooting to flash the host", 0, 1)
+        reboot(500)
+        while True:  # the reboot ends this boot's work; the receiver's job resumes at the next (ota/state.json)
+            await sleep_ms_async(1000)
+    bundle = open_bundle()
     parts = [(n, p) for n, p in bundle.parts.items() if str(p.get("type", "")).upper() == "STM32"]
     if not parts:
         raise OtaError("bad bundle: a ccm_host bundle needs a part of type STM32")
-    if not host.wired():
-        raise OtaError("this CCM cannot drive the host's BOOT0/NRST: host OTA is not wired")
     images = []
     for i, (name, p) in enumerate(parts):
         addr = p.get("addr")
@@ -28,9 +40,7 @@ async def apply_host(host, bundle, progress, receiver):
         except OSError as e:
             raise OtaError("no room to unpack part %s (%s): free space on the CCM" % (name, e)) from None
         images.append((path, addr, p["size"]))
-    # the bundle is read: its reader's code goes before the flasher's comes in (the caller holds no
-    # reference to the bundle, so this was the last)
-    bundle = None
+    bundle = None  # read: its reader's code goes before the flasher's comes in
     unload("ccm.ota.bundle", "ccm.ota.zipread")
     info = None
     for path, addr, size in images:

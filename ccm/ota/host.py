@@ -7,6 +7,9 @@ the host's `Sys.Info`, and keeps two files:
 - `host_ota.json`, the one record of a flash under way: written before the first erase, removed after
   success. Found at boot, the flash was cut short and is done again (`pending()`, `resume()`); when it
   came from a bundle the record names it (`ota`), and the OTA receiver finishes and reports the update.
+  A flash the heap has no room for beside the running firmware (`short_of_heap()`: a stock image on a
+  plain ESP32) is left to the next boot the same way (`defer()`): that boot flashes before it starts
+  the network and the cloud (ccm/parts.py).
 - `host_image.json`, what was last flashed (its SHA-256 and per-page digests): when the host reports
   running exactly that (`fw_id` in Sys.Info), the next flash rewrites only the pages that differ.
 """
@@ -34,6 +37,9 @@ class BoardLines:
         self.board.pin_write(self.rst_pin, 1 if level else 0, self.rst_open_drain)
 
 
+FLASH_HEAP = 32 * 1024  # free heap the flasher wants beside what runs: its code (~18 KB as .mpy), buffers
+
+
 class HostUpdate:
     def __init__(self, link, board, config, fs_root, spawn):
         self.link = link
@@ -56,8 +62,23 @@ class HostUpdate:
             self.board.pin_write(self.config.get("host.ota.stm32.boot0_pin"), 0)
 
     def pending(self):
-        """The record of a flash a reboot cut short, or None."""
+        """The record of a flash a reboot cut short (or left to the next boot: `deferred`), or None."""
         return read_json(self.record_path) or None
+
+    def short_of_heap(self):
+        """True when the flasher would not fit in the heap beside the running firmware (never where the
+        board does not say what is free)."""
+        if self.board.heap_free() is None:
+            return False
+        import gc
+
+        gc.collect()
+        return self.board.heap_free() < FLASH_HEAP
+
+    def defer(self):
+        """Leave a bundle's flash to the next boot (the OTA receiver resumes its job there): recorded as
+        not started, so it may still be incremental."""
+        write_json(self.record_path, {"deferred": True})
 
     async def flash(self, image, address, size, progress=None, ota=None):
         """Flash the staged image file onto the host and return the summary, `host` being its Sys.Info
@@ -71,6 +92,9 @@ class HostUpdate:
         r = self.pending()
         if r is None:
             return None
+        if "image" not in r:  # a bundle's flash left to this boot, whose job is gone: nothing to flash
+            remove(self.record_path)
+            return None
         return await self.flash(r["image"], r["address"], r["size"], progress, r.get("ota"))
 
     async def _flash(self, image, address, size, progress, ota):
@@ -80,7 +104,8 @@ class HostUpdate:
         cfg = self.config.get("host.ota.stm32")
         pins = PinSequence(BoardLines(self.board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
         only = None
-        if self.pending() is None:  # never incremental when finishing an interrupted flash
+        rec = self.pending()
+        if rec is None or rec.get("deferred"):  # a flash cut short is done whole: the host may hold any mix
             only = await self._changed_pages(image, address, size)
         record = {"image": image, "address": address, "size": size}
         if ota is not None:

@@ -21,7 +21,8 @@ def _interrupted(rec, job):
         rec.state = PROGRESS
         rec.stage = "applying"
         rec.version = job.get("version")
-        rec.message = "resuming after a reboot"
+        deferred = rec.host_pending().get("deferred")
+        rec.message = "flashing the host, first thing at this boot" if deferred else "resuming after a reboot"
         rec._resume_job = job
         return
     remove(rec.bundle_path)

@@ -57,8 +57,8 @@ def _invalid(msg):
 
 
 class OtaReceiver:
-    """One CCM's OTA state. `appliers[platform](bundle, progress) -> result` does the platform's work
-    (async); `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
+    """One CCM's OTA state. `appliers[platform](open_bundle, progress, receiver) -> result` (async) does
+    the platform's work, `open_bundle()` giving it the checked bundle (its reader loaded then); `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
     `host_pending()` is the host flash a reboot cut short (ccm/ota/host.py's record), if any: the one
     thing that decides whether an interrupted ccm_host apply is resumed."""
 
@@ -81,7 +81,6 @@ class OtaReceiver:
         self.progress = 0
         self.message = ""
         self.version = None  # of the bundle in flight
-        self.last = None
         self.size = 0
         self.received = 0
         self._file = None
@@ -90,6 +89,7 @@ class OtaReceiver:
         self._reported = None
         self.commit_timeout = 0
         saved = self._load()
+        self.last = saved.get("last")
         self.installed = saved.get("installed") or {}
         self.current = saved.get("current")  # the version last installed (any platform)
         self.current_url = saved.get("current_url")
@@ -113,18 +113,19 @@ class OtaReceiver:
         state = {"installed": self.installed, "current": self.current, "current_url": self.current_url, "job": job}
         state["trial"] = self.trial
         state["rolled_back"] = self.rolled_back
+        state["last"] = self.last  # an outcome a reboot right after it must not lose (a host flashed at boot)
         write_json(self.state_path, state)
 
     _resume_job = None
 
     def resume(self):
-        """At boot, after the link is up: finish an apply a reboot cut short (the host flash)."""
+        """At boot, after the link is up: finish an apply a reboot cut short or left (the host flash).
+        Its task, or None."""
         job = self._resume_job
         if job is None:
-            return False
+            return None
         self._resume_job = None
-        self.spawn(self._apply_staged(job.get("platform"), job.get("version")))
-        return True
+        return self.spawn(self._apply_staged(job.get("platform"), job.get("version")))
 
     # -- status ---------------------------------------------------------------------------------
     def status(self):
@@ -275,6 +276,7 @@ class OtaReceiver:
                 self._check_signature(signed, required)
             with open(self.bundle_path, "rb") as f:
                 await paced(self._bundle(f).parts_steps())
+            unload(*HELPERS)  # the applier opens it again: until then, the heap has room for its choice
         except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
             self._fail("bad bundle: %s; nothing was applied" % e)
             unload(*HELPERS)
@@ -345,8 +347,8 @@ class OtaReceiver:
             self._notify()
 
         try:
-            with open(self.bundle_path, "rb") as f:  # the applier holds the only reference to the bundle
-                message = await self.appliers[platform](self._bundle(f), progress, self)
+            with open(self.bundle_path, "rb") as f:  # opened by the applier, which holds it alone
+                message = await self.appliers[platform](lambda: self._bundle(f), progress, self)
         except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
             self._fail("%s" % e)
             return
@@ -363,15 +365,15 @@ class OtaReceiver:
         self.current_url = self._url
         self._url = None
         remove(self.bundle_path)
-        self._save()
         self.stage = "done"
         self._set(SUCCESS, message or "updated to %s" % version, 100)
+        self._save()
 
     def _fail(self, message):
         self._cleanup()
         self.stage = "error"
-        self._save()
         self._set(ERROR, message)
+        self._save()
 
     def _cleanup(self):
         if self._file is not None:
@@ -447,7 +449,7 @@ class OtaReceiver:
     def settled(self):
         """Nothing in flight, to resume or to report: a receiver loaded again from ota/state.json would
         be this one, so this one may go (its code is heap on a stock image)."""
-        return self.state == IDLE and self.last is None and self.trial is None and self._resume_job is None
+        return self.state == IDLE and self.trial is None and self._resume_job is None  # `last` is saved too
 
     def wanted(self, version):
         """False when `version` is already installed (a trigger must not apply it again)."""

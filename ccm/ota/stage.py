@@ -16,7 +16,8 @@ from ccm.files import makedirs, remove, write_json
 from ccm.ota.receiver import OtaError
 
 
-async def apply_self(ccm, bundle, progress, receiver):
+async def apply_self(ccm, open_bundle, progress, receiver):
+    bundle = open_bundle()
     kinds = []
     for name, p in bundle.parts.items():
         kind = p.get("type")

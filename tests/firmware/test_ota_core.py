@@ -82,7 +82,8 @@ def _receiver(applied):
     except OSError:
         pass
 
-    async def apply(bundle, progress, receiver):
+    async def apply(open_bundle, progress, receiver):
+        bundle = open_bundle()
         out = io.BytesIO()
         bundle.copy_part("host_fw", out)
         applied.append(len(out.getvalue()))
