@@ -257,6 +257,8 @@ class Ccm:
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self._host_pending)
         r.clock = self.set_clock
         r.opener = self.board.connect
+        r.heap_free = self.board.heap_free
+        r.reboot = self.router.request_reboot
         r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
         r.serve(self.router)
         self.ota = r
@@ -312,7 +314,7 @@ class Ccm:
             await first
         except Exception:  # noqa: BLE001 - its outcome is reported by whoever flashed (the OTA receiver)
             pass
-        if self.host_update.pending() is None:
+        if self.host_update.pending() is None:  # (or the work was an update's check, done either way)
             self._schedule_reboot(0)
             return
         from ccm import parts

@@ -127,14 +127,15 @@ def start_cloud(ccm):
 
 
 def resume_host_update(ccm):
-    """A host flash cut short by a reboot (its record says so) is done again now; with none, the
-    flashing code goes until an update needs it (on a stock image it is heap)."""
+    """An update's job a reboot cut short or left to this boot (the OTA receiver's: a check, a host
+    flash), or a host flash cut short (its record says so), is done now; with none, the flashing code
+    goes until an update needs it (on a stock image it is heap)."""
+    job = ccm.ota.resume() if ccm.ota is not None else None
+    if job is not None:
+        return [job]
     host = ccm.host_update
     if not host.wired() or host.pending() is None:
         if ccm.ota is None or not ccm.ota.busy():  # an update in flight may be flashing it
             ccm.drop_host_update()
         return []
-    job = ccm.load_ota().resume()
-    if job is not None:
-        return [job]  # it came from a bundle: the OTA receiver finishes its job (and reports it)
     return [asyncio.create_task(host.resume())]

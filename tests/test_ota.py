@@ -370,7 +370,7 @@ def test_a_host_flash_with_no_room_beside_the_firmware_is_done_by_the_next_boot(
     """A plain ESP32's stock image has no heap for the flasher beside the running firmware: the CCM
     reboots, that boot flashes the host before it starts its network and cloud, and reboots again; `ccm
     ota` over WebSocket follows it through both reboots to the host's new version."""
-    product.v.board.heap_free = lambda: 16 * 1024  # what such a module has left after the bundle's check
+    product.v.board.heap_free = lambda: 28 * 1024  # room to check the bundle, not to flash beside it
     networked, listening = [], product.v.board.http_listening
 
     def http_listening(server):
@@ -384,6 +384,23 @@ def test_a_host_flash_with_no_room_beside_the_firmware_is_done_by_the_next_boot(
     assert product.host_version() == "2.0"
     assert product.v.board.boots == 3 and 2 not in networked  # the flashing boot had no network
     assert product.status()["last"]["message"] == "host updated: it runs 2.0"  # kept through the reboot
+
+
+def test_a_bundle_with_no_room_to_check_it_is_checked_by_the_next_boot(product, tmp_path):
+    """With no heap for the bundle's checker beside the running firmware, OTA.End says the CCM reboots
+    to check it; that boot checks (and here flashes) before its network is up. A corrupt bundle is
+    refused there, with the reason, and nothing is flashed."""
+    product.v.board.heap_free = lambda: 16 * 1024
+    good = make_bundle(tmp_path).read_bytes()
+    i = good.index(b"PK\x03\x04FIRMWARE.BIN"[:4], 4) + 200  # a byte inside the part's data
+    (tmp_path / "bad.zip").write_bytes(good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :])
+    out = ccm("--port", product.ws, "ota", str(tmp_path / "bad.zip"))
+    assert out.returncode == 1 and "bad bundle: part host_fw" in out.stderr, out.stdout + out.stderr
+    assert "rebooting to check the bundle" in out.stdout + out.stderr
+    assert product.host_version() == "1.0" and product.mcu.boots == ["app"]
+    out = ccm("--port", product.ws, "ota", str(tmp_path / "fw.zip"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert product.host_version() == "2.0"
 
 
 def test_host_reset_mid_flash_is_retried(product, tmp_path):

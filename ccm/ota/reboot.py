@@ -14,8 +14,15 @@ def settle(rec, job):
 
 
 def _interrupted(rec, job):
-    """A host flash cut short is resumed (rec.resume(), once the link is up); anything else was dropped,
-    and the status says during what."""
+    """A host flash cut short, or a check left to this boot, is resumed (rec.resume(), once the link is
+    up); anything else was dropped, and the status says during what."""
+    if job.get("at_boot"):  # left to this boot: no room to check the bundle beside the running firmware
+        rec.state = PROGRESS
+        rec.stage = "verifying"
+        rec.version = job.get("version")
+        rec.message = "checking the bundle, first thing at this boot"
+        rec._resume_job = job
+        return
     resumable = job.get("platform") == "ccm_host" and rec.host_pending is not None and rec.host_pending()
     if job.get("stage") == "applying" and resumable:
         rec.state = PROGRESS

@@ -7,7 +7,9 @@ then handed to the applier for its platform.
     OTA.Write             {offset, data: base64} → true; the same chunk again is accepted (mos retries),
                           a gap or an overlap is refused
     OTA.End               the bundle is checked (manifest, platform, sizes, SHA-256, signature); the
-                          answer comes once it is; applying goes on in the background (poll Status)
+                          answer comes once it is; applying goes on in the background (poll Status).
+                          With no heap for the check beside the running firmware, the answer says the
+                          CCM reboots to check it: the next boot checks and applies first thing
     OTA.Update            {url, commit_timeout?, version?}: the same from an HTTP(S) pull
     OTA.Commit, Revert    for a CCM self-update on trial (see ccm/ota/selfupdate.py)
 
@@ -18,10 +20,9 @@ from the staged image.
 """
 
 import binascii
-import os
 
-from ccm import FW_VERSION, rpc
-from ccm.compat import paced, sleep_ms_async, ticks_diff, ticks_ms, unload
+from ccm import rpc
+from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
 
 IDLE = 0
@@ -33,8 +34,11 @@ SUCCESS = 3
 # frame, its JSON string, the bytes), each in one piece — on a small heap a smaller chunk finds room
 CHUNKS = ((64 * 1024, 2048), (24 * 1024, 1024), (0, 512))
 
+CHECK_HEAP = 24 * 1024  # free heap the bundle's check wants: its code (~12 KB as .mpy), the directory, buffers
+
 # what one update loads besides this module: dropped when it ends (on a stock image their bytecode is heap)
 HELPERS = (
+    "ccm.ota.finish",
     "ccm.ota.bundle",
     "ccm.ota.zipread",
     "ccm.ota.p256",
@@ -75,6 +79,8 @@ class OtaReceiver:
         self.host_pending = host_pending
         self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
         self.clock = None  # async clock(tries) -> True once the clock is set (certificates have dates)
+        self.heap_free = None  # () -> bytes free, or None where unknown: short of it, checks wait for a boot
+        self.reboot = None  # (delay_ms): the router's
         self.opener = None  # open_connection for downloads (the board's connect()), None: asyncio's
         self.state = IDLE
         self.stage = ""
@@ -125,6 +131,10 @@ class OtaReceiver:
         if job is None:
             return None
         self._resume_job = None
+        if job.get("at_boot"):
+            from ccm.ota import finish
+
+            return self.spawn(finish.check_resumed(self, job))
         return self.spawn(self._apply_staged(job.get("platform"), job.get("version")))
 
     # -- status ---------------------------------------------------------------------------------
@@ -263,111 +273,42 @@ class OtaReceiver:
 
         await pull.update(self, url, commit_timeout_s, version, source_url, retry)
 
-    async def _check_and_apply(self):
-        self._stage("verifying", 0, "checking the bundle")
-        self._save({"stage": "verifying"})
-        await sleep_ms_async(0)
-        # In three goes, each with only its own code loaded (the directory reader, the P-256 code, the
-        # reader again): on a plain ESP32 the three do not fit together beside the running firmware.
-        try:
-            platform, version, signed = self._manifest()
-            required = self.config.get("ota.require_signature", False)
-            if required or self.config.get("ota.pubkey"):
-                self._check_signature(signed, required)
-            with open(self.bundle_path, "rb") as f:
-                await paced(self._bundle(f).parts_steps())
-            unload(*HELPERS)  # the applier opens it again: until then, the heap has room for its choice
-        except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
-            self._fail("bad bundle: %s; nothing was applied" % e)
-            unload(*HELPERS)
-            raise rpc.RpcError(rpc.INVALID_PARAMS, self.message) from None
-        except MemoryError as e:  # said, and OTA.End answered: the link and the next try go on
-            self._fail("out of memory while checking the bundle (%s); nothing was applied" % e)
-            unload(*HELPERS)
-            raise rpc.RpcError(rpc.INTERNAL_ERROR, self.message) from None
-        if self.version is None:
-            self.version = version
-        self.spawn(self._apply_staged(platform, version))
-        return {"state": PROGRESS, "version": version, "platform": platform}
+    async def _check_and_apply(self, at_boot=False):
+        """Check the staged bundle, then apply it in the background (at boot: before returning): the
+        code is ccm/ota/finish.py's, loaded only then. With no room for it beside the running firmware
+        (a plain ESP32's stock image), the next boot does both before it starts the network (parts.py)."""
+        if not at_boot and self._short_of_heap():
+            return self._check_at_boot()
+        from ccm.ota import finish
 
-    def _bundle(self, f):
-        from ccm.ota.bundle import Bundle
+        return await finish.check_and_apply(self, at_boot)
 
-        return Bundle(f, os.stat(self.bundle_path)[6])
+    def _short_of_heap(self):
+        if self.heap_free is None or self.heap_free() is None:
+            return False
+        import gc
 
-    def _manifest(self):
-        """The bundle's platform (checked), version, and what its signature covers: the manifest's bytes
-        and signatures. The directory reader goes after it."""
-        try:
-            with open(self.bundle_path, "rb") as f:
-                b = self._bundle(f)
-                b.check_platform(list(self.appliers))
-                return b.manifest["platform"], b.manifest.get("version"), (b.manifest_bytes, b.signatures())
-        finally:
-            b = None
-            unload(*HELPERS)
+        gc.collect()
+        return self.heap_free() < CHECK_HEAP
+
+    def _check_at_boot(self):
+        """Leave the check and the apply to the next boot: the job (and what it needs) is saved."""
+        job = {"stage": "verifying", "at_boot": True, "version": self.version, "commit_timeout": self.commit_timeout}
+        job["url"] = self._url
+        job["retry"] = self._retry
+        self._save(job)
+        self._stage("rebooting to check the bundle", 0, "no room to check it beside the running firmware")
+        self.reboot(500)
+        return {"state": PROGRESS, "stage": self.stage}
 
     def _on_fs(self, path):
         """A relative file setting is on the module's filesystem, as `ccm build` puts it (ota.pub.pem)."""
         return self.root + "/" + path if path and not path.startswith("/") else path
 
-    def _check_signature(self, signed, required):
-        """The manifest is signed by ota.pubkey (ccm/ota/p256.py, loaded for this only), or OtaError."""
-        from ccm.ota import p256
+    def _apply_staged(self, platform, version):
+        from ccm.ota import finish
 
-        try:
-            p256.check_signed(signed[0], signed[1], self._pubkey(p256), required)
-        except p256.SignatureError as e:
-            raise OtaError(str(e)) from None
-        finally:
-            unload("ccm.ota.p256")
-
-    def _pubkey(self, p256):
-        path = self.config.get("ota.pubkey")
-        if not path:
-            return None
-        path = self._on_fs(path)
-        try:
-            with open(path) as f:
-                return p256.public_key_from_pem(f.read())
-        except OSError:
-            raise OtaError("cannot read the public key %s (ota.pubkey)" % path) from None
-        except p256.SignatureError as e:
-            raise OtaError("%s (ota.pubkey %s)" % (e, path)) from None
-
-    async def _apply_staged(self, platform, version):
-        self.state = PROGRESS
-        self._stage("applying", 0, "applying %s %s" % (platform, version))
-        self._save({"stage": "applying", "platform": platform, "version": version})
-
-        def progress(stage, done, total):
-            if stage != self.stage:
-                self._stage(stage, 0, "")
-            self.progress = done * 100 // total if total else 100
-            self._notify()
-
-        try:
-            with open(self.bundle_path, "rb") as f:  # opened by the applier, which holds it alone
-                message = await self.appliers[platform](lambda: self._bundle(f), progress, self)
-        except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
-            self._fail("%s" % e)
-            return
-        except Exception as e:  # noqa: BLE001 - the flasher's own errors carry their reason
-            self._fail("%s: %s" % (type(e).__name__, e))
-            return
-        finally:
-            unload(*HELPERS)
-        if platform == "esp32":  # staged: kept only if its trial ends in a commit (ccm/ota/reboot.py)
-            prev = self.installed.get("esp32") or FW_VERSION
-            self.trial = {"version": version, "previous": prev, "previous_url": self.current_url, "retry": self._retry}
-        self.installed[platform] = version
-        self.current = version
-        self.current_url = self._url
-        self._url = None
-        remove(self.bundle_path)
-        self.stage = "done"
-        self._set(SUCCESS, message or "updated to %s" % version, 100)
-        self._save()
+        return finish.apply_staged(self, platform, version)
 
     def _fail(self, message):
         self._cleanup()
