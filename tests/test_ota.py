@@ -370,7 +370,7 @@ def test_a_host_flash_with_no_room_beside_the_firmware_is_done_by_the_next_boot(
     """A plain ESP32's stock image has no heap for the flasher beside the running firmware: the CCM
     reboots, that boot flashes the host before it starts its network and cloud, and reboots again; `ccm
     ota` over WebSocket follows it through both reboots to the host's new version."""
-    product.v.board.heap_free = lambda: 28 * 1024  # room to check the bundle, not to flash beside it
+    product.v.board.heap_free = lambda: 40 * 1024  # room to check the bundle, not to flash beside it
     networked, listening = [], product.v.board.http_listening
 
     def http_listening(server):

@@ -34,7 +34,8 @@ SUCCESS = 3
 # frame, its JSON string, the bytes), each in one piece — on a small heap a smaller chunk finds room
 CHUNKS = ((64 * 1024, 2048), (24 * 1024, 1024), (0, 512))
 
-CHECK_HEAP = 24 * 1024  # free heap the bundle's check wants: its code (~12 KB as .mpy), the directory, buffers
+# free heap a check beside the running firmware wants: its code (~12 KB as .mpy), data, room for fragmentation
+CHECK_HEAP = 32 * 1024
 
 # what one update loads besides this module: dropped when it ends (on a stock image their bytecode is heap)
 HELPERS = (
