@@ -14,7 +14,7 @@ the host's `Sys.Info`, and keeps two files:
   running exactly that (`fw_id` in Sys.Info), the next flash rewrites only the pages that differ.
 """
 
-from ccm.compat import sleep_ms_async
+from ccm.compat import sleep_ms_async, unload
 from ccm.files import read_json, remove, write_json
 
 # The flasher (ccm/ota/stm32.py, an3155.py, the chip table: ~20 KB of heap with .mpy files) is imported
@@ -100,7 +100,7 @@ class HostUpdate:
         return await self.flash(r["image"], r["address"], r["size"], progress, r.get("ota"))
 
     async def _flash(self, image, address, size, progress, ota):
-        from ccm.ota.stm32 import PinSequence, flash_image, page_digests
+        from ccm.ota.stm32 import PinSequence, flash_image
         from ccm.ota.stm32_chips import chip as chip_for
 
         cfg = self.config.get("host.ota.stm32")
@@ -120,6 +120,8 @@ class HostUpdate:
         finally:
             self.link.give_back()
         remove(self.record_path)
+        PinSequence = flash_image = pins = None  # noqa: N806 - the flasher's code goes before the record is made
+        unload("ccm.ota.stm32", "ccm.ota.an3155")
         chip = chip_for(summary["pid"])
         with open(image, "rb") as f:
             pages = page_digests(f, chip, address, size)
@@ -134,7 +136,6 @@ class HostUpdate:
         prev = read_json(self.image_path)
         if not prev or prev.get("address") != address:
             return None
-        from ccm.ota.stm32 import page_digests
         from ccm.ota.stm32_chips import chip as chip_for
 
         running = await _host_fw_id(self.link)
@@ -143,6 +144,26 @@ class HostUpdate:
         with open(image, "rb") as f:
             now = page_digests(f, chip_for(prev["pid"]), address, size)
         return [int(p) for p, d in now.items() if prev["pages"].get(p) != d]
+
+
+def page_digests(stream, chip, address, size):
+    """{page: digest} of the image's bytes in each page it covers: what tells changed pages apart."""
+    import binascii
+    import hashlib
+
+    out = {}
+    for page in chip.pages_covering(address, address + size):
+        start, psize = chip.page_bounds(page)
+        left = min(start + psize, address + size) - max(start, address)
+        h = hashlib.sha256()
+        while left:
+            chunk = stream.read(min(256, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+        out[str(page)] = binascii.hexlify(h.digest()[:12]).decode()
+    return out
 
 
 FW_ID_MARKER = b"CCMFWID1"  # host_lib/c's slot: the marker, then 16 hex digits the build stamped (pc/fwid.py)

@@ -95,35 +95,6 @@ async def _leave(port, pins):
     await pins.application()
 
 
-def page_digests(stream, chip, address, size):
-    """{page: digest} of the image's bytes in each page it covers: what tells changed pages apart."""
-    import hashlib
-
-    out = {}
-    done = 0
-    for page in chip.pages_covering(address, address + size):
-        start, psize = chip.page_bounds(page)
-        lo = max(start, address)
-        hi = min(start + psize, address + size)
-        h = hashlib.sha256()
-        left = hi - lo
-        while left:
-            chunk = stream.read(min(BLOCK, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
-            done += len(chunk)
-        out[str(page)] = _hex(h.digest()[:12])
-    return out
-
-
-def _hex(b):
-    import binascii
-
-    return binascii.hexlify(b).decode()
-
-
 async def _attempt(stream, address, size, port, pins, progress, only_pages=None):
     drv = bl.AsyncDriver(port)
     port.set_mode("E")  # AN3155: 8 data bits, even parity, 1 stop bit
