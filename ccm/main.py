@@ -110,7 +110,14 @@ class Ccm:
     # -- optional parts ---------------------------------------------------------------------------
     def fault(self, part, error):
         """Record why an optional part is not running (Sys.GetInfo `faults`); the cloud's also reaches
-        the host as Cloud.Status {connected: false, reason}."""
+        the host as Cloud.Status {connected: false, reason}. Never raises: with no heap left even to say
+        it (a MemoryError while telling), whoever reports the fault still starts the part again."""
+        try:
+            self._fault(part, error)
+        except Exception:  # noqa: BLE001, S110 - nothing more can be said; the part's restart must go on
+            pass
+
+    def _fault(self, part, error):
         why = error if type(error) is str else "%s: %s" % (type(error).__name__, error)
         self.faults[part] = why
         print("ccm: %s: %s" % (part, why))

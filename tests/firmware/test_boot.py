@@ -33,9 +33,6 @@ class Board(board.Board):
         self.boots += 1
         return self.uart
 
-    def heap_free(self):
-        return 0
-
     def reboot(self):
         return True
 
@@ -67,6 +64,28 @@ async def test_a_cloud_that_cannot_start_is_reported_and_the_link_serves_on():
     assert "port a number" in info["result"]["faults"]["cloud"] and info["result"]["cloud"]["connected"] is False
     assert (await host.frame())["error"]["code"] == -32001
     task.cancel()
+
+
+async def test_a_fault_with_no_heap_left_to_tell_it_does_not_stop_the_part_starting_again():
+    """On a full heap even the Cloud.Status telling the host why the cloud stopped can fail (MemoryError):
+    the supervisor must still start the cloud again after its back-off (it used to end there, for good)."""
+    ccm_end, _ = uart_pair()
+    c = Ccm(Board("fault-heap", ccm_end), {})
+
+    class NoHeapLink:
+        def notify(self, method, params=None):
+            raise MemoryError("memory allocation failed, allocating 144 bytes")
+
+    c.link = NoHeapLink()
+    runs = []
+
+    async def cloud():
+        runs.append(1)
+        if len(runs) == 1:
+            raise OSError("the broker is away")
+
+    await asyncio.wait_for(c.supervise("cloud", cloud, backoff_ms=10), 5)
+    assert len(runs) == 2  # the fault was said as far as the heap allowed, and cleared for the retry
 
 
 async def test_boots_that_keep_failing_run_in_safe_mode_with_the_link_up():
