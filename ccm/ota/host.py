@@ -100,11 +100,8 @@ class HostUpdate:
         return await self.flash(r["image"], r["address"], r["size"], progress, r.get("ota"))
 
     async def _flash(self, image, address, size, progress, ota):
-        from ccm.ota.stm32 import PinSequence, flash_image
         from ccm.ota.stm32_chips import chip as chip_for
 
-        cfg = self.config.get("host.ota.stm32")
-        pins = PinSequence(BoardLines(self.board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
         only = None
         rec = self.pending()
         if rec is None or rec.get("deferred"):  # a flash cut short is done whole: the host may hold any mix
@@ -112,16 +109,9 @@ class HostUpdate:
         record = {"image": image, "address": address, "size": size}
         if ota is not None:
             record["ota"] = ota
-        write_json(self.record_path, record)
-        port = self.link.borrow()
-        port.bauds = {"E": cfg["uart"]["baud_rate"], "N": self.config.get("host.rpc.uart.baud_rate")}
-        try:
-            summary = await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, 3, only)
-        finally:
-            self.link.give_back()
+        summary = await self._write(record, progress, only)
+        unload("ccm.ota.stm32", "ccm.ota.an3155")  # the flasher's code goes before the record is made
         remove(self.record_path)
-        PinSequence = flash_image = pins = None  # noqa: N806 - the flasher's code goes before the record is made
-        unload("ccm.ota.stm32", "ccm.ota.an3155")
         chip = chip_for(summary["pid"])
         with open(image, "rb") as f:
             pages = page_digests(f, chip, address, size)
@@ -130,6 +120,22 @@ class HostUpdate:
         write_json(self.image_path, flashed)
         summary["host"] = await wait_for_host(self.link)
         return summary
+
+    async def _write(self, record, progress, only):
+        """The chip written through its ROM bootloader (ccm/ota/stm32.py, loaded for this), the host UART
+        borrowed from the link meanwhile; `record` is kept from just before the first erase: the summary."""
+        from ccm.ota.stm32 import PinSequence, flash_image
+
+        cfg = self.config.get("host.ota.stm32")
+        pins = PinSequence(BoardLines(self.board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
+        image, address, size = record["image"], record["address"], record["size"]
+        write_json(self.record_path, record)
+        port = self.link.borrow()
+        port.bauds = {"E": cfg["uart"]["baud_rate"], "N": self.config.get("host.rpc.uart.baud_rate")}
+        try:
+            return await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, 3, only)
+        finally:
+            self.link.give_back()
 
     async def _changed_pages(self, image, address, size):
         """The pages that differ from what the host runs, when it runs what we flashed last; else None."""
