@@ -541,3 +541,43 @@ def test_a_hundred_slow_clients_do_not_stop_the_link_or_the_server(module):
             ws.recv(timeout=15)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert host.call("Sys.GetInfo")["faults"] == {}
+
+
+def test_a_host_flash_with_no_room_beside_the_firmware_is_done_by_a_boot_of_its_own(mosquitto, tmp_path):
+    """A product's module on MicroPython with .mpy files at the heap cap, connected to the cloud, its UART
+    and BOOT0/NRST wired to a virtual STM32: a signed ccm_host bundle pushed over WebSocket finds no room
+    for the checker or the flasher beside the running firmware, so the firmware reboots for them and
+    does that work first thing at a boot of its own; `ccm ota`'s client follows it to the host's v2."""
+    from bundle.ota_client import push
+    from bundle.transport import WsRpc
+    from pc import fwbundle
+    from sim.stm32 import VirtualStm32, make_app_image, read_marker
+
+    key = str(tmp_path / "signing.pem")
+    pub = fwbundle.new_signing_key(key)
+    part = fwbundle.Part(
+        "host_fw", {"type": "STM32", "src": "FIRMWARE.BIN", "addr": 0x08000000}, make_app_image("2.0", 32768, seed=2)
+    )
+    manifest = fwbundle.manifest_for("fw", "ccm_host", [part], "2.0", "test")
+    bundle = fwbundle.build_bundle(manifest, [part], sign_keys=[fwbundle.load_signing_key(key)])
+    mcu = VirtualStm32("f103").start()
+    v1 = make_app_image("1.0", 32768, seed=1)
+    mcu.core.flash[: len(v1)] = v1
+    mcu.reset(boot0=False)
+    wires = {14: mcu.set_boot0, 27: lambda level: mcu.set_reset(not level)}  # NRST is active low
+    cfg = cloud_config(mosquitto.port, unique_device())
+    cfg |= {"rpc": {"http": {"enable": True}}, "ota": {"pubkey": pub, "require_signature": True}}
+    ccm = UnixCcm(cfg, rom=False, uart=mcu.path, pins=lambda pin, level: wires[pin](level)).start()
+    link = None
+    try:
+        wait_until(lambda: _http_up(f"http://127.0.0.1:{ccm.http_port}/rpc"), 20, "/rpc on MicroPython")
+        link = WsRpc(ccm.rpc_url())
+        st = push(link, bundle, 2048, call_timeout=10, apply_timeout=120)
+        assert st["message"] == "host updated: it runs 2.0", st
+        assert read_marker(bytes(mcu.core.flash))["version"] == "2.0"
+        assert ccm.resets >= 2  # a boot of its own for the work, then a normal one
+    finally:
+        if link is not None:
+            link.close()
+        ccm.stop()
+        mcu.stop()
