@@ -108,7 +108,7 @@ def start_ota(ccm):
         if ccm.load_ota().settled():  # a trial that ended: the receiver goes until OTA.* needs it
             ccm.ota = None
             ccm.serve_ota_on_demand()
-            unload("ccm.ota.receiver")
+            unload("ccm.ota.receiver", "ccm.ota.states")
     url = ccm.config.get("ota.poll_url")
     if url:
         ccm.spawn(ccm.load_ota().poll(url, ccm.config.get("ota.poll_interval_s")))

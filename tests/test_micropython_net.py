@@ -69,6 +69,7 @@ ON_DEMAND = {
     "ccm.digest": "the Digest code, likewise",
     "ccm.ws": "the WebSocket session's code, likewise",
     "ccm.ota.receiver": "the OTA receiver, before an OTA call",
+    "ccm.ota.states": "the receiver's states, with it",
     "ccm.ota.reboot": "what a reboot left to the receiver, once settled",
     "ccm.ota.selfupdate": "the self-update code, with none under way (ccm/boot.py)",
     "ccm.ota.bundle": "the bundle checker",
@@ -113,7 +114,7 @@ def test_what_loads_on_demand_is_not_held_while_the_module_idles(mosquitto, modu
         assert "ccm.ws" in loaded and not loaded & {"ccm.http", "ccm.digest"}, loaded
     wait_until(lambda: "ccm.ws" not in host.call("Sys.GetInfo")["loaded"], 10, "ccm/ws.py dropped after it")
     assert host.call("OTA.Status")["state"] == 0
-    assert held() == {"ccm.ota.receiver"}  # loaded by the call; nothing of an update yet
+    assert held() == {"ccm.ota.receiver", "ccm.ota.states"}  # loaded by the call; nothing of an update yet
 
 
 def test_after_a_self_update_over_websocket_nothing_of_it_is_held(module, tmp_path):
@@ -136,7 +137,7 @@ def test_after_a_self_update_over_websocket_nothing_of_it_is_held(module, tmp_pa
     wait_until(lambda: ccm.resets > 0, 30, "the reboot into the update")
     wait_until(lambda: _answers(host) and host.call("Sys.GetInfo")["fw_version"] == "9.9.9", 30, "9.9.9 runs")
     loaded = set(host.call("Sys.GetInfo")["loaded"])
-    assert not loaded & {"ccm.ota.receiver", "ccm.ota.selfupdate", "ccm.ota.host"}, loaded
+    assert not loaded & {"ccm.ota.receiver", "ccm.ota.states", "ccm.ota.selfupdate", "ccm.ota.host"}, loaded
     assert host.call("OTA.Status")["installed"] == {"esp32": "9.9.9"}
 
 

@@ -9,7 +9,7 @@ is gone while the flasher runs. Loaded only when
 such a bundle is applied; an `esp32` bundle's is ccm/ota/stage.py."""
 
 from ccm.compat import paced, sleep_ms_async, unload
-from ccm.ota.receiver import OtaError
+from ccm.ota.states import OtaError
 
 
 async def apply_host(host, open_bundle, progress, receiver, reboot):

@@ -11,7 +11,7 @@ import os
 from ccm import FW_VERSION, rpc
 from ccm.compat import paced, sleep_ms_async, unload
 from ccm.files import remove
-from ccm.ota.receiver import HELPERS, PROGRESS, SUCCESS, OtaError
+from ccm.ota.states import HELPERS, PROGRESS, SUCCESS, OtaError
 
 CHECKER = ("ccm.ota.bundle", "ccm.ota.zipread", "ccm.ota.p256")
 

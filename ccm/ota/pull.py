@@ -9,7 +9,7 @@ import json
 from ccm import rpc
 from ccm.compat import sleep_ms_async, unload
 from ccm.ota.fetch import FetchError, fetch
-from ccm.ota.receiver import HELPERS, PROGRESS
+from ccm.ota.states import HELPERS, PROGRESS
 
 
 async def update(rec, url, commit_timeout_s=0, version=None, source_url=None, retry=None):

@@ -3,7 +3,7 @@ a job the reboot cut short, and a self-update whose trial ended. Dropped once se
 its bytecode would otherwise sit in the heap through every update."""
 
 from ccm.files import read_json, remove
-from ccm.ota.receiver import ERROR, PROGRESS
+from ccm.ota.states import ERROR, PROGRESS
 
 
 def settle(rec, job):

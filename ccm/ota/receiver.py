@@ -24,11 +24,7 @@ import binascii
 from ccm import rpc
 from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
-
-IDLE = 0
-PROGRESS = 1
-ERROR = 2
-SUCCESS = 3
+from ccm.ota.states import ERROR, HELPERS, IDLE, PROGRESS, SUCCESS, OtaError  # noqa: F401 - theirs too
 
 # OTA.Write sizes by free heap (MicroPython): a chunk is held three times over while it is decoded (the
 # frame, its JSON string, the bytes), each in one piece — on a small heap a smaller chunk finds room
@@ -36,25 +32,6 @@ CHUNKS = ((64 * 1024, 2048), (24 * 1024, 1024), (0, 512))
 
 # free heap a check beside the running firmware wants: its code (~12 KB as .mpy), data, room for fragmentation
 CHECK_HEAP = 32 * 1024
-
-# what one update loads besides this module: dropped when it ends (on a stock image their bytecode is heap)
-HELPERS = (
-    "ccm.ota.finish",
-    "ccm.ota.bundle",
-    "ccm.ota.zipread",
-    "ccm.ota.p256",
-    "ccm.ota.apply",
-    "ccm.ota.stage",
-    "ccm.ota.fetch",
-    "ccm.ota.stm32",
-    "ccm.ota.an3155",
-    "ccm.ota.stm32_chips",
-    "ccm.ota.fsarchive",
-)
-
-
-class OtaError(Exception):
-    pass
 
 
 def _invalid(msg):

@@ -13,7 +13,7 @@ import os
 
 from ccm.compat import paced
 from ccm.files import makedirs, remove, write_json
-from ccm.ota.receiver import OtaError
+from ccm.ota.states import OtaError
 
 
 async def apply_self(ccm, open_bundle, progress, receiver):
