@@ -41,8 +41,8 @@ class Listener:
         leftovers); a server that never started (its port was taken, say) has nothing to stop."""
         if self.server is not None:
             self.server.close()
-        for writer in self._clients:
-            writer.close()  # its session reads the end and is over
+        for writer in self._clients:  # its session reads the end and is over (on MicroPython close() is
+            writer.close()  # a no-op: there a boot ends with a reset, which ends them anyway)
 
     async def _connection(self, reader, writer):
         if self._open >= MAX_CONNECTIONS:  # a flood of clients (slow or not) cannot take the heap

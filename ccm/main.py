@@ -264,7 +264,7 @@ class Ccm:
         r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self._host_pending)
         r.clock = self.set_clock
         r.opener = self.board.connect
-        r.heap_free = self.board.heap_free
+        r.heap_short = self.board.heap_short
         r.reboot = self.router.request_reboot
         r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
         r.serve(self.router)

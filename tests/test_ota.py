@@ -403,6 +403,27 @@ def test_a_bundle_with_no_room_to_check_it_is_checked_by_the_next_boot(product, 
     assert product.host_version() == "2.0"
 
 
+def test_an_unsigned_bundle_checked_at_a_boot_of_its_own_is_refused_there(tmp_path):
+    """The check a short heap leaves to the next boot is the same check: a module that requires signatures
+    refuses an unsigned bundle there, and the host is not touched."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "pub.pem").write_bytes(
+        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    p = Product(tmp_path, {"ota": {"require_signature": True, "pubkey": str(tmp_path / "pub.pem")}})
+    try:
+        p.v.board.heap_free = lambda: 16 * 1024
+        out = ccm("--port", p.ws, "ota", str(make_bundle(tmp_path)))
+        assert out.returncode == 1 and "not signed" in out.stderr, out.stdout + out.stderr
+        assert "rebooting to check the bundle" in out.stdout + out.stderr
+        assert p.host_version() == "1.0" and p.mcu.boots == ["app"]
+    finally:
+        p.stop()
+
+
 def test_host_reset_mid_flash_is_retried(product, tmp_path):
     data = make_bundle(tmp_path).read_bytes()
     hit = []

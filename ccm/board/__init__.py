@@ -34,6 +34,16 @@ class Board:
     def heap_free(self):
         return None
 
+    def heap_short(self, need):
+        """True when fewer than `need` bytes are free after a collection: work that needs them is left to a
+        boot of its own (never where the board does not say what is free)."""
+        if self.heap_free() is None:
+            return False
+        import gc
+
+        gc.collect()
+        return self.heap_free() < need
+
     def heap_peak(self):
         """The most heap live at once since the last call (sampled), or None where nothing samples it."""
         return None

@@ -68,14 +68,8 @@ class HostUpdate:
         return read_json(self.record_path) or None
 
     def short_of_heap(self):
-        """True when the flasher would not fit in the heap beside the running firmware (never where the
-        board does not say what is free)."""
-        if self.board.heap_free() is None:
-            return False
-        import gc
-
-        gc.collect()
-        return self.board.heap_free() < FLASH_HEAP
+        """True when the flasher would not fit in the heap beside the running firmware."""
+        return self.board.heap_short(FLASH_HEAP)
 
     def defer(self):
         """Leave a bundle's flash to the next boot (the OTA receiver resumes its job there): recorded as

@@ -57,7 +57,7 @@ class OtaReceiver:
         self.host_pending = host_pending
         self.listeners = []  # fn(status) on every change worth reporting (the shadow's reported.ota)
         self.clock = None  # async clock(tries) -> True once the clock is set (certificates have dates)
-        self.heap_free = None  # () -> bytes free, or None where unknown: short of it, checks wait for a boot
+        self.heap_short = None  # (bytes) -> True when fewer are free (the board's): checks wait for a boot
         self.reboot = None  # (delay_ms): the router's
         self.opener = None  # open_connection for downloads (the board's connect()), None: asyncio's
         self.state = IDLE
@@ -262,12 +262,7 @@ class OtaReceiver:
         return await finish.check_and_apply(self, at_boot)
 
     def _short_of_heap(self):
-        if self.heap_free is None or self.heap_free() is None:
-            return False
-        import gc
-
-        gc.collect()
-        return self.heap_free() < CHECK_HEAP
+        return self.heap_short is not None and self.heap_short(CHECK_HEAP)
 
     def _check_at_boot(self):
         """Leave the check and the apply to the next boot: the job (and what it needs) is saved."""
