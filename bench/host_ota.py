@@ -1,7 +1,7 @@
 """Host OTA speed: a 64 KiB image onto the timed virtual STM32F103 at 115200 baud, by our flasher,
 stm32flash and stm32loader, next to the physical limit.
 
-    .venv/bin/python bench/host_ota.py
+    .venv/bin/python bench/host_ota.py [--rounds 3]
 
 The virtual chip charges every byte its wire time (11 bits: 8E1, though the pty carries 8N1) and every
 erase and program the STM32F103 datasheet time (page erase 20 ms, half-word program 52.5 µs). The
@@ -11,6 +11,8 @@ plus those erase and program times. Each tool does write + verify:
   ours         ccm stm32 flash (the same flash_image the CCM runs)
   stm32flash   stm32flash -w -v (erases the covered pages)
   stm32loader  -e -w -v as its main() does them (its -e is a mass erase of all 128 pages)
+Each tool runs --rounds times, interleaved, and the median counts: the machine's slow moments are shared.
+Targets: ours <= 1.02x the limit and ahead of both peers; through the CCM end to end <= 1.04x.
 """
 
 import asyncio
@@ -141,36 +143,53 @@ def time_ccm_incremental():
 
 
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each tool, interleaved; the median is shown")
+    rounds = ap.parse_args().rounds
     image = make_app_image("2.0", SIZE)
     assert b"\xff" * 256 not in image  # no blank blocks to skip: a fair, full write
     limit = physical_limit(SIZE)
+    tools = [
+        ("ours (ccm stm32 flash)", time_ours),
+        ("stm32flash -w -v", time_stm32flash),
+        ("stm32loader -e -w -v", time_stm32loader),
+    ]
+    runs: dict[str, list[tuple[float, tuple[int, float] | None]]] = {name: [] for name, _ in tools}
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:
         f.write(image)
         f.flush()
-        results = [
-            ("ours (ccm stm32 flash)", time_ours(image, f.name)),
-            ("stm32flash -w -v", time_stm32flash(image, f.name)),
-            ("stm32loader -e -w -v", time_stm32loader(image, f.name)),
-        ]
-    print(f"64 KiB onto the timed virtual STM32F103 at {BAUD} baud (8E1 wire time), write + verify\n")
-    print(f"{'':24} {'seconds':>8} {'x limit':>8} {'x ours':>7}")
+        for _ in range(rounds):  # interleaved: a slow moment of the machine falls on every tool alike
+            for name, run in tools:
+                before = len(TURNAROUNDS)
+                t = run(image, f.name)
+                runs[name].append((t, TURNAROUNDS[-1] if len(TURNAROUNDS) > before else None))
+    median = {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
+    print(f"64 KiB onto the timed virtual STM32F103 at {BAUD} baud (8E1 wire time), write + verify")
+    print(f"median of {rounds} interleaved runs each\n")
+    print(f"{'':24} {'seconds':>8} {'x limit':>8} {'x ours':>7}   runs")
     print(f"{'physical limit':24} {limit:8.2f} {1.0:8.2f}")
-    ours = results[0][1]
-    for name, t in results:
-        print(f"{name:24} {t:8.2f} {t / limit:8.2f} {t / ours:7.2f}")
-    if len(TURNAROUNDS) == len(results):
-        print("\nWhere the time over the limit goes: the host's turnarounds, as the chip sees them (from the end of")
-        print("a reply on the wire to the host's next byte: its reaction and the pty both ways)")
-        print(f"{'':24} {'turnarounds':>11} {'seconds':>8} {'us each':>8} {'over limit':>10}")
-        for (name, t), (n, wait) in zip(results, TURNAROUNDS, strict=True):
-            print(f"{name:24} {n:11} {wait:8.2f} {wait / n * 1e6:8.0f} {t - limit:10.2f}")
+    ours = median[tools[0][0]][0]
+    for name, _ in tools:
+        t = median[name][0]
+        each = " ".join(f"{r[0]:.2f}" for r in runs[name])
+        print(f"{name:24} {t:8.2f} {t / limit:8.3f} {t / ours:7.3f}   {each}")
+    print("\nWhere the time over the limit goes: the host's turnarounds, as the chip sees them (from the end of")
+    print("a reply on the wire to the host's next byte: its reaction and the pty both ways), in the median run")
+    print(f"{'':24} {'turnarounds':>11} {'seconds':>8} {'us each':>8} {'over limit':>10}")
+    for name, _ in tools:
+        t, ta = median[name]
+        if ta:
+            print(f"{name:24} {ta[0]:11} {ta[1]:8.2f} {ta[1] / ta[0] * 1e6:8.0f} {t - limit:10.2f}")
+    peers = [median[name][0] for name, _ in tools[1:]]
     print(
-        f"\ntarget: ours <= 1.10x the limit ({'met' if ours <= 1.1 * limit else 'NOT met'}), faster than both peers "
-        f"({'met' if all(ours < t for _, t in results[1:]) else 'NOT met'})"
+        f"\ntarget: ours <= 1.02x the limit ({'met' if ours <= 1.02 * limit else 'NOT met'}), faster than both peers "
+        f"({'met' if all(ours < t for t in peers) else 'NOT met'})"
     )
     full, incremental = time_ccm_incremental()
     print("\nThe CCM updating its host end to end (virtual CCM + timed virtual F103 in one process):")
-    print(f"  whole 64 KiB image          {full:6.2f} s")
+    print(f"  whole 64 KiB image          {full:6.2f} s = {full / limit:.3f}x the physical limit (target <= 1.04x)")
     print(
         f"  then 3 changed pages        {incremental:6.2f} s = {incremental / full:.3f}x the whole (stretch target <= 0.2x)"
     )

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import select
+import time
 
 import serial
 
@@ -30,8 +33,97 @@ class SerialPort(FdUart):
         if self.serial.parity != p:
             self.serial.parity = p
 
+    def driver(self) -> PortDriver:
+        return PortDriver(self.fd, self.serial.baudrate, 11 if self.serial.parity != "N" else 10)
+
     def close(self) -> None:
         self.serial.close()
+
+
+class PortDriver:
+    """Runs the bootloader's operations (ccm.ota.an3155) on a port the PC tool has to itself, blocking.
+
+    A 64 KiB flash is ~1,500 turnarounds of one reply at a time, and how soon each reply is answered is
+    all a tool adds to the wire and the chip's own time (bench/host_ota.py). So no event loop in the way
+    (its reader callback, future, task step and timeout were half of our reaction), and a read polls
+    rather than sleeps while its reply is due: a process woken from a sleep reacts several times slower
+    than one already running. It sleeps while the reply is surely still far off (the bytes sent and
+    awaited on the wire at `baud` take more than SLEEP_BEYOND_S: slow baud rates, an erase), and stops
+    polling SPIN_S after the reply could first have come. The price is a busy core while a flash runs at
+    115200 baud. `run` keeps the async signature flash_image awaits (it blocks the loop for one operation);
+    `run_blocking` is the same without a loop.
+    """
+
+    SLEEP_BEYOND_S = 0.05
+    SPIN_S = 0.03
+
+    def __init__(self, fd: int, baud: int = 115200, bits_per_byte: int = 10):
+        self.fd = fd
+        self.byte_s = bits_per_byte / baud
+        self.buf = bytearray()
+        self.wire_free = 0.0  # when what we wrote will have left the wire
+
+    async def run(self, op):
+        return self.run_blocking(op)
+
+    def run_blocking(self, op):
+        value = error = None
+        while True:
+            more, step = bl.advance(op, value, error)
+            if not more:
+                return step
+            value = error = None
+            if step[0] == bl.WRITE:
+                self._write(step[1])
+            else:
+                try:
+                    value = self._read(step[1], step[2])
+                except bl.Timeout as e:
+                    error = e
+
+    def _write(self, data) -> None:
+        view = memoryview(data)
+        self.wire_free = max(self.wire_free, time.monotonic()) + len(view) * self.byte_s
+        while view:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                select.select([], [self.fd], [], 1)
+
+    def _read(self, n: int, timeout_ms: int) -> bytes:
+        now = time.monotonic()
+        deadline = now + timeout_ms / 1000
+        earliest = max(self.wire_free, now) + (n - len(self.buf)) * self.byte_s  # the reply cannot come sooner
+        while len(self.buf) < n:
+            now = time.monotonic()
+            if now >= deadline:
+                raise bl.Timeout(f"the bootloader sent {len(self.buf)} of {n} bytes within {timeout_ms} ms")
+            if now < earliest - self.SLEEP_BEYOND_S:
+                wait = earliest - self.SLEEP_BEYOND_S - now
+            elif now < earliest + self.SPIN_S:
+                wait = 0  # poll
+            else:
+                wait = deadline - now
+            if wait == 0 or select.select([self.fd], [], [], wait)[0]:
+                try:
+                    self.buf += os.read(self.fd, n - len(self.buf))
+                except BlockingIOError:
+                    pass
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    async def discard_input(self, quiet_ms: int | None = None, limit_ms: int = 1000) -> None:
+        """As AsyncDriver.discard_input: drop what a reset left on its way in, until the line has been quiet
+        for 32 byte times (at least 2 ms) — the CCM's 20 ms is for any UART, this port knows its baud."""
+        quiet = max(0.002, 32 * self.byte_s) if quiet_ms is None else quiet_ms / 1000
+        self.buf.clear()
+        end = time.monotonic() + limit_ms / 1000
+        while time.monotonic() < end and select.select([self.fd], [], [], quiet)[0]:
+            try:
+                os.read(self.fd, 256)
+            except BlockingIOError:
+                pass
 
 
 class RtsDtrLines:
@@ -87,7 +179,7 @@ async def flash(port, pins, image: bytes, address: int, progress=None) -> dict:
 async def connect(port, pins) -> bl.Info:
     port.set_mode("E")
     await pins.bootloader()
-    drv = bl.AsyncDriver(port)
+    drv = port.driver()
     info = bl.Info()
     await drv.run(bl.op_connect(info))
     return info
@@ -95,7 +187,7 @@ async def connect(port, pins) -> bl.Info:
 
 async def read(port, pins, address: int, size: int, progress=None) -> bytes:
     info = await connect(port, pins)
-    drv = bl.AsyncDriver(port)
+    drv = port.driver()
     out = bytearray()
     while len(out) < size:
         n = min(256, size - len(out))
@@ -110,7 +202,7 @@ async def read(port, pins, address: int, size: int, progress=None) -> bytes:
 
 async def erase(port, pins, pages: list[int] | None) -> tuple[bl.Info, int]:
     info = await connect(port, pins)
-    drv = bl.AsyncDriver(port)
+    drv = port.driver()
     if pages is None:
         await drv.run(bl.op_erase(info, None))
         count = chip_for(info.pid).page_count()

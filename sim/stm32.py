@@ -523,34 +523,38 @@ class VirtualStm32(PtyDevice):
     def _write(self, data: bytes):
         with self._lock:
             if self.baud:
-                self._wire_wait(len(data))
+                self._hold_until(self._wire_after(len(data)))
             self.send(data)
             self.bytes_out += len(data)
             self._replied_at = time.perf_counter()
 
-    def _wire_wait(self, n: int):
-        """Hold until n more bytes would have crossed an 8E1 wire at `baud`."""
-        now = time.perf_counter()
-        self._wire_free = max(self._wire_free, now) + n * 11 / self.baud
-        delay = self._wire_free - now
-        if delay > 0:
-            time.sleep(delay)
+    def _wire_after(self, n: int, now: float | None = None) -> float:
+        """When n more bytes will have crossed an 8E1 wire at `baud`: the wire is taken from the end of
+        what it carried last, or from `now` (they arrived; default: the present) when it was idle."""
+        self._wire_free = max(self._wire_free, time.perf_counter() if now is None else now) + n * 11 / self.baud
+        return self._wire_free
 
     def on_bytes(self, data: bytes) -> None:
+        arrived = time.perf_counter()
         self.bytes_in += len(data)
         if self.mode == "bootloader":
             if self._replied_at is not None:
                 self.turnarounds += 1
-                self.host_wait += time.perf_counter() - self._replied_at
+                self.host_wait += arrived - self._replied_at
                 self._replied_at = None
-            if self.baud:
-                with self._lock:
-                    self._wire_wait(len(data))
             out, busy = self.core.feed(data)
-            if busy and self.baud:
-                time.sleep(busy / 1e6)
+            if self.baud:
+                # one hold for the whole exchange — the host's bytes on the wire, the chip's erase or
+                # program, its reply on the wire — to an absolute deadline from when they arrived: sleeping
+                # per step would add each sleep's overshoot, and our own parsing time, to the chip's time
+                with self._lock:
+                    done = self._wire_after(len(data), arrived)
+                    if busy:
+                        done = self._wire_free = done + busy / 1e6
             if out:
                 self._write(out)
+            elif self.baud:
+                self._hold_until(done)
             if self.core.reset_requested:
                 self.core.reset_requested = False
                 self._boot()  # the bootloader resets the chip itself (RDP changes)
@@ -563,6 +567,16 @@ class VirtualStm32(PtyDevice):
         elif self.mode == "app" and self.app_port is not None:
             self.app_port.feed(data)
         # off or silent: the bytes fall on the floor
+
+    @staticmethod
+    def _hold_until(deadline: float) -> None:
+        """Sleep to `deadline`, then spin its last 0.2 ms: a sleep overshoots by tens of µs (timer slack,
+        the wake-up), and a turnaround-bound exchange (1,500 of them in a 64 KiB flash) would carry that."""
+        delay = deadline - time.perf_counter() - 0.0002
+        if delay > 0:
+            time.sleep(delay)
+        while time.perf_counter() < deadline:
+            pass
 
     def stop(self) -> None:
         self._stop_app()  # the core first: it writes to the pty, whose fds go next (and may be reused)

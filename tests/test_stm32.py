@@ -9,6 +9,7 @@ import serial
 from conftest import wait_until
 from stm32loader.bootloader import Stm32Bootloader
 
+from bundle.stm32_tool import PortDriver
 from ccm.ota import an3155 as bl
 from ccm.ota.stm32 import ImageDoesNotFit
 from ccm.ota.stm32_chips import FLASH_BASE
@@ -83,56 +84,27 @@ def test_stm32loader_erases_writes_and_verifies(mcu):
     port.close()
 
 
-class SyncDriver:
-    """Runs AN3155 operations over a blocking pyserial port: a test pokes the virtual bootloader step by step."""
-
-    def __init__(self, port):
-        self.port = port
-
-    def run(self, op):
-        value = error = None
-        while True:
-            more, step = bl.advance(op, value, error)
-            if not more:
-                return step
-            value = error = None
-            if step[0] == bl.WRITE:
-                self.port.write(step[1])
-            else:
-                try:
-                    value = self._read(step[1], step[2])
-                except bl.Timeout as e:
-                    error = e  # the operation decides: retry (sync) or give up
-
-    def _read(self, n, timeout_ms):
-        self.port.timeout = timeout_ms / 1000
-        data = self.port.read(n)
-        if len(data) < n:
-            raise bl.Timeout("the bootloader sent %d of %d bytes within %d ms" % (len(data), n, timeout_ms))
-        return data
-
-
 def test_nack_paths_of_the_virtual_bootloader():
     with VirtualStm32("f103") as m:
         m.reset(boot0=True)
         p = serial.Serial(m.path, 115200, timeout=2)
-        d = SyncDriver(p)
+        d = PortDriver(p.fileno())
         info = bl.Info()
-        d.run(bl.op_connect(info))
+        d.run_blocking(bl.op_connect(info))
         p.write(b"\x11\x11")  # bad complement
         assert p.read(1) == bytes([bl.NACK])
         with pytest.raises(bl.Nack):
-            d.run(bl.op_read(0x40000000, 4))  # no memory there
+            d.run_blocking(bl.op_read(0x40000000, 4))  # no memory there
         with pytest.raises(bl.Nack):
-            d.run(bl.op_write(FLASH_BASE + 2, b"abcd"))  # not aligned
+            d.run_blocking(bl.op_write(FLASH_BASE + 2, b"abcd"))  # not aligned
         p.write(bytes([bl.WRITE_MEMORY, bl.WRITE_MEMORY ^ 0xFF]) + bl._addr(FLASH_BASE))
         assert p.read(2) == bytes([bl.ACK, bl.ACK])
         p.write(b"\x03abcd\x00")  # bad checksum
         assert p.read(1) == bytes([bl.NACK])
-        d.run(bl.op_write(FLASH_BASE, b"\x00\x01\x02\x03"))
+        d.run_blocking(bl.op_write(FLASH_BASE, b"\x00\x01\x02\x03"))
         with pytest.raises(bl.Nack):
-            d.run(bl.op_write(FLASH_BASE, b"\xff\x00\xff\xff"))  # not erased: flash bits do not come back
-        assert bytes(d.run(bl.op_read(0x1FFFF7E0, 2))) == b"\x80\x00"  # the flash size register: 128 KiB
+            d.run_blocking(bl.op_write(FLASH_BASE, b"\xff\x00\xff\xff"))  # not erased: flash bits do not come back
+        assert bytes(d.run_blocking(bl.op_read(0x1FFFF7E0, 2))) == b"\x80\x00"  # the flash size register: 128 KiB
         p.close()
 
 

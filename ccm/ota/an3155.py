@@ -181,11 +181,15 @@ def op_write(address, data):
     """Write Memory (AN3155 §3.6): up to 256 bytes, padded with 0xFF to a multiple of 4."""
     if len(data) % 4:
         data = bytes(data) + b"\xff" * (4 - len(data) % 4)
-    yield from _command(WRITE_MEMORY, "Write Memory")
+    yield WRITE, bytes([WRITE_MEMORY, WRITE_MEMORY ^ 0xFF])
+    # the frame is made while the command crosses the wire, not after its ACK: the XOR over 256 bytes is
+    # the most a turnaround would do, and a flash is ~1,500 turnarounds
+    n = len(data) - 1
+    frame = bytes([n]) + bytes(data) + bytes([_xor(data, n)])
+    yield from _ack("Write Memory (0x31) refused")
     yield WRITE, _addr(address)
     yield from _ack("write address 0x%08X" % address)
-    n = len(data) - 1
-    yield WRITE, bytes([n]) + bytes(data) + bytes([_xor(data, n)])
+    yield WRITE, frame
     yield from _ack("write of %d bytes at 0x%08X" % (len(data), address), WRITE_MS)
 
 
