@@ -121,37 +121,32 @@ static int put_quoted(struct ccm *c, const char *s, int n, int rom) {
 }
 
 #if CCM_ENABLE_DOUBLE
-static int put_double(struct ccm *c, double v) {
-  char digits[10];
-  int e = 0, n, i, w = 0;
+static int put_double(struct ccm *c, double v) { /* like %g with 9 significant digits; JSON has no NaN, inf */
+  char dg[9];
+  int e = 0, n, i, p, lo, w = 0;
   unsigned long m;
-  if (v != v || v - v != 0) return put_rom(c, ROM("null")); /* NaN, ±inf: JSON has none */
-  if (v < 0) {
-    w += put(c, "-", 1);
-    v = -v;
-  }
+  if (v != v || v - v != 0) return put_rom(c, ROM("null"));
+  if (v < 0) w = put(c, "-", 1), v = -v;
   if (v == 0) return w + put(c, "0", 1);
   while (v >= 10) v /= 10, e++;
   while (v < 1) v *= 10, e--;
-  m = (unsigned long)(v * 1e8 + 0.5); /* 9 significant digits */
+  m = (unsigned long)(v * 1e8 + 0.5);
   if (m >= 1000000000UL) m /= 10, e++;
-  for (i = 8; i >= 0; i--) digits[i] = (char)('0' + m % 10), m /= 10;
-  for (n = 9; n > 1 && digits[n - 1] == '0'; n--) {
+  for (i = 8; i >= 0; i--) dg[i] = (char)('0' + m % 10), m /= 10;
+  for (n = 9; n > 1 && dg[n - 1] == '0'; n--) {
   }
-  if (e >= -5 && e < 9) {
-    if (e < 0) {
-      w += put(c, "0.", 2);
-      for (i = -1; i > e; i--) w += put(c, "0", 1);
-      return w + put(c, digits, n);
-    }
-    w += put(c, digits, n < e + 1 ? n : e + 1);
-    for (i = n; i < e + 1; i++) w += put(c, "0", 1);
-    if (n > e + 1) w += put(c, ".", 1) + put(c, digits + e + 1, n - e - 1);
-    return w;
+  if (e < -5 || e >= 9) { /* d.ddde±X */
+    w += put(c, dg, 1);
+    if (n > 1) w += put(c, ".", 1) + put(c, dg + 1, n - 1);
+    return w + put(c, "e", 1) + put_long(c, e);
   }
-  w += put(c, digits, 1);
-  if (n > 1) w += put(c, ".", 1) + put(c, digits + 1, n - 1);
-  return w + put(c, "e", 1) + put_long(c, e);
+  lo = e - n + 1 < 0 ? e - n + 1 : 0; /* the lowest power of ten written */
+  for (p = e > 0 ? e : 0; p >= lo; p--) { /* digit i stands for 10^(e-i); zeros around them */
+    i = e - p;
+    w += put(c, i >= 0 && i < n ? dg + i : "0", 1);
+    if (p == 0 && lo < 0) w += put(c, ".", 1);
+  }
+  return w;
 }
 #endif
 
