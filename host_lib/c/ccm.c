@@ -61,42 +61,41 @@ static void flush(struct ccm *c) {
   c->out_len = 0;
 }
 
-static int put_in(struct ccm *c, const char *s, int n, int rom) {
+static void put_in(struct ccm *c, const char *s, int n, int rom) { /* c->written counts for printf */
   int i;
   for (i = 0; i < n; i++) {
     if (c->out_len == CCM_OUT_CHUNK) flush(c);
     c->out[c->out_len++] = AT(s, i, rom);
   }
-  return n;
+  c->written += n;
 }
 #define put(c, s, n) put_in((c), (s), (n), 0)
 
-static int put_rom(struct ccm *c, const char *s) { /* a string of the library's own (ROM) */
+static void put_rom(struct ccm *c, const char *s) { /* a string of the library's own (ROM) */
   int n = 0;
   while (AT(s, n, 1)) n++;
-  return put_in(c, s, n, 1);
+  put_in(c, s, n, 1);
 }
 
-static int put_ulong(struct ccm *c, unsigned long v, unsigned base) {
+static void put_ulong(struct ccm *c, unsigned long v, unsigned base) {
   char tmp[24];
-  int n = 0, i;
-  char rev[24];
+  int n = sizeof(tmp);
   do {
     unsigned d = (unsigned)(v % base);
-    tmp[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+    tmp[--n] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
     v /= base;
   } while (v != 0);
-  for (i = 0; i < n; i++) rev[i] = tmp[n - 1 - i];
-  return put(c, rev, n);
+  put(c, tmp + n, (int)sizeof(tmp) - n);
 }
 
-static int put_long(struct ccm *c, long v) {
-  if (v < 0) return put(c, "-", 1) + put_ulong(c, 0UL - (unsigned long)v, 10);
-  return put_ulong(c, (unsigned long)v, 10);
+static void put_long(struct ccm *c, long v) {
+  if (v < 0) put(c, "-", 1);
+  put_ulong(c, v < 0 ? 0UL - (unsigned long)v : (unsigned long)v, 10);
 }
 
-static int put_quoted(struct ccm *c, const char *s, int n, int rom) {
-  int i, w = put(c, "\"", 1);
+/* s[0..n) escaped for a JSON string, and its closing quote (the opening one is the caller's) */
+static void put_escaped(struct ccm *c, const char *s, int n, int rom) {
+  int i;
   for (i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)AT(s, i, rom);
     const char *e = NULL;
@@ -108,26 +107,32 @@ static int put_quoted(struct ccm *c, const char *s, int n, int rom) {
     else if (ch == '\b') e = "\\b";
     else if (ch == '\f') e = "\\f";
     if (e != NULL) {
-      w += put(c, e, 2);
+      put(c, e, 2);
     } else if (ch < 0x20) {
       int lo = ch & 15; /* ch < 0x20: \u0000..\u001f */
       char u[6] = {'\\', 'u', '0', '0', (char)('0' + (ch >> 4)), (char)(lo < 10 ? '0' + lo : 'a' + lo - 10)};
-      w += put(c, u, 6);
+      put(c, u, 6);
     } else {
-      w += put(c, (const char *)&ch, 1);
+      put(c, (const char *)&ch, 1);
     }
   }
-  return w + put(c, "\"", 1);
+  put(c, "\"", 1);
 }
 
 #if CCM_ENABLE_DOUBLE
-static int put_double(struct ccm *c, double v) { /* like %g with 9 significant digits; JSON has no NaN, inf */
+static void put_double(struct ccm *c, double v) { /* like %g with 9 significant digits; JSON has no NaN, inf */
   char dg[9];
-  int e = 0, n, i, p, lo, w = 0;
+  int e = 0, n, i, p, lo;
   unsigned long m;
-  if (v != v || v - v != 0) return put_rom(c, ROM("null"));
-  if (v < 0) w = put(c, "-", 1), v = -v;
-  if (v == 0) return w + put(c, "0", 1);
+  if (v != v || v - v != 0) {
+    put_rom(c, ROM("null"));
+    return;
+  }
+  if (v < 0) put(c, "-", 1), v = -v;
+  if (v == 0) {
+    put(c, "0", 1);
+    return;
+  }
   while (v >= 10) v /= 10, e++;
   while (v < 1) v *= 10, e--;
   m = (unsigned long)(v * 1e8 + 0.5);
@@ -136,78 +141,78 @@ static int put_double(struct ccm *c, double v) { /* like %g with 9 significant d
   for (n = 9; n > 1 && dg[n - 1] == '0'; n--) {
   }
   if (e < -5 || e >= 9) { /* d.ddde±X */
-    w += put(c, dg, 1);
-    if (n > 1) w += put(c, ".", 1) + put(c, dg + 1, n - 1);
-    return w + put(c, "e", 1) + put_long(c, e);
+    put(c, dg, 1);
+    if (n > 1) put(c, ".", 1), put(c, dg + 1, n - 1);
+    put(c, "e", 1);
+    put_long(c, e);
+    return;
   }
   lo = e - n + 1 < 0 ? e - n + 1 : 0; /* the lowest power of ten written */
   for (p = e > 0 ? e : 0; p >= lo; p--) { /* digit i stands for 10^(e-i); zeros around them */
     i = e - p;
-    w += put(c, i >= 0 && i < n ? dg + i : "0", 1);
-    if (p == 0 && lo < 0) w += put(c, ".", 1);
+    put(c, i >= 0 && i < n ? dg + i : "0", 1);
+    if (p == 0 && lo < 0) put(c, ".", 1);
   }
-  return w;
 }
 #endif
 
-/* fmt in RAM (the application's), or in ROM (the library's own: rom 1). */
+/* fmt in RAM (the application's), or in ROM (the library's own: rom 1). Returns the bytes written. */
 static int vfmt(struct ccm *c, const char *fmt, int rom, va_list ap) {
-  int w = 0;
+  int start = c->written;
   while (AT(fmt, 0, rom)) {
     int lng = 0, prec = -1;
-    const char *start = fmt;
+    const char *from = fmt;
+    char conv;
     while (AT(fmt, 0, rom) && AT(fmt, 0, rom) != '%') fmt++;
-    if (fmt > start) w += put_in(c, start, (int)(fmt - start), rom);
+    if (fmt > from) put_in(c, from, (int)(fmt - from), rom);
     if (AT(fmt, 0, rom) == 0) break;
     fmt++;
     if (AT(fmt, 0, rom) == '.' && AT(fmt, 1, rom) == '*') prec = va_arg(ap, int), fmt += 2;
     if (AT(fmt, 0, rom) == 'l') lng = 1, fmt++;
-    switch (AT(fmt, 0, rom)) {
+    conv = AT(fmt, 0, rom);
+    switch (conv) {
       case 'd':
       case 'i':
-        w += put_long(c, lng ? va_arg(ap, long) : (long)va_arg(ap, int));
+        put_long(c, lng ? va_arg(ap, long) : (long)va_arg(ap, int));
         break;
       case 'u':
-        w += put_ulong(c, lng ? va_arg(ap, unsigned long) : (unsigned long)va_arg(ap, unsigned), 10);
-        break;
       case 'x':
-        w += put_ulong(c, lng ? va_arg(ap, unsigned long) : (unsigned long)va_arg(ap, unsigned), 16);
+        put_ulong(c, lng ? va_arg(ap, unsigned long) : (unsigned long)va_arg(ap, unsigned), conv == 'x' ? 16 : 10);
         break;
       case 's':
       case 'Q': {
         const char *s = va_arg(ap, const char *);
         int n = s == NULL ? 0 : prec >= 0 ? prec : slen(s);
-        if (s == NULL) w += put_rom(c, ROM("null"));
-        else w += AT(fmt, 0, rom) == 's' ? put(c, s, n) : put_quoted(c, s, n, 0);
+        if (s == NULL) put_rom(c, ROM("null"));
+        else if (conv == 's') put(c, s, n);
+        else put(c, "\"", 1), put_escaped(c, s, n, 0);
         break;
       }
       case 'B':
-        w += va_arg(ap, int) ? put_rom(c, ROM("true")) : put_rom(c, ROM("false"));
+        put_rom(c, va_arg(ap, int) ? ROM("true") : ROM("false"));
         break;
 #if CCM_ENABLE_DOUBLE
       case 'g':
-        w += put_double(c, va_arg(ap, double));
+        put_double(c, va_arg(ap, double));
         break;
 #endif
       case '%':
-        w += put(c, "%", 1);
+        put(c, "%", 1);
         break;
       default: /* an unknown conversion is printed as is */
-        w += put_in(c, fmt - 1, 2, rom);
-        if (AT(fmt, 0, rom) == 0) return w;
+        put_in(c, fmt - 1, 2, rom);
+        if (conv == 0) return c->written - start;
     }
     fmt++;
   }
-  return w;
+  return c->written - start;
 }
 
-static int outf(struct ccm *c, const char *f, ...) { /* f: the library's own (ROM) */
+static void outf(struct ccm *c, const char *f, ...) { /* f: the library's own (ROM) */
   va_list ap;
-  int n;
   va_start(ap, f);
-  n = vfmt(c, f, 1, ap);
+  vfmt(c, f, 1, ap);
   va_end(ap);
-  return n;
 }
 
 int ccm_vprintf(struct ccm *c, const char *f, va_list ap) {
@@ -232,43 +237,43 @@ static int scan_string(const char *s, int len, int i, const char **why) {
   while (i < len) {
     unsigned char ch = (unsigned char)s[i];
     if (ch == '"') return i + 1;
-    if (ch < 0x20) return *why = ROM("parse error: control character in a string"), -1;
+    if (ch < 0x20) return *why = ROM("control character in a string"), -1;
     if (ch == '\\') {
       char e = i + 1 < len ? s[i + 1] : 0;
       if (e == 'u') {
         long u = hex4(s, len, i + 2);
-        if (u < 0) return *why = ROM("parse error: bad \\u escape"), -1;
+        if (u < 0) return *why = ROM("bad \\u escape"), -1;
         i += 6;
-        if (u >= 0xDC00 && u <= 0xDFFF) return *why = ROM("parse error: lone surrogate escape"), -1;
+        if (u >= 0xDC00 && u <= 0xDFFF) return *why = ROM("lone surrogate escape"), -1;
         if (u >= 0xD800 && u <= 0xDBFF) {
           long lo = i + 1 < len && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s, len, i + 2) : -1;
-          if (lo < 0xDC00 || lo > 0xDFFF) return *why = ROM("parse error: lone surrogate escape"), -1;
+          if (lo < 0xDC00 || lo > 0xDFFF) return *why = ROM("lone surrogate escape"), -1;
           i += 6;
         }
       } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
                  e == 't') {
         i += 2;
       } else {
-        return *why = ROM("parse error: bad escape in a string"), -1;
+        return *why = ROM("bad escape in a string"), -1;
       }
     } else if (ch < 0x80) {
       i++;
     } else { /* UTF-8: no overlong forms, no surrogates, nothing beyond U+10FFFF */
       int n = ch >= 0xF0 ? 3 : ch >= 0xE0 ? 2 : ch >= 0xC0 ? 1 : 0, k;
       unsigned long cp = ch & (0x3F >> n);
-      if (n == 0 || ch >= 0xF5 || i + n >= len) return *why = ROM("parse error: invalid UTF-8"), -1;
+      if (n == 0 || ch >= 0xF5 || i + n >= len) return *why = ROM("invalid UTF-8"), -1;
       for (k = 1; k <= n; k++) {
         unsigned char cc = (unsigned char)s[i + k];
-        if ((cc & 0xC0) != 0x80) return *why = ROM("parse error: invalid UTF-8"), -1;
+        if ((cc & 0xC0) != 0x80) return *why = ROM("invalid UTF-8"), -1;
         cp = cp << 6 | (cc & 0x3F);
       }
       if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
           (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-        return *why = ROM("parse error: invalid UTF-8"), -1;
+        return *why = ROM("invalid UTF-8"), -1;
       i += n + 1;
     }
   }
-  return *why = ROM("parse error: unterminated string"), -1;
+  return *why = ROM("unterminated string"), -1;
 }
 
 /* One number token from s[i]: the index after it, or -1. Refuses what a double cannot hold. */
@@ -277,7 +282,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   long exp = 0;
   const char *big = ROM("17976931348623157"); /* DBL_MAX's leading digits */
   if (i < len && s[i] == '-') i++;
-  if (i >= len || !is_digit(s[i])) return *why = ROM("parse error: bad number"), -1;
+  if (i >= len || !is_digit(s[i])) return *why = ROM("bad number"), -1;
   if (s[i] == '0') {
     i++;
   } else {
@@ -286,7 +291,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   }
   if (i < len && s[i] == '.') {
     i++;
-    if (i >= len || !is_digit(s[i])) return *why = ROM("parse error: bad number"), -1;
+    if (i >= len || !is_digit(s[i])) return *why = ROM("bad number"), -1;
     while (i < len && is_digit(s[i])) {
       if (first < 0 && s[i] == '0') lead++;
       else if (first < 0) first = i;
@@ -296,7 +301,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   if (i < len && (s[i] == 'e' || s[i] == 'E')) {
     i++;
     if (i < len && (s[i] == '+' || s[i] == '-')) exp_neg = s[i] == '-', i++;
-    if (i >= len || !is_digit(s[i])) return *why = ROM("parse error: bad number"), -1;
+    if (i >= len || !is_digit(s[i])) return *why = ROM("bad number"), -1;
     while (i < len && is_digit(s[i])) {
       if (exp < 100000) exp = exp * 10 + (s[i] - '0');
       i++;
@@ -304,13 +309,13 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   }
   if (first >= 0) { /* the decimal exponent of the first significant digit must stay ≤ 308 */
     long e10 = (exp_neg ? -exp : exp) + (int_digits > 0 ? int_digits - 1 : -(lead + 1));
-    if (e10 > 308) return *why = ROM("parse error: number out of range"), -1;
+    if (e10 > 308) return *why = ROM("number out of range"), -1;
     if (e10 == 308) {
       int k = first, j = 0;
       for (; k < i && AT(big, j, 1); k++) {
         if (s[k] == '.') continue;
         if (!is_digit(s[k]) || s[k] < AT(big, j, 1)) break;
-        if (s[k] > AT(big, j, 1)) return *why = ROM("parse error: number out of range"), -1;
+        if (s[k] > AT(big, j, 1)) return *why = ROM("number out of range"), -1;
         j++;
       }
     }
@@ -329,7 +334,7 @@ const char *ccm_json_check(const char *s, int len) {
   enum { VALUE, VALUE_OR_END, KEY, KEY_OR_END, COLON, NEXT, DONE } want = VALUE;
   uint32_t objects = 0; /* bit d: level d+1 is an object */
   int depth = 0, i = skip_ws(s, len, 0);
-  const char *why = ROM("parse error");
+  const char *why = ROM("unexpected character");
   while (i < len) {
     char ch = s[i];
     switch (want) {
@@ -338,7 +343,7 @@ const char *ccm_json_check(const char *s, int len) {
         /* fall through */
       case VALUE:
         if (ch == '{' || ch == '[') {
-          if (++depth > CCM_MAX_DEPTH) return ROM("parse error: nesting deeper than 32");
+          if (++depth > CCM_MAX_DEPTH) return ROM("nesting deeper than 32");
           if (ch == '{') objects |= 1UL << (depth - 1);
           else objects &= ~(1UL << (depth - 1));
           want = ch == '{' ? KEY_OR_END : VALUE_OR_END;
@@ -350,7 +355,7 @@ const char *ccm_json_check(const char *s, int len) {
         else if (ch == 't') i = scan_word(s, len, i, ROM("true"));
         else if (ch == 'f') i = scan_word(s, len, i, ROM("false"));
         else if (ch == 'n') i = scan_word(s, len, i, ROM("null"));
-        else return ROM("parse error: unexpected character");
+        else return ROM("unexpected character");
         if (i < 0) return why;
         want = depth == 0 ? DONE : NEXT;
         break;
@@ -358,12 +363,12 @@ const char *ccm_json_check(const char *s, int len) {
         if (ch == '}') goto close;
         /* fall through */
       case KEY:
-        if (ch != '"') return ROM("parse error: expected a key");
+        if (ch != '"') return ROM("expected a key");
         if ((i = scan_string(s, len, i, &why)) < 0) return why;
         want = COLON;
         break;
       case COLON:
-        if (ch != ':') return ROM("parse error: expected ':'");
+        if (ch != ':') return ROM("expected ':'");
         i++;
         want = VALUE;
         break;
@@ -374,9 +379,9 @@ const char *ccm_json_check(const char *s, int len) {
           break;
         }
         if (ch == (objects >> (depth - 1) & 1 ? '}' : ']')) goto close;
-        return ROM("parse error: expected ',' or a close");
+        return ROM("expected ',' or a close");
       case DONE:
-        return ROM("parse error: data after the value");
+        return ROM("data after the value");
     }
     i = skip_ws(s, len, i);
     continue;
@@ -385,7 +390,7 @@ const char *ccm_json_check(const char *s, int len) {
     i = skip_ws(s, len, i + 1);
     want = depth == 0 ? DONE : NEXT;
   }
-  return want == DONE ? NULL : ROM("parse error: incomplete frame");
+  return want == DONE ? NULL : ROM("incomplete frame");
 }
 
 /* -- JSON: finding -------------------------------------------------------------------------------- */
@@ -505,17 +510,11 @@ int ccm_json_find(const char *s, int len, const char *path, const char **tok, in
 }
 
 static void utf8(char *out, int size, int *n, unsigned long cp) {
-  char b[4];
-  int k = 0, i;
-  if (cp < 0x80) b[k++] = (char)cp;
-  else if (cp < 0x800) b[k++] = (char)(0xC0 | cp >> 6), b[k++] = (char)(0x80 | (cp & 0x3F));
-  else if (cp < 0x10000)
-    b[k++] = (char)(0xE0 | cp >> 12), b[k++] = (char)(0x80 | (cp >> 6 & 0x3F)), b[k++] = (char)(0x80 | (cp & 0x3F));
-  else
-    b[k++] = (char)(0xF0 | cp >> 18), b[k++] = (char)(0x80 | (cp >> 12 & 0x3F)),
-    b[k++] = (char)(0x80 | (cp >> 6 & 0x3F)), b[k++] = (char)(0x80 | (cp & 0x3F));
-  for (i = 0; i < k; i++) {
-    if (*n < size) out[*n] = b[i];
+  int k = cp < 0x80 ? 0 : cp < 0x800 ? 1 : cp < 0x10000 ? 2 : 3, i; /* continuation bytes */
+  for (i = k; i >= 0; i--) {
+    unsigned b = (unsigned)(cp >> 6 * i);
+    b = i < k ? 0x80 | (b & 0x3F) : k ? (0xFF80u >> k & 0xFF) | b : b; /* lead: 110…, 1110…, 11110… */
+    if (*n < size) out[*n] = (char)b;
     (*n)++;
   }
 }
@@ -579,23 +578,21 @@ int ccm_arg_long(const struct ccm_req *r, const char *path, long *out) {
 #if CCM_ENABLE_DOUBLE
 int ccm_arg_double(const struct ccm_req *r, const char *path, double *out) {
   const char *t;
-  int n, i = 0, neg = 0, eneg = 0, e = 0, frac = 0;
+  int n, i, e = 0, frac = 0, x = 0, xneg = 0;
   double v = 0;
-  if (arg(r, path, &t, &n) != CCM_TOK_NUMBER) return 0;
-  if (t[i] == '-') neg = 1, i++;
-  for (; i < n && is_digit(t[i]); i++) v = v * 10 + (t[i] - '0');
-  if (i < n && t[i] == '.')
-    for (i++; i < n && is_digit(t[i]); i++) v = v * 10 + (t[i] - '0'), frac++;
-  if (i < n && (t[i] == 'e' || t[i] == 'E')) {
-    i++;
-    if (i < n && (t[i] == '+' || t[i] == '-')) eneg = t[i++] == '-';
-    for (; i < n && is_digit(t[i]); i++)
-      if (e < 10000) e = e * 10 + (t[i] - '0');
+  if (arg(r, path, &t, &n) != CCM_TOK_NUMBER) return 0; /* a number the frame's check let through */
+  for (i = t[0] == '-'; i < n && t[i] != 'e' && t[i] != 'E'; i++) {
+    if (t[i] == '.') frac = 1;
+    else v = v * 10 + (t[i] - '0'), e -= frac;
   }
-  e = (eneg ? -e : e) - frac;
-  for (; e > 0; e--) v *= 10;
+  if (i++ < n) { /* the exponent */
+    if (t[i] == '+' || t[i] == '-') xneg = t[i++] == '-';
+    for (; i < n; i++)
+      if (x < 10000) x = x * 10 + (t[i] - '0');
+  }
+  for (e += xneg ? -x : x; e > 0; e--) v *= 10;
   for (; e < 0; e++) v /= 10;
-  *out = neg ? -v : v;
+  *out = t[0] == '-' ? -v : v;
   return 1;
 }
 #endif
@@ -619,9 +616,9 @@ static void answer_error(struct ccm *c, const char *id, int id_len, int code, co
   int n = 0;
   if (id != NULL) outf(c, ROM("{\"id\":%.*s"), id_len, id);
   else put_rom(c, ROM("{\"id\":null"));
-  outf(c, ROM(",\"error\":{\"code\":%d,\"message\":"), code);
+  outf(c, ROM(",\"error\":{\"code\":%d,\"message\":\"%s"), code, code == CCM_PARSE_ERROR ? "parse error: " : "");
   while (AT(message, n, rom)) n++;
-  put_quoted(c, message, n, rom);
+  put_escaped(c, message, n, rom);
   put_rom(c, ROM("}}\n"));
   flush(c);
 }
@@ -840,7 +837,7 @@ void ccm_feed(struct ccm *c, const void *data, int len) {
     if (ch == '\n') { /* a newline ends any frame: one that has not closed is incomplete */
       if (c->state == IN_FRAME) {
         c->stats.frames++, c->stats.errors++;
-        answer_error(c, NULL, 0, CCM_PARSE_ERROR, ROM("parse error: incomplete frame"), 1);
+        answer_error(c, NULL, 0, CCM_PARSE_ERROR, ROM("incomplete frame"), 1);
       }
       c->state = IDLE;
       continue;
@@ -892,10 +889,10 @@ static void ignore(struct ccm *c, const struct ccm_result *res, void *ud) {
  * library's own (rom 1). */
 static void send_v(struct ccm *c, uint32_t id, const char *method, const char *fmt, int rom, va_list ap) {
   int n = 0;
-  if (id) outf(c, ROM("{\"id\":%lu,\"method\":"), (unsigned long)id);
-  else put_rom(c, ROM("{\"method\":"));
+  if (id) outf(c, ROM("{\"id\":%lu,\"method\":\""), (unsigned long)id);
+  else put_rom(c, ROM("{\"method\":\""));
   while (AT(method, n, rom)) n++;
-  put_quoted(c, method, n, rom);
+  put_escaped(c, method, n, rom);
   if (fmt != NULL) {
     put_rom(c, ROM(",\"params\":"));
     vfmt(c, fmt, rom, ap);

@@ -122,7 +122,7 @@ struct ccm {
   ccm_write_fn write;
   void *write_ud;
   char out[CCM_OUT_CHUNK];
-  int out_len;
+  int out_len, written;
   struct {
     const char *name;
     ccm_handler fn;

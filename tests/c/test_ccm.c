@@ -252,11 +252,22 @@ static void test_json(void) {
     CHECK(ccm_arg_str(&r, "$.a.b[1].c", s, sizeof(s)));
     CHECK(!ccm_arg_str(&r, "$.z", s, sizeof(s)));
   }
-  CHECK(strcmp(ccm_json_check("{\"a\":1,}", 8), "parse error: expected a key") == 0);
-  CHECK(strcmp(ccm_json_check("[1 2]", 5), "parse error: expected ',' or a close") == 0);
-  CHECK(strcmp(ccm_json_check("[01]", 4), "parse error: expected ',' or a close") == 0);
-  CHECK(strcmp(ccm_json_check("{} x", 4), "parse error: data after the value") == 0);
-  CHECK(strcmp(ccm_json_check("\"\t\"", 3), "parse error: control character in a string") == 0);
+  {
+    const char *nums = "[0.5,1E+2,-0.001,12e-1,3,\"\\u0041\\u20ac\"]";
+    double d = 0;
+    r.params = nums, r.params_len = (int)strlen(nums);
+    CHECK(ccm_arg_double(&r, "$[0]", &d) && d == 0.5);
+    CHECK(ccm_arg_double(&r, "$[1]", &d) && d == 100.0);
+    CHECK(ccm_arg_double(&r, "$[2]", &d) && d > -0.0010001 && d < -0.0009999);
+    CHECK(ccm_arg_double(&r, "$[3]", &d) && d > 1.1999 && d < 1.2001);
+    CHECK(ccm_arg_double(&r, "$[4]", &d) && d == 3.0);
+    CHECK(ccm_arg_str(&r, "$[5]", s, sizeof(s)) && strcmp(s, "A\xe2\x82\xac") == 0); /* 1 and 3 bytes */
+  }
+  CHECK(strcmp(ccm_json_check("{\"a\":1,}", 8), "expected a key") == 0);
+  CHECK(strcmp(ccm_json_check("[1 2]", 5), "expected ',' or a close") == 0);
+  CHECK(strcmp(ccm_json_check("[01]", 4), "expected ',' or a close") == 0);
+  CHECK(strcmp(ccm_json_check("{} x", 4), "data after the value") == 0);
+  CHECK(strcmp(ccm_json_check("\"\t\"", 3), "control character in a string") == 0);
   CHECK(ccm_json_check("[1e-999, 0.0001e310, -0, 1E+2]", 30) == NULL);
 }
 
