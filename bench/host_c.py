@@ -75,8 +75,10 @@ def footprint(mjson: str | None) -> None:
         f"   {'of it, linked into the lamp firmware':38} {lib_flash:7} {lib_ram:6}  (+ the lamp's 512 B frame buffer)"
     )
     print(f"   {'the whole lamp firmware':38} {total[0] + total[1]:7} {total[1] + total[2]:6}")
+    whole = rows[0][1] + rows[0][2]
     print(
-        f"   goal: flash <= 6144 -> {lib_flash / 6144:.2f}x of it; RAM <= 1024 + frame buffer -> {lib_ram / 1024:.2f}x"
+        f"   goal: the whole library <= 6144 -> {whole / 6144:.2f}x (linked: {lib_flash / 6144:.2f}x); "
+        f"RAM <= 1024 + frame buffer -> {lib_ram / 1024:.2f}x"
     )
 
 

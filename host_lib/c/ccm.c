@@ -47,12 +47,21 @@ static long hex4(const char *s, int len, int i) { /* the value of 4 hex digits a
   for (k = 0; k < 4; k++) {
     char c = s[i + k];
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= c - '0';
-    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+    if (is_digit(c)) v |= c - '0';
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') v |= (c | 0x20) - 'a' + 10; /* either case */
     else return -1;
   }
   return v;
+}
+
+/* JSON's two-character escapes as pairs: the character, then its letter after '\'. '/' is read, never
+ * written. esc_pair: the index of ch among the characters (side 0) or the letters (side 1), or -1. */
+#define ESCAPES ROM("\"\"\\\\\bb\ff\nn\rr\tt//")
+static int esc_pair(const char *t, char ch, int side, int end) {
+  int i;
+  for (i = side; i < end; i += 2)
+    if (AT(t, i, 1) == ch) return i;
+  return -1;
 }
 
 /* -- output -------------------------------------------------------------------------------------- */
@@ -98,15 +107,10 @@ static void put_escaped(struct ccm *c, const char *s, int n, int rom) {
   int i;
   for (i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)AT(s, i, rom);
-    const char *e = NULL;
-    if (ch == '"') e = "\\\"";
-    else if (ch == '\\') e = "\\\\";
-    else if (ch == '\n') e = "\\n";
-    else if (ch == '\r') e = "\\r";
-    else if (ch == '\t') e = "\\t";
-    else if (ch == '\b') e = "\\b";
-    else if (ch == '\f') e = "\\f";
-    if (e != NULL) {
+    const char *t = ESCAPES;
+    int k = esc_pair(t, (char)ch, 0, 14);
+    if (k >= 0) {
+      char e[2] = {'\\', AT(t, k + 1, 1)};
       put(c, e, 2);
     } else if (ch < 0x20) {
       int lo = ch & 15; /* ch < 0x20: \u0000..\u001f */
@@ -250,8 +254,7 @@ static int scan_string(const char *s, int len, int i, const char **why) {
           if (lo < 0xDC00 || lo > 0xDFFF) return *why = ROM("lone surrogate escape"), -1;
           i += 6;
         }
-      } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
-                 e == 't') {
+      } else if (esc_pair(ESCAPES, e, 1, 16) >= 0) {
         i += 2;
       } else {
         return *why = ROM("bad escape in a string"), -1;
@@ -538,7 +541,11 @@ int ccm_json_unescape(const char *tok, int tok_len, char *out, int size) {
         utf8(out, size, &n, (unsigned long)cp);
         continue;
       }
-      ch = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
+      {
+        const char *t = ESCAPES;
+        int k = esc_pair(t, e, 1, 16);
+        ch = k >= 0 ? AT(t, k - 1, 1) : e;
+      }
     }
     if (n < size) out[n] = ch;
     n++;
@@ -769,52 +776,35 @@ static void respond(struct ccm *c, const char *id, int id_len, const char *resul
 }
 
 static void frame(struct ccm *c, const char *s, int len) {
+  static const char names[] = "id\0method\0params\0result\0error"; /* the members read, in m[0..4] */
+  const char *why = ccm_json_check(s, len), *k, *v, *m[5] = {NULL, NULL, NULL, NULL, NULL};
+  int off = 0, kl, vl, t, i, ml[5] = {0, 0, 0, 0, 0}, mt[5], code = CCM_PARSE_ERROR;
   struct ccm_req r;
-  const char *why = ccm_json_check(s, len), *k, *v, *result = NULL, *error = NULL;
-  int off = 0, kl, vl, t, has_id = 0, bad = 0, result_len = 0, error_len = 0;
   c->stats.frames++;
+  if (why == NULL && s[0] != '{') why = ROM("invalid request: batches are not supported"), code = CCM_INVALID_REQUEST;
+  if (why == NULL) {
+    while ((off = ccm_json_next(s, len, off, &k, &kl, &v, &vl, &t)) != 0) {
+      const char *n = names;
+      for (i = 0; i < 5; n += slen(n) + 1, i++)
+        if (key_eq(k, kl, n, slen(n))) m[i] = v, ml[i] = vl, mt[i] = t;
+    }
+    why = ROM("invalid request"), code = CCM_INVALID_REQUEST;
+    if (m[0] != NULL && mt[0] != CCM_TOK_STRING && mt[0] != CCM_TOK_NUMBER && mt[0] != CCM_TOK_NULL)
+      m[0] = NULL; /* an id that is not a string, number or null is answered with null */
+    else if (m[1] != NULL ? mt[1] == CCM_TOK_STRING : m[0] != NULL && (m[3] != NULL || m[4] != NULL))
+      why = NULL; /* a request (its method a string), or an answer to one of ours */
+  }
   if (why != NULL) {
     c->stats.errors++;
-    answer_error(c, NULL, 0, CCM_PARSE_ERROR, why, 1);
-    return;
+    answer_error(c, m[0], ml[0], code, why, 1);
+  } else if (m[1] == NULL) {
+    respond(c, m[0], ml[0], m[3], ml[3], m[4], ml[4]);
+  } else {
+    r.ctx = c, r.id = m[0], r.id_len = ml[0], r.userdata = NULL, r.answered = 0;
+    r.method = m[1] + 1, r.method_len = ml[1] - 2; /* between the quotes (escaped names match nothing) */
+    r.params = m[2] != NULL ? m[2] : "null", r.params_len = m[2] != NULL ? ml[2] : 4;
+    dispatch(c, &r);
   }
-  if (s[0] != '{') {
-    c->stats.errors++;
-    answer_error(c, NULL, 0, CCM_INVALID_REQUEST, ROM("invalid request: batches are not supported"), 1);
-    return;
-  }
-  r.ctx = c, r.method = NULL, r.method_len = 0, r.params = "null", r.params_len = 4;
-  r.id = NULL, r.id_len = 0, r.userdata = NULL, r.answered = 0;
-  while ((off = ccm_json_next(s, len, off, &k, &kl, &v, &vl, &t)) != 0) {
-    if (key_eq(k, kl, "id", 2)) {
-      has_id = 1;
-      r.id = v, r.id_len = vl;
-      bad = bad & ~1;
-      if (t != CCM_TOK_STRING && t != CCM_TOK_NUMBER && t != CCM_TOK_NULL) bad |= 1;
-    } else if (key_eq(k, kl, "method", 6)) {
-      r.method = v, r.method_len = vl;
-      bad = t == CCM_TOK_STRING ? bad & ~2 : bad | 2;
-    } else if (key_eq(k, kl, "params", 6)) {
-      r.params = v, r.params_len = vl;
-    } else if (key_eq(k, kl, "result", 6)) {
-      result = v, result_len = vl;
-    } else if (key_eq(k, kl, "error", 5)) {
-      error = v, error_len = vl;
-    }
-  }
-  if (bad & 1) r.id = NULL; /* an id that is not a string, number or null is answered with null */
-  if (bad || (r.method == NULL && !(has_id && (result != NULL || error != NULL)))) {
-    c->stats.errors++;
-    answer_error(c, r.id, r.id_len, CCM_INVALID_REQUEST, ROM("invalid request"), 1);
-    return;
-  }
-  if (r.method == NULL) {
-    respond(c, r.id, r.id_len, result, result_len, error, error_len);
-    return;
-  }
-  r.method++, r.method_len -= 2; /* the name between the quotes (escaped names match nothing) */
-  if (!has_id) r.id = NULL;
-  dispatch(c, &r);
 }
 
 static void oversize(struct ccm *c) {
