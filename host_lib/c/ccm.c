@@ -54,6 +54,18 @@ static long hex4(const char *s, int len, int i) { /* the value of 4 hex digits a
   return v;
 }
 
+/* The code point of the \u escape at s[i] (a backslash), a low surrogate's escape after a high one's
+ * joined to it; *next: the index after it. -1: not 4 hex digits; -2: a surrogate alone. */
+static long u_escape(const char *s, int len, int i, int *next) {
+  long u = hex4(s, len, i + 2), lo;
+  *next = i + 6;
+  if (u < 0xD800 || u > 0xDFFF) return u;
+  lo = u < 0xDC00 && i + 7 < len && s[i + 6] == '\\' && s[i + 7] == 'u' ? hex4(s, len, i + 8) : -1;
+  if (lo < 0xDC00 || lo > 0xDFFF) return -2;
+  *next = i + 12;
+  return 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+}
+
 /* JSON's two-character escapes as pairs: the character, then its letter after '\'. '/' is read, never
  * written. esc_pair: the index of ch among the characters (side 0) or the letters (side 1), or -1. */
 #define ESCAPES ROM("\"\"\\\\\bb\ff\nn\rr\tt//")
@@ -245,15 +257,8 @@ static int scan_string(const char *s, int len, int i, const char **why) {
     if (ch == '\\') {
       char e = i + 1 < len ? s[i + 1] : 0;
       if (e == 'u') {
-        long u = hex4(s, len, i + 2);
-        if (u < 0) return *why = ROM("bad \\u escape"), -1;
-        i += 6;
-        if (u >= 0xDC00 && u <= 0xDFFF) return *why = ROM("lone surrogate escape"), -1;
-        if (u >= 0xD800 && u <= 0xDBFF) {
-          long lo = i + 1 < len && s[i] == '\\' && s[i + 1] == 'u' ? hex4(s, len, i + 2) : -1;
-          if (lo < 0xDC00 || lo > 0xDFFF) return *why = ROM("lone surrogate escape"), -1;
-          i += 6;
-        }
+        long u = u_escape(s, len, i, &i);
+        if (u < 0) return *why = u == -1 ? ROM("bad \\u escape") : ROM("lone surrogate escape"), -1;
       } else if (esc_pair(ESCAPES, e, 1, 16) >= 0) {
         i += 2;
       } else {
@@ -423,16 +428,13 @@ static int value_end(const char *s, int len, int i) { /* the index after the val
   return -1;
 }
 
-static int tok_type(char ch) {
-  switch (ch) {
-    case '"': return CCM_TOK_STRING;
-    case '{': return CCM_TOK_OBJECT;
-    case '[': return CCM_TOK_ARRAY;
-    case 't': return CCM_TOK_TRUE;
-    case 'f': return CCM_TOK_FALSE;
-    case 'n': return CCM_TOK_NULL;
-    default: return ch == '-' || is_digit(ch) ? CCM_TOK_NUMBER : CCM_TOK_INVALID;
-  }
+static int tok_type(char ch) { /* the first byte of each type, in CCM_TOK_ order from STRING */
+  const char *t = ROM("\"-tfn{[");
+  int i;
+  if (is_digit(ch)) return CCM_TOK_NUMBER;
+  for (i = 0; AT(t, i, 1); i++)
+    if (AT(t, i, 1) == ch) return CCM_TOK_STRING + i;
+  return CCM_TOK_INVALID;
 }
 
 int ccm_json_next(const char *s, int len, int offset, const char **key, int *key_len, const char **val,
@@ -530,15 +532,10 @@ int ccm_json_unescape(const char *tok, int tok_len, char *out, int size) {
     if (ch == '\\' && i + 1 < tok_len - 1) {
       char e = tok[++i];
       if (e == 'u') {
-        long cp = hex4(tok, tok_len - 1, i + 1), lo;
+        long cp = u_escape(tok, tok_len - 1, i - 1, &i);
         if (cp < 0) return -1;
-        i += 4;
-        if (cp >= 0xD800 && cp <= 0xDBFF && i + 2 < tok_len - 1 && tok[i + 1] == '\\' && tok[i + 2] == 'u' &&
-            (lo = hex4(tok, tok_len - 1, i + 3)) >= 0xDC00 && lo <= 0xDFFF) {
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          i += 6;
-        }
         utf8(out, size, &n, (unsigned long)cp);
+        i--; /* the loop steps past the escape */
         continue;
       }
       {
