@@ -616,22 +616,32 @@ int ccm_arg_str(const struct ccm_req *r, const char *path, char *out, int size) 
 
 /* -- answering ------------------------------------------------------------------------------------ */
 /* message: the library's own (ROM), or the application's (rom 0) */
-static void answer_error(struct ccm *c, const char *id, int id_len, int code, const char *message, int rom) {
-  int n = 0;
+/* {"id":…,"error":{"code":…,"message":"  — the message and the rest are the caller's */
+static void error_head(struct ccm *c, const char *id, int id_len, int code) {
   if (id != NULL) outf(c, ROM("{\"id\":%.*s"), id_len, id);
   else put_rom(c, ROM("{\"id\":null"));
-  outf(c, ROM(",\"error\":{\"code\":%d,\"message\":\"%s"), code, code == CCM_PARSE_ERROR ? "parse error: " : "");
+  outf(c, ROM(",\"error\":{\"code\":%d,\"message\":\""), code);
+  if (code == CCM_PARSE_ERROR) put_rom(c, ROM("parse error: "));
+}
+
+static void answer_error(struct ccm *c, const char *id, int id_len, int code, const char *message, int rom) {
+  int n = 0;
+  error_head(c, id, id_len, code);
   while (AT(message, n, rom)) n++;
   put_escaped(c, message, n, rom);
   put_rom(c, ROM("}}\n"));
   flush(c);
 }
 
+static void result_head(struct ccm_req *r) { /* {"id":…,"result":  */
+  outf(r->ctx, ROM("{\"id\":%.*s,\"result\":"), r->id_len, r->id);
+}
+
 static void result_v(struct ccm_req *r, const char *fmt, int rom, va_list ap) {
   if (r->answered) return;
   r->answered = 1;
   if (r->id == NULL) return;
-  outf(r->ctx, ROM("{\"id\":%.*s,\"result\":"), r->id_len, r->id);
+  result_head(r);
   if (fmt == NULL) put_rom(r->ctx, ROM("null"));
   else vfmt(r->ctx, fmt, rom, ap);
   put_rom(r->ctx, ROM("}\n"));
@@ -664,7 +674,8 @@ void ccm_error(struct ccm_req *r, int code, const char *message) { error_in(r, c
 static void rpc_list(struct ccm_req *r) {
   struct ccm *c = r->ctx;
   int i;
-  outf(c, ROM("{\"id\":%.*s,\"result\":["), r->id_len, r->id);
+  result_head(r);
+  put_rom(c, ROM("["));
   for (i = 0; i < c->n_methods; i++) outf(c, ROM("%Q,"), c->methods[i].name);
   put_rom(c, ROM("\"RPC.List\",\"Sys.Info\"]}\n"));
   flush(c);
@@ -806,9 +817,8 @@ static void frame(struct ccm *c, const char *s, int len) {
 
 static void oversize(struct ccm *c) {
   c->stats.overflows++;
-  outf(c, ROM("{\"id\":null,\"error\":{\"code\":%d,\"message\":\"frame too large: %d+ bytes, "
-               "the frame buffer is %d\"}}\n"),
-             CCM_INVALID_REQUEST, c->len + 1, c->size);
+  error_head(c, NULL, 0, CCM_INVALID_REQUEST);
+  outf(c, ROM("frame too large: %d+ bytes, the frame buffer is %d\"}}\n"), c->len + 1, c->size);
   flush(c);
 }
 
