@@ -2,7 +2,8 @@
 
 Each operation is a generator that yields what it needs from the wire — `(WRITE, bytes)` or
 `(READ, n, timeout_ms)` — and is sent back the bytes read. `AsyncDriver` runs one over an asyncio-style
-stream: the CCM's UART, and the PC's port under `ccm stm32`. The protocol lives here once.
+stream, the CCM's UART; `ccm stm32` on a PC runs them blocking on its own port (bundle/stm32_tool.py,
+`PortDriver`). The protocol lives here once.
 """
 
 ACK = 0x79
