@@ -402,29 +402,31 @@ const char *ccm_json_check(const char *s, int len) {
 }
 
 /* -- JSON: finding -------------------------------------------------------------------------------- */
+/* One byte of JSON text. *str: bit 0 inside a string, bit 1 after a backslash in it; *depth: brackets
+ * open. 1 when the byte ends the value that started at depth 0 (a close, or a string's last quote). */
+static int step(uint8_t *str, int *depth, char ch) {
+  if (*str) {
+    if (*str & 2) *str = 1;
+    else if (ch == '\\') *str = 3;
+    else if (ch == '"') return *str = 0, *depth == 0;
+    return 0;
+  }
+  if (ch == '"') *str = 1;
+  else if (ch == '{' || ch == '[') ++*depth;
+  else if (ch == '}' || ch == ']') return --*depth == 0;
+  return 0;
+}
+
 static int value_end(const char *s, int len, int i) { /* the index after the value at s[i], or -1 */
-  int depth = 0, in_str = 0;
+  int depth = 0;
+  uint8_t str = 0;
   if (i >= len) return -1;
   if (s[i] != '{' && s[i] != '[' && s[i] != '"') { /* a scalar: up to a delimiter */
     while (i < len && !is_ws(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ':') i++;
     return i;
   }
-  for (; i < len; i++) {
-    char ch = s[i];
-    if (in_str) {
-      if (ch == '\\') i++;
-      else if (ch == '"') {
-        in_str = 0;
-        if (depth == 0) return i + 1;
-      }
-    } else if (ch == '"') {
-      in_str = 1;
-    } else if (ch == '{' || ch == '[') {
-      depth++;
-    } else if (ch == '}' || ch == ']') {
-      if (--depth == 0) return i + 1;
-    }
-  }
+  for (; i < len; i++)
+    if (step(&str, &depth, s[i])) return i + 1;
   return -1;
 }
 
@@ -829,7 +831,7 @@ void ccm_feed(struct ccm *c, const void *data, int len) {
     char ch = p[i];
     if (c->state == IDLE) {
       if (ch != '{' && ch != '[') continue; /* noise between frames, \r\n after a closed frame */
-      c->state = IN_FRAME, c->len = 0, c->depth = 0, c->in_str = 0, c->esc = 0;
+      c->state = IN_FRAME, c->len = 0, c->depth = 0, c->str = 0;
     }
     if (ch == '\n') { /* a newline ends any frame: one that has not closed is incomplete */
       if (c->state == IN_FRAME) {
@@ -847,15 +849,7 @@ void ccm_feed(struct ccm *c, const void *data, int len) {
         c->buf[c->len++] = ch;
       }
     }
-    if (c->in_str) {
-      if (c->esc) c->esc = 0;
-      else if (ch == '\\') c->esc = 1;
-      else if (ch == '"') c->in_str = 0;
-    } else if (ch == '"') {
-      c->in_str = 1;
-    } else if (ch == '{' || ch == '[') {
-      c->depth++;
-    } else if ((ch == '}' || ch == ']') && --c->depth == 0) {
+    if (step(&c->str, &c->depth, ch)) {
       if (c->state == IN_FRAME) frame(c, c->buf, c->len);
       c->state = IDLE;
     }

@@ -118,7 +118,7 @@ struct ccm {
   char *buf; /* the frame being received */
   int size, len;
   int depth;
-  uint8_t state, in_str, esc;
+  uint8_t state, str; /* str: inside a string (bit 0), after its backslash (bit 1) */
   ccm_write_fn write;
   void *write_ud;
   char out[CCM_OUT_CHUNK];
