@@ -139,7 +139,7 @@ class BLE:
         from bumble.transport.common import AsyncPipeSink
 
         if self.radio.quiet is not None:  # the last boot's stack lets go of the controller first
-            await asyncio.gather(self.radio.quiet, return_exceptions=True)
+            await asyncio.wait({self.radio.quiet})  # (not gather: cancelling this must not walk the chain)
         c = self.radio.controller
         self.device = Device(name=self._name, address=Address(self.radio.address), host=Host(c, AsyncPipeSink(c)))
         self.device.gatt_server.max_mtu = self._mtu
@@ -152,7 +152,10 @@ class BLE:
 
     async def _shutdown(self):
         """As a module's reset: connections dropped, advertising off, the stack gone."""
-        await asyncio.gather(self._powered, return_exceptions=True)
+        # asyncio.wait, not gather: each power-on waits for the shutdown before it, which waits for its
+        # power-on — with gather, cancelling the newest at a CCM's stop cancelled down the whole chain
+        # recursively (RecursionError seen at the end of a full suite)
+        await asyncio.wait({self._powered})
         for conn in list(self._conns.values()):
             try:
                 await conn.disconnect()
