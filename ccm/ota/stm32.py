@@ -96,9 +96,9 @@ async def _leave(port, pins):
 
 
 async def _attempt(stream, address, size, port, pins, progress, only_pages=None):
+    port.set_mode("E")  # AN3155: 8 data bits, even parity, 1 stop bit
     # a port may bring a driver of its own (the PC's, blocking); the CCM's UART uses the asyncio one
     drv = port.driver() if hasattr(port, "driver") else bl.AsyncDriver(port)
-    port.set_mode("E")  # AN3155: 8 data bits, even parity, 1 stop bit
     await pins.bootloader()
     await drv.discard_input()
     info = bl.Info()
