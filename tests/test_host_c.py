@@ -70,7 +70,7 @@ def test_fuzzed_input_never_crashes_or_stops_the_link(bins, seed):
     assert "60000 cases" in r.stdout
 
 
-@pytest.mark.parametrize("flags", [["-DCCM_ENABLE_DOUBLE=0"], ["-DCCM_MAX_METHODS=2", "-DCCM_OUT_CHUNK=1"]])
+@pytest.mark.parametrize("flags", [[], ["-DCCM_ENABLE_DOUBLE=1"], ["-DCCM_MAX_METHODS=2", "-DCCM_OUT_CHUNK=1"]])
 def test_builds_without_warnings_for_cortex_m3_and_as_cpp(tmp_path, flags):
     needs_arm()
     arm = ["-mcpu=cortex-m3", "-mthumb", "-Os", "-ffreestanding", "-c", *flags]

@@ -175,13 +175,13 @@ static void put_double(struct ccm *c, double v) { /* like %g with 9 significant 
 /* fmt in RAM (the application's), or in ROM (the library's own: rom 1). Returns the bytes written. */
 static int vfmt(struct ccm *c, const char *fmt, int rom, va_list ap) {
   int start = c->written;
-  while (AT(fmt, 0, rom)) {
+  for (; AT(fmt, 0, rom); fmt++) {
     int lng = 0, prec = -1;
-    const char *from = fmt;
     char conv;
-    while (AT(fmt, 0, rom) && AT(fmt, 0, rom) != '%') fmt++;
-    if (fmt > from) put_in(c, from, (int)(fmt - from), rom);
-    if (AT(fmt, 0, rom) == 0) break;
+    if (AT(fmt, 0, rom) != '%') {
+      put_in(c, fmt, 1, rom);
+      continue;
+    }
     fmt++;
     if (AT(fmt, 0, rom) == '.' && AT(fmt, 1, rom) == '*') prec = va_arg(ap, int), fmt += 2;
     if (AT(fmt, 0, rom) == 'l') lng = 1, fmt++;
@@ -215,11 +215,10 @@ static int vfmt(struct ccm *c, const char *fmt, int rom, va_list ap) {
       case '%':
         put(c, "%", 1);
         break;
-      default: /* an unknown conversion is printed as is */
-        put_in(c, fmt - 1, 2, rom);
+      default: /* an unknown conversion is printed as is; a '%' at the end alone */
+        put_in(c, fmt - 1, conv ? 2 : 1, rom);
         if (conv == 0) return c->written - start;
     }
-    fmt++;
   }
   return c->written - start;
 }
@@ -247,50 +246,82 @@ int ccm_printf(struct ccm *c, const char *f, ...) {
 }
 
 /* -- JSON: checking ------------------------------------------------------------------------------- */
-/* One string token from s[i] == '"': the index after its closing quote, or -1 with *why set. */
-static int scan_string(const char *s, int len, int i, const char **why) {
+/* What a check finds wrong: a negative code from the scanners below, its message the -code'th of these. */
+enum { E_CHAR = -1, E_CONTROL = -2, E_U = -3, E_SURROGATE = -4, E_ESCAPE = -5, E_UTF8 = -6, E_UNTERMINATED = -7,
+       E_NUMBER = -8, E_RANGE = -9, E_DEPTH = -10, E_KEY = -11, E_COLON = -12, E_NEXT = -13, E_INCOMPLETE = -14,
+       E_AFTER = -15 };
+#define CHECK_MESSAGES                                                                                          \
+  ROM("unexpected character\0control character in a string\0bad \\u escape\0lone surrogate escape\0"            \
+      "bad escape in a string\0invalid UTF-8\0unterminated string\0bad number\0number out of range\0"             \
+      "nesting deeper than 32\0expected a key\0expected ':'\0expected ',' or a close\0incomplete frame\0"         \
+      "data after the value")
+
+static const char *check_message(int code) {
+  const char *m = CHECK_MESSAGES;
+  while (++code < 0)
+    while (AT(m++, 0, 1)) {
+    }
+  return m;
+}
+
+static void store(char *out, int size, int *n, unsigned ch) { /* out[*n] when it fits; *n counts on */
+  if (*n < size) out[*n] = (char)ch;
+  (*n)++;
+}
+
+static void utf8(char *out, int size, int *n, unsigned long cp) {
+  int k = cp < 0x80 ? 0 : cp < 0x800 ? 1 : cp < 0x10000 ? 2 : 3, i; /* continuation bytes */
+  for (i = k; i >= 0; i--) {
+    unsigned b = (unsigned)(cp >> 6 * i);
+    store(out, size, n, i < k ? 0x80 | (b & 0x3F) : k ? (0xFF80u >> k & 0xFF) | b : b); /* lead: 110…, 1110…, 11110… */
+  }
+}
+
+/* One string token from s[i] == '"', checked and decoded into out[0..size) (*n: the decoded length, counted
+ * on past size): the index after its closing quote, or an E_ code. */
+static int scan_string(const char *s, int len, int i, char *out, int size, int *n) {
   i++;
   while (i < len) {
-    unsigned char ch = (unsigned char)s[i];
+    unsigned char ch = (unsigned char)s[i], lo, hi;
+    int k;
     if (ch == '"') return i + 1;
-    if (ch < 0x20) return *why = ROM("control character in a string"), -1;
+    if (ch < 0x20) return E_CONTROL;
     if (ch == '\\') {
       char e = i + 1 < len ? s[i + 1] : 0;
       if (e == 'u') {
         long u = u_escape(s, len, i, &i);
-        if (u < 0) return *why = u == -1 ? ROM("bad \\u escape") : ROM("lone surrogate escape"), -1;
-      } else if (esc_pair(ESCAPES, e, 1, 16) >= 0) {
-        i += 2;
-      } else {
-        return *why = ROM("bad escape in a string"), -1;
+        if (u < 0) return (int)u + 1 + E_U; /* -1: E_U, -2: E_SURROGATE */
+        utf8(out, size, n, (unsigned long)u);
+        continue;
       }
-    } else if (ch < 0x80) {
-      i++;
-    } else { /* UTF-8: no overlong forms, no surrogates, nothing beyond U+10FFFF */
-      int n = ch >= 0xF0 ? 3 : ch >= 0xE0 ? 2 : ch >= 0xC0 ? 1 : 0, k;
-      unsigned long cp = ch & (0x3F >> n);
-      if (n == 0 || ch >= 0xF5 || i + n >= len) return *why = ROM("invalid UTF-8"), -1;
-      for (k = 1; k <= n; k++) {
-        unsigned char cc = (unsigned char)s[i + k];
-        if ((cc & 0xC0) != 0x80) return *why = ROM("invalid UTF-8"), -1;
-        cp = cp << 6 | (cc & 0x3F);
-      }
-      if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-          (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-        return *why = ROM("invalid UTF-8"), -1;
-      i += n + 1;
+      if ((k = esc_pair(ESCAPES, e, 1, 16)) < 0) return E_ESCAPE;
+      store(out, size, n, (unsigned char)AT(ESCAPES, k - 1, 1));
+      i += 2;
+      continue;
     }
+    /* UTF-8 (RFC 3629's table): no overlong forms, no surrogates, nothing beyond U+10FFFF */
+    k = ch < 0x80 ? 0 : (ch >= 0xC2) + (ch >= 0xE0) + (ch >= 0xF0);
+    if (ch >= 0x80 && (k == 0 || ch > 0xF4 || i + k >= len)) return E_UTF8;
+    lo = ch == 0xE0 ? 0xA0 : ch == 0xF0 ? 0x90 : 0x80, hi = ch == 0xED ? 0x9F : ch == 0xF4 ? 0x8F : 0xBF;
+    store(out, size, n, ch);
+    while (k--) {
+      ch = (unsigned char)s[++i];
+      if (ch < lo || ch > hi) return E_UTF8;
+      store(out, size, n, ch);
+      lo = 0x80, hi = 0xBF;
+    }
+    i++;
   }
-  return *why = ROM("unterminated string"), -1;
+  return E_UNTERMINATED;
 }
 
-/* One number token from s[i]: the index after it, or -1. Refuses what a double cannot hold. */
-static int scan_number(const char *s, int len, int i, const char **why) {
+/* One number token from s[i]: the index after it, or an E_ code. Refuses what a double cannot hold. */
+static int scan_number(const char *s, int len, int i) {
   int first = -1, int_digits = 0, lead = 0, exp_neg = 0;
   long exp = 0;
   const char *big = ROM("17976931348623157"); /* DBL_MAX's leading digits */
   if (i < len && s[i] == '-') i++;
-  if (i >= len || !is_digit(s[i])) return *why = ROM("bad number"), -1;
+  if (i >= len || !is_digit(s[i])) return E_NUMBER;
   if (s[i] == '0') {
     i++;
   } else {
@@ -299,7 +330,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   }
   if (i < len && s[i] == '.') {
     i++;
-    if (i >= len || !is_digit(s[i])) return *why = ROM("bad number"), -1;
+    if (i >= len || !is_digit(s[i])) return E_NUMBER;
     while (i < len && is_digit(s[i])) {
       if (first < 0 && s[i] == '0') lead++;
       else if (first < 0) first = i;
@@ -309,7 +340,7 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   if (i < len && (s[i] == 'e' || s[i] == 'E')) {
     i++;
     if (i < len && (s[i] == '+' || s[i] == '-')) exp_neg = s[i] == '-', i++;
-    if (i >= len || !is_digit(s[i])) return *why = ROM("bad number"), -1;
+    if (i >= len || !is_digit(s[i])) return E_NUMBER;
     while (i < len && is_digit(s[i])) {
       if (exp < 100000) exp = exp * 10 + (s[i] - '0');
       i++;
@@ -317,13 +348,13 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   }
   if (first >= 0) { /* the decimal exponent of the first significant digit must stay ≤ 308 */
     long e10 = (exp_neg ? -exp : exp) + (int_digits > 0 ? int_digits - 1 : -(lead + 1));
-    if (e10 > 308) return *why = ROM("number out of range"), -1;
+    if (e10 > 308) return E_RANGE;
     if (e10 == 308) {
       int k = first, j = 0;
       for (; k < i && AT(big, j, 1); k++) {
         if (s[k] == '.') continue;
         if (!is_digit(s[k]) || s[k] < AT(big, j, 1)) break;
-        if (s[k] > AT(big, j, 1)) return *why = ROM("number out of range"), -1;
+        if (s[k] > AT(big, j, 1)) return E_RANGE;
         j++;
       }
     }
@@ -331,74 +362,62 @@ static int scan_number(const char *s, int len, int i, const char **why) {
   return i;
 }
 
-static int scan_word(const char *s, int len, int i, const char *w) { /* w: ROM */
+static int scan_word(const char *s, int len, int i, const char *w) { /* w: ROM. -1: E_CHAR */
   int n = 0;
   while (AT(w, n, 1)) n++;
   if (i + n > len) return -1;
   return same_in(s + i, n, w, 1) ? i + n : -1;
 }
 
-const char *ccm_json_check(const char *s, int len) {
-  enum { VALUE, VALUE_OR_END, KEY, KEY_OR_END, COLON, NEXT, DONE } want = VALUE;
-  uint32_t objects = 0; /* bit d: level d+1 is an object */
-  int depth = 0, i = skip_ws(s, len, 0);
-  const char *why = ROM("unexpected character");
-  while (i < len) {
+/* The index after the JSON value at s[i] (whitespace before it skipped), checked; or an E_ code. */
+static int scan_value(const char *s, int len, int i) {
+  enum { VALUE, KEY, COLON, NEXT } want = VALUE;
+  uint32_t objects = 0; /* a stack of bits, the innermost level's lowest: 1 an object, 0 an array */
+  int depth = 0, may_close = 0, n = 0; /* n: what strings decode to, counted and not kept */
+  for (i = skip_ws(s, len, i); i < len; i = skip_ws(s, len, i)) {
     char ch = s[i];
-    switch (want) {
-      case VALUE_OR_END:
-        if (ch == ']') goto close;
-        /* fall through */
-      case VALUE:
-        if (ch == '{' || ch == '[') {
-          if (++depth > CCM_MAX_DEPTH) return ROM("nesting deeper than 32");
-          if (ch == '{') objects |= 1UL << (depth - 1);
-          else objects &= ~(1UL << (depth - 1));
-          want = ch == '{' ? KEY_OR_END : VALUE_OR_END;
-          i++;
-          break;
-        }
-        if (ch == '"') i = scan_string(s, len, i, &why);
-        else if (ch == '-' || is_digit(ch)) i = scan_number(s, len, i, &why);
-        else if (ch == 't') i = scan_word(s, len, i, ROM("true"));
-        else if (ch == 'f') i = scan_word(s, len, i, ROM("false"));
-        else if (ch == 'n') i = scan_word(s, len, i, ROM("null"));
-        else return ROM("unexpected character");
-        if (i < 0) return why;
-        want = depth == 0 ? DONE : NEXT;
-        break;
-      case KEY_OR_END:
-        if (ch == '}') goto close;
-        /* fall through */
-      case KEY:
-        if (ch != '"') return ROM("expected a key");
-        if ((i = scan_string(s, len, i, &why)) < 0) return why;
-        want = COLON;
-        break;
-      case COLON:
-        if (ch != ':') return ROM("expected ':'");
-        i++;
-        want = VALUE;
-        break;
-      case NEXT:
-        if (ch == ',') {
-          i++;
-          want = objects >> (depth - 1) & 1 ? KEY : VALUE;
-          break;
-        }
-        if (ch == (objects >> (depth - 1) & 1 ? '}' : ']')) goto close;
-        return ROM("expected ',' or a close");
-      case DONE:
-        return ROM("data after the value");
+    if (may_close && ch == (objects & 1 ? '}' : ']')) { /* after an open or a member */
+      i++;
+      objects >>= 1;
+      if (--depth == 0) return i;
+      want = NEXT;
+      continue;
     }
-    i = skip_ws(s, len, i);
-    continue;
-  close:
-    depth--;
-    i = skip_ws(s, len, i + 1);
-    want = depth == 0 ? DONE : NEXT;
+    may_close = 0;
+    if (want == NEXT) {
+      if (ch != ',') return E_NEXT;
+      i++;
+      want = objects & 1 ? KEY : VALUE;
+    } else if (want == KEY) {
+      if (ch != '"') return E_KEY;
+      if ((i = scan_string(s, len, i, NULL, 0, &n)) < 0) return i;
+      want = COLON;
+    } else if (want == COLON) {
+      if (ch != ':') return E_COLON;
+      i++;
+      want = VALUE;
+    } else if (ch == '{' || ch == '[') {
+      if (++depth > CCM_MAX_DEPTH) return E_DEPTH;
+      objects = objects << 1 | (ch == '{');
+      want = ch == '{' ? KEY : VALUE;
+      may_close = 1;
+      i++;
+    } else {
+      if (ch == '"') i = scan_string(s, len, i, NULL, 0, &n);
+      else if (ch == '-' || is_digit(ch)) i = scan_number(s, len, i);
+      else i = scan_word(s, len, i, ch == 't' ? ROM("true") : ch == 'f' ? ROM("false") : ROM("null"));
+      if (i < 0 || depth == 0) return i;
+      want = NEXT;
+      may_close = 1;
+    }
   }
-  return want == DONE ? NULL : ROM("incomplete frame");
+  return E_INCOMPLETE;
+}
+
+const char *ccm_json_check(const char *s, int len) {
+  int i = scan_value(s, len, 0);
+  if (i >= 0 && skip_ws(s, len, i) < len) i = E_AFTER;
+  return i < 0 ? check_message(i) : NULL;
 }
 
 /* -- JSON: finding -------------------------------------------------------------------------------- */
@@ -417,17 +436,8 @@ static int step(uint8_t *str, int *depth, char ch) {
   return 0;
 }
 
-static int value_end(const char *s, int len, int i) { /* the index after the value at s[i], or -1 */
-  int depth = 0;
-  uint8_t str = 0;
-  if (i >= len) return -1;
-  if (s[i] != '{' && s[i] != '[' && s[i] != '"') { /* a scalar: up to a delimiter */
-    while (i < len && !is_ws(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ':') i++;
-    return i;
-  }
-  for (; i < len; i++)
-    if (step(&str, &depth, s[i])) return i + 1;
-  return -1;
+static int value_end(const char *s, int len, int i) { /* the index after the value at s[i], or an E_ code */
+  return scan_value(s, len, i);
 }
 
 static int tok_type(char ch) { /* the first byte of each type, in CCM_TOK_ order from STRING */
@@ -441,23 +451,20 @@ static int tok_type(char ch) { /* the first byte of each type, in CCM_TOK_ order
 
 int ccm_json_next(const char *s, int len, int offset, const char **key, int *key_len, const char **val,
                   int *val_len, int *val_type) {
-  int i, e;
+  int i, e; /* value_end stops at a close, at the end and at what is not a value: nothing next */
   if (len < 2 || (s[0] != '{' && s[0] != '[')) return 0;
   i = skip_ws(s, len, offset == 0 ? 1 : offset);
   if (offset != 0) {
     if (i >= len || s[i] != ',') return 0;
     i = skip_ws(s, len, i + 1);
   }
-  if (i >= len || s[i] == '}' || s[i] == ']') return 0;
   if (key != NULL) *key = NULL, *key_len = 0;
   if (s[0] == '{') {
-    if (s[i] != '"' || (e = value_end(s, len, i)) < 0) return 0;
+    if (i >= len || s[i] != '"' || (e = value_end(s, len, i)) < 0) return 0;
     if (key != NULL) *key = s + i, *key_len = e - i;
-    i = skip_ws(s, len, e);
-    if (i >= len || s[i] != ':') return 0;
-    i = skip_ws(s, len, i + 1);
+    i = skip_ws(s, len, skip_ws(s, len, e) + 1); /* past the colon */
   }
-  if ((e = value_end(s, len, i)) < 0 || e == i) return 0;
+  if ((e = value_end(s, len, i)) < 0) return 0;
   if (val != NULL) *val = s + i, *val_len = e - i;
   if (val_type != NULL) *val_type = tok_type(s[i]);
   return e;
@@ -486,17 +493,16 @@ int ccm_json_streq(const char *tok, int tok_len, const char *s) {
 }
 
 int ccm_json_find(const char *s, int len, const char *path, const char **tok, int *tok_len) {
-  int start = skip_ws(s, len, 0), end = value_end(s, len, start);
-  if (path == NULL || *path++ != '$' || end < 0) return CCM_TOK_INVALID;
-  while (*path) {
-    const char *key = NULL, *k, *v;
+  int start = skip_ws(s, len, 0), end;
+  if (path == NULL || *path++ != '$') return CCM_TOK_INVALID;
+  while (*path) { /* one level down: the members up to the close (ccm_json_next stops there) */
+    const char *key = NULL, *k, *v, *hit = NULL;
     int klen = 0, kl, vl, off = 0;
     long index = -1;
     if (*path == '.') {
       key = ++path;
       while (*path && *path != '.' && *path != '[') path++;
-      klen = (int)(path - key);
-      if (s[start] != '{') return CCM_TOK_INVALID;
+      klen = (int)(path - key); /* in an array: no key matches */
     } else if (*path == '[') {
       index = 0;
       for (path++; is_digit(*path); path++) index = index * 10 + (*path - '0');
@@ -504,53 +510,20 @@ int ccm_json_find(const char *s, int len, const char *path, const char **tok, in
     } else {
       return CCM_TOK_INVALID;
     }
-    for (;;) {
-      off = ccm_json_next(s + start, end - start, off, &k, &kl, &v, &vl, NULL);
-      if (off == 0) return CCM_TOK_INVALID;
-      if (key != NULL ? key_eq(k, kl, key, klen) : index-- == 0) break;
-    }
-    start = (int)(v - s);
-    end = start + vl;
+    while ((off = ccm_json_next(s + start, len - start, off, &k, &kl, &v, &vl, NULL)) != 0)
+      if (key != NULL ? key_eq(k, kl, key, klen) : index-- == 0) hit = v; /* a repeated key: the last */
+    if (hit == NULL) return CCM_TOK_INVALID;
+    start = (int)(hit - s);
   }
+  if ((end = value_end(s, len, start)) < 0) return CCM_TOK_INVALID;
   if (tok != NULL) *tok = s + start, *tok_len = end - start;
   return tok_type(s[start]);
 }
 
-static void utf8(char *out, int size, int *n, unsigned long cp) {
-  int k = cp < 0x80 ? 0 : cp < 0x800 ? 1 : cp < 0x10000 ? 2 : 3, i; /* continuation bytes */
-  for (i = k; i >= 0; i--) {
-    unsigned b = (unsigned)(cp >> 6 * i);
-    b = i < k ? 0x80 | (b & 0x3F) : k ? (0xFF80u >> k & 0xFF) | b : b; /* lead: 110…, 1110…, 11110… */
-    if (*n < size) out[*n] = (char)b;
-    (*n)++;
-  }
-}
-
 int ccm_json_unescape(const char *tok, int tok_len, char *out, int size) {
-  int i, n = 0;
-  if (tok_len < 2 || tok[0] != '"' || tok[tok_len - 1] != '"') return -1;
-  for (i = 1; i < tok_len - 1; i++) {
-    char ch = tok[i];
-    if (ch == '\\' && i + 1 < tok_len - 1) {
-      char e = tok[++i];
-      if (e == 'u') {
-        long cp = u_escape(tok, tok_len - 1, i - 1, &i);
-        if (cp < 0) return -1;
-        utf8(out, size, &n, (unsigned long)cp);
-        i--; /* the loop steps past the escape */
-        continue;
-      }
-      {
-        const char *t = ESCAPES;
-        int k = esc_pair(t, e, 1, 16);
-        ch = k >= 0 ? AT(t, k - 1, 1) : e;
-      }
-    }
-    if (n < size) out[n] = ch;
-    n++;
-  }
-  if (n >= size) return -1; /* no room for the NUL */
-  out[n] = 0;
+  int n = 0;
+  if (tok_len < 2 || tok[0] != '"' || scan_string(tok, tok_len, 0, out, size, &n) != tok_len || n >= size) return -1;
+  out[n] = 0; /* n < size: room for the NUL */
   return n;
 }
 
@@ -620,9 +593,7 @@ int ccm_arg_str(const struct ccm_req *r, const char *path, char *out, int size) 
 /* message: the library's own (ROM), or the application's (rom 0) */
 /* {"id":…,"error":{"code":…,"message":"  — the message and the rest are the caller's */
 static void error_head(struct ccm *c, const char *id, int id_len, int code) {
-  if (id != NULL) outf(c, ROM("{\"id\":%.*s"), id_len, id);
-  else put_rom(c, ROM("{\"id\":null"));
-  outf(c, ROM(",\"error\":{\"code\":%d,\"message\":\""), code);
+  outf(c, ROM("{\"id\":%.*s,\"error\":{\"code\":%d,\"message\":\""), id ? id_len : 4, id ? id : "null", code);
   if (code == CCM_PARSE_ERROR) put_rom(c, ROM("parse error: "));
 }
 
@@ -714,7 +685,6 @@ void ccm_init(struct ccm *c, char *frame_buf, int frame_buf_size, ccm_write_fn w
   c->size = frame_buf_size;
   c->write = write;
   c->write_ud = userdata;
-  c->next_id = 1;
   c->fw_version = "1.0";
   c->arch = "c";
   c->app = "host";
@@ -786,21 +756,19 @@ static void respond(struct ccm *c, const char *id, int id_len, const char *resul
 }
 
 static void frame(struct ccm *c, const char *s, int len) {
-  static const char names[] = "id\0method\0params\0result\0error"; /* the members read, in m[0..4] */
-  const char *why = ccm_json_check(s, len), *k, *v, *m[5] = {NULL, NULL, NULL, NULL, NULL};
-  int off = 0, kl, vl, t, i, ml[5] = {0, 0, 0, 0, 0}, mt[5], code = CCM_PARSE_ERROR;
+  static const char paths[] = "$.id\0$.method\0$.params\0$.result\0$.error"; /* the members read, in m[0..4] */
+  const char *why = ccm_json_check(s, len), *p = paths, *m[5];
+  int i, ml[5], mt[5], code = CCM_PARSE_ERROR;
   struct ccm_req r;
   c->stats.frames++;
+  for (i = 0; i < 5; p += slen(p) + 1, i++) /* nothing read from what is not JSON, no answer read in a request */
+    if ((mt[i] = why || (i > 2 && m[1]) ? CCM_TOK_INVALID : ccm_json_find(s, len, p, &m[i], &ml[i])) == CCM_TOK_INVALID)
+      m[i] = NULL, ml[i] = 0;
   if (why == NULL && s[0] != '{') why = ROM("invalid request: batches are not supported"), code = CCM_INVALID_REQUEST;
   if (why == NULL) {
-    while ((off = ccm_json_next(s, len, off, &k, &kl, &v, &vl, &t)) != 0) {
-      const char *n = names;
-      for (i = 0; i < 5; n += slen(n) + 1, i++)
-        if (key_eq(k, kl, n, slen(n))) m[i] = v, ml[i] = vl, mt[i] = t;
-    }
     why = ROM("invalid request"), code = CCM_INVALID_REQUEST;
-    if (m[0] != NULL && mt[0] != CCM_TOK_STRING && mt[0] != CCM_TOK_NUMBER && mt[0] != CCM_TOK_NULL)
-      m[0] = NULL; /* an id that is not a string, number or null is answered with null */
+    if (!((1 << CCM_TOK_INVALID | 1 << CCM_TOK_STRING | 1 << CCM_TOK_NUMBER | 1 << CCM_TOK_NULL) >> mt[0] & 1))
+      m[0] = NULL; /* an id that is not a string, number or null (or absent) is answered with null */
     else if (m[1] != NULL ? mt[1] == CCM_TOK_STRING : m[0] != NULL && (m[3] != NULL || m[4] != NULL))
       why = NULL; /* a request (its method a string), or an answer to one of ours */
   }
@@ -899,8 +867,8 @@ static int call_v(struct ccm *c, const char *method, ccm_result_fn fn, void *ud,
   for (i = 0; i < CCM_MAX_PENDING && c->pending[i].fn != NULL; i++) {
   }
   if (i == CCM_MAX_PENDING) return -1;
-  id = c->next_id++;
-  if (c->next_id > 0x7FFFFFFF) c->next_id = 1;
+  id = ++c->next_id; /* 1, 2, … 0x7FFFFFFF, 1 */
+  if (id > 0x7FFFFFFF) id = c->next_id = 1;
   c->pending[i].id = id;
   c->pending[i].deadline = c->now + timeout_ms;
   c->pending[i].fn = fn != NULL ? fn : ignore;

@@ -263,12 +263,49 @@ static void test_json(void) {
     CHECK(ccm_arg_double(&r, "$[4]", &d) && d == 3.0);
     CHECK(ccm_arg_str(&r, "$[5]", s, sizeof(s)) && strcmp(s, "A\xe2\x82\xac") == 0); /* 1 and 3 bytes */
   }
-  CHECK(strcmp(ccm_json_check("{\"a\":1,}", 8), "expected a key") == 0);
-  CHECK(strcmp(ccm_json_check("[1 2]", 5), "expected ',' or a close") == 0);
-  CHECK(strcmp(ccm_json_check("[01]", 4), "expected ',' or a close") == 0);
-  CHECK(strcmp(ccm_json_check("{} x", 4), "data after the value") == 0);
-  CHECK(strcmp(ccm_json_check("\"\t\"", 3), "control character in a string") == 0);
+  {
+    const char *dup = "{\"on\":true,\"n\":[1,2],\"on\":false}"; /* a repeated key: the last, as the CCM reads it */
+    int on = -1;
+    r.params = dup, r.params_len = (int)strlen(dup);
+    CHECK(ccm_arg_bool(&r, "$.on", &on) && on == 0);
+    CHECK(ccm_json_find(dup, (int)strlen(dup), "$[0]", &t, &n) == CCM_TOK_INVALID); /* not an array */
+    CHECK(ccm_json_find(dup, (int)strlen(dup), "$.n.x", &t, &n) == CCM_TOK_INVALID);  /* not an object */
+  }
+  { /* every problem the check names: each message is the one for its input */
+    static const char *const bad[][2] = {
+        {"[1,x]", "unexpected character"},
+        {"\"\t\"", "control character in a string"},
+        {"\"\\u12G4\"", "bad \\u escape"},
+        {"\"\\ud800x\"", "lone surrogate escape"},
+        {"\"\\q\"", "bad escape in a string"},
+        {"\"\xed\xa0\x80\"", "invalid UTF-8"}, /* a surrogate, encoded */
+        {"\"abc", "unterminated string"},
+        {"-x", "bad number"},
+        {"1.8e308", "number out of range"},
+        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", "nesting deeper than 32"},
+        {"{\"a\":1,}", "expected a key"},
+        {"{\"a\" 1}", "expected ':'"},
+        {"[1 2]", "expected ',' or a close"},
+        {"[01]", "expected ',' or a close"},
+        {"{\"a\":[1}", "expected ',' or a close"},
+        {"[1,", "incomplete frame"},
+        {"{} x", "data after the value"},
+    };
+    unsigned i;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+      const char *why = ccm_json_check(bad[i][0], (int)strlen(bad[i][0]));
+      if (why == NULL || strcmp(why, bad[i][1]) != 0) {
+        printf("FAIL check %s: %s, not %s\n", bad[i][0], why ? why : "accepted", bad[i][1]);
+        failures++;
+      }
+    }
+  }
   CHECK(ccm_json_check("[1e-999, 0.0001e310, -0, 1E+2]", 30) == NULL);
+  {
+    const char *edge = "[1.7976931348623157e308, {}, [], \"\xf4\x8f\xbf\xbf\"]"; /* DBL_MAX, U+10FFFF */
+    CHECK(ccm_json_check(edge, (int)strlen(edge)) == NULL);
+  }
+  CHECK(ccm_json_unescape("\"a\\qb\"", 6, s, sizeof(s)) == -1); /* a token that is not valid JSON */
 }
 
 static void test_printf(void) {
@@ -276,9 +313,11 @@ static void test_printf(void) {
   ccm_printf(&link, "%Q %.*Q %s %.*s %B %B %d %u %x %ld %%", "a\"\\\x01\n", 2, "xyz", "raw", 1, "pq", 1, 0, -12,
              7u, 255u, -2147483647L);
   ccm_printf(&link, "|%g|%g|%g|%g|%g|%g|%g", 5.0, -0.25, 1e-7, 123456789.0, 1e21, 0.1, 3.0 / 0.0 - 1);
+  ccm_printf(&link, "|%y|100%"); /* an unknown conversion as is, a '%' at the end alone */
   wire[wire_len] = 0;
   if (strcmp(wire, "\"a\\\"\\\\\\u0001\\n\" \"xy\" raw p true false -12 7 ff -2147483647 %"
-                   "|5|-0.25|1e-7|123456789|1e21|0.1|null") != 0) {
+                   "|5|-0.25|1e-7|123456789|1e21|0.1|null|%y|100%") != 0 ||
+      wire_len != (int)strlen(wire)) { /* nothing after the last '%', not even a NUL */
     printf("FAIL printf: %s\n", wire);
     failures++;
   }
