@@ -90,7 +90,7 @@ def footprint(mjson: str | None) -> None:
     print(f"   {'the whole lamp firmware':38} {total[0] + total[1]:7} {total[1] + total[2]:6}")
     whole = rows[0][1] + rows[0][2]
     print(
-        f"   goal: the whole library <= 6144 -> {whole / 6144:.2f}x (linked: {lib_flash / 6144:.2f}x); "
+        f"   goal: the whole library {whole} <= 6144 -> {whole / 6144:.3f}x (linked: {lib_flash / 6144:.2f}x); "
         f"RAM <= 1024 + frame buffer -> {lib_ram / 1024:.2f}x"
     )
 

@@ -472,19 +472,16 @@ int ccm_json_next(const char *s, int len, int offset, const char **key, int *key
 
 static int key_eq(const char *tok, int tok_len, const char *key, int key_len) {
   char buf[64];
-  int i, n;
-  for (i = 1; i < tok_len - 1 && tok[i] != '\\'; i++) {
+  const char *p;
+  int i, n = tok_len - 2;
+  if (n < 0) return 0; /* no key (an array's element) */
+  for (i = 1; i <= n && tok[i] != '\\'; i++) {
   }
-  if (i == tok_len - 1) { /* no escapes: compare in place */
-    if (tok_len - 2 != key_len) return 0;
-    for (i = 0; i < key_len; i++)
-      if (tok[i + 1] != key[i]) return 0;
-    return 1;
-  }
-  n = ccm_json_unescape(tok, tok_len, buf, (int)sizeof(buf));
+  if (i <= n) p = buf, n = ccm_json_unescape(tok, tok_len, buf, (int)sizeof(buf)); /* escapes: decoded */
+  else p = tok + 1;                                                                  /* none: in place */
   if (n != key_len) return 0;
   for (i = 0; i < n; i++)
-    if (buf[i] != key[i]) return 0;
+    if (p[i] != key[i]) return 0;
   return 1;
 }
 
@@ -738,17 +735,13 @@ static void respond(struct ccm *c, const char *id, int id_len, const char *resul
       ccm_result_fn fn = c->pending[i].fn;
       const char *code;
       int code_len;
-      long e = CCM_INTERNAL_ERROR;
+      long e = 0;
       c->pending[i].fn = NULL;
-      if (error != NULL) {
-        if (ccm_json_find(error, error_len, "$.code", &code, &code_len) == CCM_TOK_NUMBER)
-          parse_long(code, code_len, &e);
-        res.error = e != 0 ? (int)e : CCM_INTERNAL_ERROR;
-        res.json = error, res.len = error_len;
-      } else {
-        res.error = 0;
-        res.json = result, res.len = result_len;
-      }
+      res.json = error ? error : result, res.len = error ? error_len : result_len;
+      if (error != NULL && (ccm_json_find(error, error_len, "$.code", &code, &code_len) != CCM_TOK_NUMBER ||
+                            !parse_long(code, code_len, &e) || e == 0))
+        e = CCM_INTERNAL_ERROR; /* an error without a usable code */
+      res.error = (int)e;
       fn(c, &res, c->pending[i].userdata);
       return;
     }
@@ -756,19 +749,22 @@ static void respond(struct ccm *c, const char *id, int id_len, const char *resul
 }
 
 static void frame(struct ccm *c, const char *s, int len) {
-  static const char paths[] = "$.id\0$.method\0$.params\0$.result\0$.error"; /* the members read, in m[0..4] */
-  const char *why = ccm_json_check(s, len), *p = paths, *m[5];
-  int i, ml[5], mt[5], code = CCM_PARSE_ERROR;
+  const char *why = ccm_json_check(s, len), *p = ROM("id\0method\0params\0result\0error"), *m[5];
+  int i, k, ml[5], mt[5], code = CCM_PARSE_ERROR;
   struct ccm_req r;
   c->stats.frames++;
-  for (i = 0; i < 5; p += slen(p) + 1, i++) /* nothing read from what is not JSON, no answer read in a request */
-    if ((mt[i] = why || (i > 2 && m[1]) ? CCM_TOK_INVALID : ccm_json_find(s, len, p, &m[i], &ml[i])) == CCM_TOK_INVALID)
-      m[i] = NULL, ml[i] = 0;
+  for (i = 0; i < 5; i++) { /* the members read, in m[0..4]: none from what is not JSON, no answer's in a request */
+    char path[9] = "$.";
+    for (k = 2; (path[k] = AT(p, 0, 1)) != 0; k++) p++;
+    p++;
+    mt[i] = why || (i > 2 && m[1]) ? CCM_TOK_INVALID : ccm_json_find(s, len, path, &m[i], &ml[i]);
+    if (mt[i] == CCM_TOK_INVALID) m[i] = NULL, ml[i] = 0;
+  }
   if (why == NULL && s[0] != '{') why = ROM("invalid request: batches are not supported"), code = CCM_INVALID_REQUEST;
   if (why == NULL) {
     why = ROM("invalid request"), code = CCM_INVALID_REQUEST;
     if (!((1 << CCM_TOK_INVALID | 1 << CCM_TOK_STRING | 1 << CCM_TOK_NUMBER | 1 << CCM_TOK_NULL) >> mt[0] & 1))
-      m[0] = NULL; /* an id that is not a string, number or null (or absent) is answered with null */
+      m[0] = NULL; /* an id that is there and not a string, number or null is answered with null */
     else if (m[1] != NULL ? mt[1] == CCM_TOK_STRING : m[0] != NULL && (m[3] != NULL || m[4] != NULL))
       why = NULL; /* a request (its method a string), or an answer to one of ours */
   }
