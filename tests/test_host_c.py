@@ -84,6 +84,30 @@ def test_builds_without_warnings_for_cortex_m3_and_as_cpp(tmp_path, flags):
     assert r.returncode == 0, r.stderr
 
 
+def test_without_double_support_g_writes_null_and_ccm_arg_double_says_how_to_turn_it_on(tmp_path):
+    """The default on an FPU-less core: %g still takes its argument (the next ones print right) and writes
+    valid JSON; a call to ccm_arg_double stops the build with what to do."""
+    prog = tmp_path / "nodbl.c"
+    prog.write_text(
+        '#include <stdio.h>\n#include "ccm.h"\n'
+        "static int w(const char *b, int l, void *u) { (void)u; return (int)fwrite(b, 1, (size_t)l, stdout); }\n"
+        "int main(void) { static char f[64]; static struct ccm c; ccm_init(&c, f, sizeof f, w, 0);\n"
+        '  ccm_printf(&c, "[%g,%d,%Q]", 2.5, 7, "x"); return 0; }\n'
+    )
+    exe = cc(tmp_path / "nodbl", os.path.join(LIB, "ccm.c"), str(prog), flags=["-DCCM_ENABLE_DOUBLE=0"])
+    assert subprocess.run([exe], capture_output=True, text=True).stdout == '[null,7,"x"]'
+    call = tmp_path / "call.c"
+    call.write_text(
+        '#include "ccm.h"\nint f(const struct ccm_req *r, double *d) { return ccm_arg_double(r, "$", d); }\n'
+    )
+    r = subprocess.run(
+        ["gcc", "-DCCM_ENABLE_DOUBLE=0", f"-I{LIB}", "-c", str(call), "-o", str(tmp_path / "call.o")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "build with -DCCM_ENABLE_DOUBLE=1" in r.stderr, r.stderr
+
+
 # -- the same bytes as host_lib (Python) and mjson -------------------------------------------------
 
 SCRIPT = [

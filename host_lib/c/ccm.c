@@ -207,11 +207,14 @@ static int vfmt(struct ccm *c, const char *fmt, int rom, va_list ap) {
       case 'B':
         put_rom(c, va_arg(ap, int) ? ROM("true") : ROM("false"));
         break;
-#if CCM_ENABLE_DOUBLE
       case 'g':
+#if CCM_ENABLE_DOUBLE
         put_double(c, va_arg(ap, double));
-        break;
+#else /* its argument is taken all the same (the ones after it stay in place), and the JSON stays valid */
+        (void)va_arg(ap, double);
+        put_rom(c, ROM("null"));
 #endif
+        break;
       case '%':
         put(c, "%", 1);
         break;

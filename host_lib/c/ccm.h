@@ -168,6 +168,9 @@ void ccm_error(struct ccm_req *r, int code, const char *message);
 int ccm_arg_long(const struct ccm_req *r, const char *path, long *out);
 #if CCM_ENABLE_DOUBLE
 int ccm_arg_double(const struct ccm_req *r, const char *path, double *out);
+#elif defined(__GNUC__) && !defined(__clang__) /* a call says what to do, not just "implicit declaration" */
+int ccm_arg_double(const struct ccm_req *r, const char *path, double *out)
+    __attribute__((error("ccm_arg_double is off where double is not in hardware: build with -DCCM_ENABLE_DOUBLE=1")));
 #endif
 int ccm_arg_bool(const struct ccm_req *r, const char *path, int *out);
 /* Unescaped into out (NUL-terminated); 0 when missing, not a string, or longer than size-1. */
@@ -194,7 +197,7 @@ int ccm_mqtt_sub(struct ccm *c, const char *topic, int qos, ccm_result_fn fn, vo
 
 /* -- JSON ---------------------------------------------------------------------------------------- */
 /* printf into the link: %d %i %u %ld %lu %x %s %.*s (raw), %Q %.*Q (JSON string, escaped),
- * %B (int as true/false), %g (double, up to 9 significant digits; CCM_ENABLE_DOUBLE), %%.
+ * %B (int as true/false), %g (double, up to 9 significant digits; null without CCM_ENABLE_DOUBLE), %%.
  * Returns bytes written. */
 int ccm_printf(struct ccm *c, const char *fmt, ...);
 int ccm_vprintf(struct ccm *c, const char *fmt, va_list ap);
