@@ -272,12 +272,21 @@ class Ccm:
         return r
 
     def serve_ota_on_demand(self):
-        """OTA.* load the receiver at their first call (it serves them from then on)."""
+        """OTA.* load the receiver at their first call (it serves them from then on) — but OTA.Status,
+        which a client polls across the reboot into its update, answers from ota/state.json without it."""
         for name in OTA_METHODS:
             self.router.add(name, self._ota_first_call(name))
 
     def _ota_first_call(self, name):
         def first(params, call):
+            if name == "OTA.Status":
+                rpc.take(params)
+                from ccm.ota.states import idle_status
+
+                try:
+                    return idle_status(read_json((self.fs_root() or "").rstrip("/") + "/ota/state.json"))
+                finally:
+                    unload("ccm.ota.states")
             self.load_ota()  # serves OTA.* from now on: hand this call to it
             return self.router.local.methods[name](params, call)
 

@@ -95,8 +95,9 @@ ON_DEMAND = {
 def test_what_loads_on_demand_is_not_held_while_the_module_idles(mosquitto, module):
     """A regression guard CI runs for the stock image's heap (issue 21; its figures need a 32-bit build,
     bench/memory.py): booted and connected, none of the code that loads on demand is in memory; /rpc's
-    code comes for a request and goes after it; the OTA receiver comes at the first OTA call and what an
-    update brings along is not there before one."""
+    code comes for a request and goes after it; OTA.Status is answered without the OTA receiver, which
+    comes at the first call that needs it (OTA.Begin), and what an update brings along is not there before
+    one."""
     device = unique_device()
     ccm, host = module(cloud_config(mosquitto.port, device), sample_ms=50)
     wait_until(lambda: connected(host), 20, "MQTT up on MicroPython")
@@ -114,13 +115,16 @@ def test_what_loads_on_demand_is_not_held_while_the_module_idles(mosquitto, modu
         assert "ccm.ws" in loaded and not loaded & {"ccm.http", "ccm.digest"}, loaded
     wait_until(lambda: "ccm.ws" not in host.call("Sys.GetInfo")["loaded"], 10, "ccm/ws.py dropped after it")
     assert host.call("OTA.Status")["state"] == 0
-    assert held() == {"ccm.ota.receiver", "ccm.ota.states"}  # loaded by the call; nothing of an update yet
+    assert held() == set()  # ota/state.json answered it
+    assert host.call("OTA.Begin", {"size": 1000}) is True
+    assert held() == {"ccm.ota.receiver", "ccm.ota.states"}  # loaded by the upload; nothing of its check yet
+    assert host.call("OTA.Status")["stage"] == "receiving"
 
 
 def test_after_a_self_update_over_websocket_nothing_of_it_is_held(module, tmp_path):
     """A stock image's heap after the update it rebooted into (bench/memory.py's step): the trial settled
-    at boot, the receiver, the self-update and the host flasher are dropped again; OTA.Status loads the
-    receiver anew and says what is installed."""
+    at boot, the receiver, the self-update and the host flasher are dropped again; OTA.Status says what
+    is installed without loading the receiver."""
     from bundle.build import fs_bundle
     from bundle.ota_client import push
     from bundle.transport import WsRpc
@@ -138,7 +142,9 @@ def test_after_a_self_update_over_websocket_nothing_of_it_is_held(module, tmp_pa
     wait_until(lambda: _answers(host) and host.call("Sys.GetInfo")["fw_version"] == "9.9.9", 30, "9.9.9 runs")
     loaded = set(host.call("Sys.GetInfo")["loaded"])
     assert not loaded & {"ccm.ota.receiver", "ccm.ota.states", "ccm.ota.selfupdate", "ccm.ota.host"}, loaded
-    assert host.call("OTA.Status")["installed"] == {"esp32": "9.9.9"}
+    st = host.call("OTA.Status")
+    assert st["installed"] == {"esp32": "9.9.9"} and st["last"]["state"] == 3, st
+    assert not set(host.call("Sys.GetInfo")["loaded"]) & {"ccm.ota.receiver", "ccm.ota.states"}
 
 
 def _answers(host):

@@ -24,11 +24,7 @@ import binascii
 from ccm import rpc
 from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
-from ccm.ota.states import ERROR, HELPERS, IDLE, PROGRESS, SUCCESS, OtaError  # noqa: F401 - theirs too
-
-# OTA.Write sizes by free heap (MicroPython): a chunk is held three times over while it is decoded (the
-# frame, its JSON string, the bytes), each in one piece — on a small heap a smaller chunk finds room
-CHUNKS = ((64 * 1024, 2048), (24 * 1024, 1024), (0, 512))
+from ccm.ota.states import ERROR, HELPERS, IDLE, PROGRESS, SUCCESS, OtaError, chunk_hint  # noqa: F401 - theirs too
 
 # free heap a check beside the running firmware wants: its code (~12 KB as .mpy), data, room for fragmentation
 CHECK_HEAP = 32 * 1024
@@ -392,16 +388,3 @@ class OtaReceiver:
         await pull.poll(self, url, interval_s)
 
     poll_error = None
-
-
-def chunk_hint():
-    """The OTA.Write size to ask clients for (OTA.Status `chunk`): by the free heap on MicroPython."""
-    import gc
-
-    if not hasattr(gc, "mem_free"):  # CPython
-        return CHUNKS[0][1]
-    gc.collect()
-    free = gc.mem_free()
-    for least, size in CHUNKS:
-        if free >= least:
-            return size

@@ -1,6 +1,7 @@
 """What the OTA receiver (ccm/ota/receiver.py) and the helpers it loads on demand (finish.py, pull.py,
 reboot.py, the appliers) share: OTA.Status's states, the error an update fails with, and the helpers'
-module names. Its own module, so that a helper need not import the receiver that imports it."""
+module names. Its own module, so that a helper need not import the receiver that imports it — and so
+that OTA.Status can be answered while no receiver is loaded (idle_status)."""
 
 IDLE = 0
 PROGRESS = 1
@@ -23,5 +24,37 @@ HELPERS = (
 )
 
 
+# OTA.Write sizes by free heap (MicroPython): a chunk is held three times over while it is decoded (the
+# frame, its JSON string, the bytes), each in one piece — on a small heap a smaller chunk finds room
+CHUNKS = ((64 * 1024, 2048), (24 * 1024, 1024), (0, 512))
+
+
 class OtaError(Exception):
     pass
+
+
+def chunk_hint():
+    """The OTA.Write size to ask clients for (OTA.Status `chunk`): by the free heap on MicroPython."""
+    import gc
+
+    if not hasattr(gc, "mem_free"):  # CPython
+        return CHUNKS[0][1]
+    gc.collect()
+    free = gc.mem_free()
+    for least, size in CHUNKS:
+        if free >= least:
+            return size
+
+
+def idle_status(saved):
+    """OTA.Status while no receiver is loaded (ccm/main.py): nothing is in flight then — the receiver is
+    kept from the first upload or trigger on, and at boot while ota/state.json (`saved`) holds a job or a
+    trial to settle — so this is what a receiver loaded now would answer, without its code in the heap
+    (a client polls Status across the reboot into its update, while that boot connects TLS)."""
+    st = {"state": IDLE, "progress": 0, "message": "", "stage": ""}
+    if saved.get("last") is not None:
+        st["last"] = saved["last"]
+    if saved.get("installed"):
+        st["installed"] = saved["installed"]
+    st["chunk"] = chunk_hint()
+    return st

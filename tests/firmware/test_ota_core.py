@@ -12,9 +12,11 @@ from fwtest import raises, scratch_path
 
 from ccm import rpc
 from ccm.config import Config
+from ccm.files import read_json
 from ccm.ota import p256
 from ccm.ota.bundle import Bundle, BundleError
 from ccm.ota.receiver import ERROR, IDLE, PROGRESS, SUCCESS, OtaReceiver
+from ccm.ota.states import idle_status
 
 
 def blob(text):
@@ -115,6 +117,23 @@ async def test_receiver_takes_mos_chunks_with_retries_and_applies():
     assert r._status_rpc(None, None)["state"] == SUCCESS
     st = r._status_rpc(None, None)
     assert st["state"] == IDLE and st["last"]["state"] == SUCCESS  # so `mos ota` can run again
+
+
+async def test_status_without_a_receiver_is_what_a_receiver_loaded_now_answers():
+    """ccm/main.py answers OTA.Status with idle_status while no receiver is loaded (a client polls it
+    across the reboot into its update): after an update, the answer a receiver loaded from the same
+    ota/state.json gives, the outcome and what is installed included."""
+    r = _receiver([])
+    data = blob(vec.STORED)
+    r.begin(len(data))
+    for off in range(0, len(data), 512):
+        r.write(off, data[off : off + 512])
+    await r.end()
+    await _settle(r)
+    loaded = OtaReceiver(Config(), r.root, {}, asyncio.create_task)  # the same folder, as at a later boot
+    saved = read_json(loaded.state_path)
+    assert idle_status(saved) == loaded._status_rpc(None, None)
+    assert saved["last"]["state"] == SUCCESS and idle_status(saved)["installed"] == {"ccm_host": "2.0"}
 
 
 async def test_gaps_overlaps_and_an_early_end_are_refused_and_space_freed():
