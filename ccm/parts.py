@@ -77,9 +77,9 @@ def own_password(ccm):
 
 def start_ota(ccm):
     """OTA.* on the router; a self-update on trial is committed or timed; a poll when configured.
-    The receiver loads at the first OTA call or trigger (or now, when a job a reboot interrupted
-    waits in ota/state.json, or a self-update's trial ended); its appliers and the self-update code
-    load only when used."""
+    The receiver loads at the first upload or trigger (an idle OTA.Status is answered without it), or
+    now when a job a reboot interrupted waits in ota/state.json or a self-update's trial ended; its
+    appliers and the self-update code load only when used."""
     ccm.serve_ota_on_demand()
     ccm.router.add("OTA.Commit", ccm.on_demand("ccm.ota.selfupdate", "commit_rpc"))
     ccm.router.add("OTA.Revert", ccm.on_demand("ccm.ota.selfupdate", "revert_rpc"))
