@@ -281,18 +281,20 @@ class Ccm:
         """OTA.* load the receiver at their first call (it serves them from then on) — but OTA.Status,
         which a client polls across the reboot into its update, answers from ota/state.json without it."""
         for name in OTA_METHODS:
-            self.router.add(name, self._ota_first_call(name))
+            self.router.add(name, self._idle_ota_status if name == "OTA.Status" else self._ota_first_call(name))
+
+    def _idle_ota_status(self, params, call):
+        """OTA.Status until the receiver loads (its serve() takes the name over then)."""
+        rpc.take(params)
+        from ccm.ota.states import idle_status
+
+        try:
+            return idle_status(read_json((self.fs_root() or "").rstrip("/") + "/ota/state.json"))
+        finally:
+            unload("ccm.ota.states")
 
     def _ota_first_call(self, name):
         def first(params, call):
-            if name == "OTA.Status":
-                rpc.take(params)
-                from ccm.ota.states import idle_status
-
-                try:
-                    return idle_status(read_json((self.fs_root() or "").rstrip("/") + "/ota/state.json"))
-                finally:
-                    unload("ccm.ota.states")
             self.load_ota()  # serves OTA.* from now on: hand this call to it
             return self.router.local.methods[name](params, call)
 

@@ -24,7 +24,16 @@ import binascii
 from ccm import rpc
 from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
-from ccm.ota.states import ERROR, HELPERS, IDLE, PROGRESS, SUCCESS, OtaError, chunk_hint  # noqa: F401 - theirs too
+from ccm.ota.states import (  # noqa: F401 - theirs too
+    ERROR,
+    HELPERS,
+    IDLE,
+    PROGRESS,
+    SUCCESS,
+    OtaError,
+    chunk_hint,
+    status_fields,
+)
 
 # free heap a check beside the running firmware wants: its code (~12 KB as .mpy), data, room for fragmentation
 CHECK_HEAP = 32 * 1024
@@ -113,16 +122,10 @@ class OtaReceiver:
 
     # -- status ---------------------------------------------------------------------------------
     def status(self):
-        st = {"state": self.state, "progress": self.progress, "message": self.message, "stage": self.stage}
-        if self.version is not None:
-            st["version"] = self.version
+        st = status_fields(self.state, self.progress, self.message, self.stage, self.version, self.last, self.installed)
         if self.state == PROGRESS and self.stage == "receiving":
             st["size"] = self.size
             st["received"] = self.received
-        if self.last is not None:
-            st["last"] = self.last
-        if self.installed:
-            st["installed"] = self.installed
         return st
 
     def _status_rpc(self, params, call):

@@ -46,15 +46,23 @@ def chunk_hint():
             return size
 
 
+def status_fields(state, progress, message, stage, version=None, last=None, installed=None):
+    """OTA.Status's fields, the receiver's (OtaReceiver.status) and the idle ones (idle_status) alike."""
+    st = {"state": state, "progress": progress, "message": message, "stage": stage}
+    if version is not None:
+        st["version"] = version
+    if last is not None:
+        st["last"] = last
+    if installed:
+        st["installed"] = installed
+    return st
+
+
 def idle_status(saved):
     """OTA.Status while no receiver is loaded (ccm/main.py): nothing is in flight then — the receiver is
     kept from the first upload or trigger on, and at boot while ota/state.json (`saved`) holds a job or a
     trial to settle — so this is what a receiver loaded now would answer, without its code in the heap
     (a client polls Status across the reboot into its update, while that boot connects TLS)."""
-    st = {"state": IDLE, "progress": 0, "message": "", "stage": ""}
-    if saved.get("last") is not None:
-        st["last"] = saved["last"]
-    if saved.get("installed"):
-        st["installed"] = saved["installed"]
+    st = status_fields(IDLE, 0, "", "", None, saved.get("last"), saved.get("installed"))
     st["chunk"] = chunk_hint()
     return st

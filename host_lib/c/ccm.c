@@ -424,8 +424,9 @@ const char *ccm_json_check(const char *s, int len) {
 }
 
 /* -- JSON: finding -------------------------------------------------------------------------------- */
-/* One byte of JSON text. *str: bit 0 inside a string, bit 1 after a backslash in it; *depth: brackets
- * open. 1 when the byte ends the value that started at depth 0 (a close, or a string's last quote). */
+/* One byte of JSON text, as ccm_feed() frames the UART's bytes one at a time. *str: bit 0 inside a string,
+ * bit 1 after a backslash in it; *depth: brackets open. 1 when the byte ends the value that started at
+ * depth 0 (a close, or a string's last quote). */
 static int step(uint8_t *str, int *depth, char ch) {
   if (*str) {
     if (*str & 2) *str = 1;
@@ -439,10 +440,6 @@ static int step(uint8_t *str, int *depth, char ch) {
   return 0;
 }
 
-static int value_end(const char *s, int len, int i) { /* the index after the value at s[i], or an E_ code */
-  return scan_value(s, len, i);
-}
-
 static int tok_type(char ch) { /* the first byte of each type, in CCM_TOK_ order from STRING */
   const char *t = ROM("\"-tfn{[");
   int i;
@@ -454,7 +451,7 @@ static int tok_type(char ch) { /* the first byte of each type, in CCM_TOK_ order
 
 int ccm_json_next(const char *s, int len, int offset, const char **key, int *key_len, const char **val,
                   int *val_len, int *val_type) {
-  int i, e; /* value_end stops at a close, at the end and at what is not a value: nothing next */
+  int i, e; /* scan_value stops at a close, at the end and at what is not a value: nothing next */
   if (len < 2 || (s[0] != '{' && s[0] != '[')) return 0;
   i = skip_ws(s, len, offset == 0 ? 1 : offset);
   if (offset != 0) {
@@ -463,11 +460,11 @@ int ccm_json_next(const char *s, int len, int offset, const char **key, int *key
   }
   if (key != NULL) *key = NULL, *key_len = 0;
   if (s[0] == '{') {
-    if (i >= len || s[i] != '"' || (e = value_end(s, len, i)) < 0) return 0;
+    if (i >= len || s[i] != '"' || (e = scan_value(s, len, i)) < 0) return 0;
     if (key != NULL) *key = s + i, *key_len = e - i;
     i = skip_ws(s, len, skip_ws(s, len, e) + 1); /* past the colon */
   }
-  if ((e = value_end(s, len, i)) < 0) return 0;
+  if ((e = scan_value(s, len, i)) < 0) return 0;
   if (val != NULL) *val = s + i, *val_len = e - i;
   if (val_type != NULL) *val_type = tok_type(s[i]);
   return e;
@@ -515,7 +512,7 @@ int ccm_json_find(const char *s, int len, const char *path, const char **tok, in
     if (hit == NULL) return CCM_TOK_INVALID;
     start = (int)(hit - s);
   }
-  if ((end = value_end(s, len, start)) < 0) return CCM_TOK_INVALID;
+  if ((end = scan_value(s, len, start)) < 0) return CCM_TOK_INVALID;
   if (tok != NULL) *tok = s + start, *tok_len = end - start;
   return tok_type(s[start]);
 }
