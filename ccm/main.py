@@ -445,12 +445,23 @@ def run_module(board, factory, reset):
         except SystemExit:
             raise
         except BaseException as e:  # noqa: B036 - KeyboardInterrupt too: the host link must stay up
-            why = "%s: %s" % (type(e).__name__, e)
-            print("ccm: the CCM stopped:", why)
-            BootGuard(board.fs_dir).failed(why)
+            _stopped(board, e)
         if not reset():
             return
         asyncio.new_event_loop()  # the interrupted boot's tasks go with the old loop
+
+
+def _stopped(board, e):
+    """Record why the CCM stopped, for the next boot's safe-mode count. Never raises, so the reset comes:
+    with no heap to say it — exhausted, or locked for good (the unix port raises a Ctrl-C from its signal
+    handler, so it may land inside a garbage collection, which then never ends) — only the exception's
+    name is printed, which allocates nothing."""
+    try:
+        why = "%s: %s" % (type(e).__name__, e)
+        print("ccm: the CCM stopped:", why)
+        BootGuard(board.fs_dir).failed(why)
+    except Exception:  # noqa: BLE001 - a MemoryError here must not keep the module from its reset
+        print("ccm: the CCM stopped:", type(e).__name__)
 
 
 def start():

@@ -79,13 +79,21 @@ def build(sketch: Path, out: Path, libraries: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if libraries is None:
         libraries = library(out / "libraries").parent
+    # the IDE's package (arduino) adds hardware/tools; arduino-core-avr alone has none and needs none
+    # (its platform calls the avr-gcc on the PATH), but arduino-builder wants a -tools folder that exists
+    tools = HARDWARE / "tools"
+    if not tools.is_dir():
+        tools = out / "no-tools"
+        tools.mkdir(exist_ok=True)
     cmd = [
         "arduino-builder",
         "-compile",
         "-hardware",
         str(HARDWARE),
+        "-hardware",  # arduino-builder's own platform.txt: how to call ctags (the IDE's package links it)
+        "/usr/share/arduino-builder",
         "-tools",
-        str(HARDWARE / "tools"),
+        str(tools),
         "-libraries",
         str(libraries),
         "-fqbn",

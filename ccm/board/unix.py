@@ -105,7 +105,10 @@ class UnixBoard(Board):
         """A reset: this process ends and its parent (sim/mpy_unix.py) starts the firmware again on the
         same pty — with a fresh heap, as a module's reset gives it, not this boot's garbage."""
         if self.sample_ms:  # this boot's most, for the parent: the next boot's heap starts afresh
-            print("ccm: heap peak %d" % self.heap_peak())
+            try:
+                print("ccm: heap peak %d" % self.heap_peak())
+            except MemoryError:  # no heap left to say it (see main._stopped): the reset still comes
+                pass
         print("ccm: reset")
         return False
 
