@@ -74,24 +74,3 @@ def methods():
     from ccm.shadow import Shadow
 
     return HostMqtt.METHODS + Shadow.METHODS
-
-
-def start(config, router, ota=None):
-    """The connection for mqtt.* with every capability on it; `ota` (the Ccm: its load_ota() and
-    ota_listeners) adds OTA through the shadow. The client is not running yet: `cloud.client.run()`."""
-    from ccm.cloud_rpc import CloudRpc
-    from ccm.mqtt import client_from_config
-    from ccm.mqtt_host import HostMqtt
-    from ccm.shadow import Shadow
-
-    board = getattr(ota, "board", None)
-    client = client_from_config(config, board.connect if board else None, board.fs_dir if board else None)
-    cloud = Cloud(config, router, client)
-    cloud.host_mqtt = HostMqtt(cloud, router)
-    cloud.shadow = Shadow(cloud, config, router)
-    cloud.rpc = CloudRpc(cloud, config, router)
-    if ota is not None:
-        from ccm.ota.shadow_ota import ShadowOta
-
-        ShadowOta(cloud.shadow, ota.load_ota, ota.ota_listeners)
-    return cloud

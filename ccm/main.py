@@ -250,48 +250,20 @@ class Ccm:
 
     def load_ota(self):
         """The OTA receiver, loaded (and serving OTA.*) the first time something needs it."""
-        if self.ota is not None:
-            return self.ota
-        from ccm.ota.receiver import OtaReceiver
+        if self.ota is None:
+            from ccm.ota.receiver import attach
 
-        ccm = self
-
-        def apply_host(open_bundle, progress, receiver):
-            from ccm.ota.apply import apply_host
-
-            return apply_host(ccm.host_update, open_bundle, progress, receiver, ccm.router.request_reboot)
-
-        def apply_self(open_bundle, progress, receiver):
-            from ccm.ota.stage import apply_self
-
-            return apply_self(ccm, open_bundle, progress, receiver)
-
-        appliers = {"ccm_host": apply_host, "esp32": apply_self}
-        r = OtaReceiver(self.config, self.fs_root(), appliers, self.spawn, self.board.fs_free, self._host_pending)
-        r.clock = self.set_clock
-        r.opener = self.board.connect
-        r.heap_short = self.board.heap_short
-        r.reboot = self.router.request_reboot
-        r.listeners = self.ota_listeners  # one list: who registers later (the shadow) is told too
-        r.serve(self.router)
-        self.ota = r
-        return r
+            self.ota = attach(self)
+        return self.ota
 
     def serve_ota_on_demand(self):
         """OTA.* load the receiver at their first call (it serves them from then on) — but OTA.Status,
         which a client polls across the reboot into its update, answers from ota/state.json without it."""
         for name in OTA_METHODS:
-            self.router.add(name, self._idle_ota_status if name == "OTA.Status" else self._ota_first_call(name))
-
-    def _idle_ota_status(self, params, call):
-        """OTA.Status until the receiver loads (its serve() takes the name over then)."""
-        rpc.take(params)
-        from ccm.ota.states import idle_status
-
-        try:
-            return idle_status(read_json((self.fs_root() or "").rstrip("/") + "/ota/state.json"))
-        finally:
-            unload("ccm.ota.states")
+            if name == "OTA.Status":  # until the receiver loads (its serve() takes the name over then)
+                self.router.add(name, self.on_demand("ccm.ota.states", "serve_idle_status"))
+            else:
+                self.router.add(name, self._ota_first_call(name))
 
     def _ota_first_call(self, name):
         def first(params, call):
@@ -321,9 +293,6 @@ class Ccm:
 
             self._host_update = HostUpdate(self.link, self.board, self.config, self.fs_root(), self.spawn)
         return self._host_update
-
-    def _host_pending(self):
-        return self.host_update.pending()
 
     def drop_host_update(self):
         self._host_update = None

@@ -10,7 +10,7 @@ reported.
 import asyncio
 import struct
 
-from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms, unload, wait_ms
+from ccm.compat import random_bytes, sleep_ms_async, ticks_diff, ticks_ms, wait_ms
 
 # MQTT 3.1.1 §2.2.1 control packet types
 CONNECT = 1
@@ -577,32 +577,3 @@ class MqttClient:
 def _jitter(n):
     """0..n-1 at random: a fleet that lost its broker together must not come back together."""
     return int.from_bytes(random_bytes(2), "big") % n if n > 0 else 0
-
-
-def client_from_config(config, open_connection=None, root=None):
-    """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set);
-    `open_connection` the board's, when it has its own (None: asyncio's); `root` the filesystem's, which
-    relative certificate paths are on."""
-    server = config.get("mqtt.server")
-    host, _, port = server.rpartition(":")
-    if port and not port.isdigit():
-        raise ValueError("mqtt.server %s: expected host:port, the port a number" % server)
-    ssl_ctx = None
-    if config.get("mqtt.ssl_ca_cert") or config.get("mqtt.ssl_cert"):
-        from ccm.tls import mqtt_context
-
-        ssl_ctx = mqtt_context(config, root)
-        unload("ccm.tls")  # the context is made once per boot: its code need not stay (a stock image's heap)
-    return MqttClient(
-        host or "localhost",
-        int(port or (8883 if ssl_ctx else 1883)),
-        client_id=config.get("mqtt.client_id") or config.get("device.id"),
-        keepalive=config.get("mqtt.keep_alive"),
-        user=config.get("mqtt.user") or None,
-        password=config.get("mqtt.pass") or None,
-        ssl=ssl_ctx,
-        queue_size=config.get("mqtt.queue_size"),
-        backoff_min_ms=config.get("mqtt.reconnect_timeout_min_ms"),
-        backoff_max_ms=config.get("mqtt.reconnect_timeout_max_ms"),
-        open_connection=open_connection,
-    )

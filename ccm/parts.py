@@ -115,15 +115,56 @@ def start_ota(ccm):
 
 
 def start_cloud(ccm):
-    """The cloud connection and its capabilities (ccm/cloud.py) when mqtt.enable is set; the client
-    reconnects by itself."""
+    """The cloud connection for mqtt.* when mqtt.enable is set, with every capability on it (ccm/cloud.py):
+    the host's MQTT.*, the shadow, RPC from the cloud, OTA through the shadow. The client reconnects by
+    itself."""
     if not ccm.config.get("mqtt.enable"):
         return []
-    from ccm import cloud
+    from ccm.cloud import Cloud
+    from ccm.cloud_rpc import CloudRpc
+    from ccm.mqtt_host import HostMqtt
+    from ccm.ota.shadow_ota import ShadowOta
+    from ccm.shadow import Shadow
 
-    ccm.cloud = cloud.start(ccm.config, ccm.router, ccm)
-    ccm.mqtt = ccm.cloud.client
+    config, router = ccm.config, ccm.router
+    cloud = ccm.cloud = Cloud(config, router, mqtt_client(config, ccm.board))
+    cloud.host_mqtt = HostMqtt(cloud, router)
+    cloud.shadow = Shadow(cloud, config, router)
+    cloud.rpc = CloudRpc(cloud, config, router)
+    ShadowOta(cloud.shadow, ccm.load_ota, ccm.ota_listeners)
+    ccm.mqtt = cloud.client
     return [ccm.supervise("cloud", ccm.run_cloud)]
+
+
+def mqtt_client(config, board):
+    """An MqttClient for mqtt.* (server "host:port", TLS when a CA or client certificate is set), opening
+    its connections through the board's connect() (names resolved without blocking); relative
+    certificate paths are on the board's filesystem."""
+    from ccm.mqtt import MqttClient
+
+    server = config.get("mqtt.server")
+    host, _, port = server.rpartition(":")
+    if port and not port.isdigit():
+        raise ValueError("mqtt.server %s: expected host:port, the port a number" % server)
+    ssl_ctx = None
+    if config.get("mqtt.ssl_ca_cert") or config.get("mqtt.ssl_cert"):
+        from ccm.tls import mqtt_context
+
+        ssl_ctx = mqtt_context(config, board.fs_dir)
+        unload("ccm.tls")  # the context is made once per boot: its code need not stay (a stock image's heap)
+    return MqttClient(
+        host or "localhost",
+        int(port or (8883 if ssl_ctx else 1883)),
+        client_id=config.get("mqtt.client_id") or config.get("device.id"),
+        keepalive=config.get("mqtt.keep_alive"),
+        user=config.get("mqtt.user") or None,
+        password=config.get("mqtt.pass") or None,
+        ssl=ssl_ctx,
+        queue_size=config.get("mqtt.queue_size"),
+        backoff_min_ms=config.get("mqtt.reconnect_timeout_min_ms"),
+        backoff_max_ms=config.get("mqtt.reconnect_timeout_max_ms"),
+        open_connection=board.connect,
+    )
 
 
 def resume_host_update(ccm):

@@ -8,7 +8,7 @@ tests fed with plain byte strings.
 
 import json
 
-from ccm.compat import dumps, ticks_add, ticks_diff
+from ccm.compat import dumps, ticks_add, ticks_diff, unload
 
 # JSON-RPC 2.0 §5.1 error codes, and the CCM's server errors (docs/protocol.md, the UART link).
 PARSE_ERROR = -32700
@@ -57,12 +57,6 @@ class RpcError(Exception):
 
     def __str__(self):
         return "%s (%d)" % (self.message, self.code)
-
-    def to_dict(self):
-        d = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            d["data"] = self.data
-        return d
 
 
 class FrameError:
@@ -208,20 +202,6 @@ class Framer:
         )
 
 
-def split_closed(data):
-    """(values, rest): the top-level JSON values in `data` that have closed (each with the bytes before
-    it), and what is left. How a frame without a newline ends, for whoever shows the raw bytes."""
-    values = []
-    i = 0
-    while True:
-        j = _find_open(data, i, len(data))
-        k = _scan_close(data, j, len(data), 0, False, False)[0] if j >= 0 else -1
-        if k < 0:
-            return values, data[i:]
-        values.append(data[i:k])
-        i = k
-
-
 def _find_open(data, start, end):
     a = data.find(b"{", start, end)
     b = data.find(b"[", start, end)
@@ -266,19 +246,11 @@ def _scan_close(data, i, end, depth, in_str, esc):
 
 MAX_DEPTH = 32  # nesting levels of a frame, the frame itself included
 
-# UTF-8 lead bytes that MicroPython's decoder lets through when what follows makes them invalid:
-# overlong (C0 C1, E0 80-9F, F0 80-8F), surrogates (ED A0-BF), beyond U+10FFFF (F4 90-BF, F5-F7).
-_LAX = (
-    (0xC0, 0x80, 0xC0),
-    (0xC1, 0x80, 0xC0),
-    (0xE0, 0x80, 0xA0),
-    (0xED, 0xA0, 0xC0),
-    (0xF0, 0x80, 0x90),
-    (0xF4, 0x90, 0xC0),
-    (0xF5, 0x80, 0xC0),
-    (0xF6, 0x80, 0xC0),
-    (0xF7, 0x80, 0xC0),
-)
+# UTF-8 lead bytes that MicroPython's decoder lets through when what follows makes them invalid, as
+# (lead, lowest, highest+1) of the next byte: overlong (C0 C1, E0 80-9F, F0 80-8F), surrogates
+# (ED A0-BF), beyond U+10FFFF (F4 90-BF, F5-F7). Bytes, not a tuple of tuples: a stock image keeps
+# every constant of this module in its heap.
+_LAX = b"\xc0\x80\xc0\xc1\x80\xc0\xe0\x80\xa0\xed\xa0\xc0\xf0\x80\x90\xf4\x90\xc0\xf5\x80\xc0\xf6\x80\xc0\xf7\x80\xc0"
 
 
 class ParseError(ValueError):
@@ -326,15 +298,23 @@ def parse(frame):
     except Exception:
         raise ParseError("parse error: invalid UTF-8") from None
     if len(text) != len(frame):  # multi-byte sequences: refuse what MicroPython's decoder lets pass
-        for lead, lo, hi in _LAX:
-            i = frame.find(bytes((lead,)))
+        for k in range(0, len(_LAX), 3):
+            lead, lo, hi = _LAX[k : k + 1], _LAX[k + 1], _LAX[k + 2]
+            i = frame.find(lead)
             while i >= 0:
                 nxt = frame[i + 1] if i + 1 < len(frame) else 0
                 if lo <= nxt < hi:
                     raise ParseError("parse error: invalid UTF-8") from None
-                i = frame.find(bytes((lead,)), i + 1)
-    if "\\ud" in text or "\\uD" in text:
-        text = _join_surrogates(text)
+                i = frame.find(lead, i + 1)
+    if "\\ud" in text or "\\uD" in text:  # rare: its code loads for it (ccm/surrogates.py)
+        try:
+            from ccm.surrogates import join
+
+            text = join(text)
+        except MemoryError:
+            raise NoHeap() from None
+        finally:
+            unload("ccm.surrogates")
     try:
         value = json.loads(text)
     except MemoryError:
@@ -369,36 +349,6 @@ def _check(v, depth):
         raise ParseError("parse error: nesting deeper than %d" % MAX_DEPTH)
     for x in v:
         _check(x, depth + 1)
-
-
-def _join_surrogates(text):
-    """Escaped surrogate pairs as the one character they stand for; ParseError for a lone surrogate."""
-    out = []
-    last = 0
-    i = text.find("\\u")
-    while i >= 0:
-        j = i
-        while j > 0 and text[j - 1] == "\\":
-            j -= 1
-        cp = _hex4(text, i + 2) if (i - j) % 2 == 0 else -1  # an odd run of backslashes starts an escape
-        if 0xD800 <= cp < 0xDC00 and text[i + 6 : i + 8] == "\\u" and 0xDC00 <= _hex4(text, i + 8) < 0xE000:
-            out.append(text[last:i])
-            out.append(chr(0x10000 + ((cp - 0xD800) << 10) + (_hex4(text, i + 8) - 0xDC00)))
-            last = i + 12
-            i = text.find("\\u", last)
-            continue
-        if 0xD800 <= cp < 0xE000:
-            raise ParseError("parse error: lone surrogate \\u%04x" % cp)
-        i = text.find("\\u", i + 2)
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _hex4(text, i):
-    try:
-        return int(text[i : i + 4], 16) if len(text) >= i + 4 else -1
-    except ValueError:
-        return -1
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import threading
 
 import click
 
-from ccm.rpc import RpcError, split_closed
+from ccm.rpc import RpcError, _find_open, _scan_close
 
 EPILOG = """\b
 Examples:
@@ -167,6 +167,20 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+def split_closed(data):
+    """(values, rest): the top-level JSON values in `data` that have closed (each with the bytes before
+    it), and what is left — how a frame without a newline ends, by the CCM framer's own scanner."""
+    values = []
+    i = 0
+    while True:
+        j = _find_open(data, i, len(data))
+        k = _scan_close(data, j, len(data), 0, False, False)[0] if j >= 0 else -1
+        if k < 0:
+            return values, data[i:]
+        values.append(data[i:k])
+        i = k
 
 
 class WireTrace:

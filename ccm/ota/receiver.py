@@ -391,3 +391,31 @@ class OtaReceiver:
         await pull.poll(self, url, interval_s)
 
     poll_error = None
+
+
+def attach(ccm):
+    """The receiver of one boot of the CCM (ccm/main.py's load_ota), wired to it: the appliers of the
+    bundles it takes (a host's firmware, the CCM's own files), its clock, network, heap and reboot, the
+    listeners told of every change, and OTA.* on its router. Here, not in main.py: this code need only be
+    in the heap once an update needs the receiver."""
+
+    def apply_host(open_bundle, progress, receiver):
+        from ccm.ota.apply import apply_host
+
+        return apply_host(ccm.host_update, open_bundle, progress, receiver, ccm.router.request_reboot)
+
+    def apply_self(open_bundle, progress, receiver):
+        from ccm.ota.stage import apply_self
+
+        return apply_self(ccm, open_bundle, progress, receiver)
+
+    board = ccm.board
+    appliers = {"ccm_host": apply_host, "esp32": apply_self}
+    r = OtaReceiver(ccm.config, ccm.fs_root(), appliers, ccm.spawn, board.fs_free, lambda: ccm.host_update.pending())
+    r.clock = ccm.set_clock
+    r.opener = board.connect
+    r.heap_short = board.heap_short
+    r.reboot = ccm.router.request_reboot
+    r.listeners = ccm.ota_listeners  # one list: who registers later (the shadow) is told too
+    r.serve(ccm.router)
+    return r

@@ -66,3 +66,12 @@ def idle_status(saved):
     st = status_fields(IDLE, 0, "", "", None, saved.get("last"), saved.get("installed"))
     st["chunk"] = chunk_hint()
     return st
+
+
+def serve_idle_status(ccm, params, call):
+    """OTA.Status's handler until the receiver loads (ccm/main.py: loaded for each call, as this module)."""
+    from ccm import rpc
+    from ccm.files import read_json
+
+    rpc.take(params)
+    return idle_status(read_json((ccm.fs_root() or "").rstrip("/") + "/ota/state.json"))
