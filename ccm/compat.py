@@ -64,11 +64,6 @@ class Uptime:
         return self.ms // 1000
 
 
-def is_awaitable(x):
-    """True for a coroutine (CPython) or a generator-based one (MicroPython)."""
-    return hasattr(x, "send") and hasattr(x, "throw")
-
-
 try:
     import asyncio
 except ImportError:  # pragma: no cover - every supported runtime has it
@@ -81,31 +76,6 @@ async def sleep_ms_async(ms):
         await asyncio.sleep_ms(ms)
     else:
         await asyncio.sleep(ms / 1000)
-
-
-def drain(steps):
-    """Run a generator to its end, all at once; what it returns. The PC's synchronous check()/copy_part()
-    /unpack(): the same steps the CCM runs with paced()."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as e:
-            return e.value
-
-
-async def paced(steps, slice_ms=20):
-    """Run a generator to its end, giving the event loop a turn every `slice_ms`: a long check or copy
-    (hashing a part, unpacking, writing flash) must not freeze the UART link, MQTT or /rpc. Returns
-    what the generator returns."""
-    t = ticks_ms()
-    while True:
-        try:
-            next(steps)
-        except StopIteration as e:
-            return e.value
-        if ticks_diff(ticks_ms(), t) >= slice_ms:
-            await sleep_ms_async(0)
-            t = ticks_ms()
 
 
 async def wait_ms(coro, ms):

@@ -6,12 +6,11 @@ from ccm import config as config_mod
 from ccm import rpc
 from ccm.compat import sleep_ms_async, ticks_add, ticks_diff, ticks_ms, unload
 from ccm.config import Config
-from ccm.files import read_json, write_json
+from ccm.files import read_json
 from ccm.link import HostLink
 from ccm.router import Router
 
 OTA_METHODS = ("OTA.Status", "OTA.Begin", "OTA.Write", "OTA.End", "OTA.Update")  # the receiver's (serve())
-SAFE_AFTER = 3  # boots in a row that failed before one runs in safe mode
 HEALTHY_MS = 30000  # a boot that ran this long without failing counts as good
 LAST_WORDS_MS = 2000  # how long a reboot waits for the will, DISCONNECT and the host's replies to leave
 # MicroPython collects garbage only when an allocation fails, by default: by then what lives is scattered
@@ -20,39 +19,6 @@ LAST_WORDS_MS = 2000  # how long a reboot waits for the will, DISCONNECT and the
 # files every flow then passes at 108 KiB, where it needed 116 (bench/memory.py). A fraction, not a
 # fixed size: a collection takes longer the larger the heap (a module with PSRAM has megabytes).
 GC_EVERY = 24
-
-
-class BootGuard:
-    """Counts the boots in a row that did not last (a crash, a MemoryError, a setting that breaks the
-    start): after SAFE_AFTER of them the next boot is in safe mode — only the UART link and Config.*,
-    on the factory settings of the link — so the host can still mend the configuration."""
-
-    def __init__(self, fs_dir):
-        self.path = (fs_dir + "/" if fs_dir else "/") + "boot_failures.json"
-
-    def _write(self, d):
-        try:
-            write_json(self.path, d)
-        except OSError:
-            pass
-
-    def begin(self):
-        """Count this boot; the reason for safe mode, or None for a normal boot."""
-        d = read_json(self.path)
-        n = d.get("count", 0) + 1
-        self._write({"count": n, "last": d.get("last")})
-        if n > SAFE_AFTER:
-            return "%d boots in a row failed; the last: %s" % (n - 1, d.get("last") or "no reason recorded")
-        return None
-
-    def failed(self, why):
-        d = read_json(self.path)
-        d["last"] = why
-        self._write(d)
-
-    def healthy(self):
-        if read_json(self.path).get("count"):
-            self._write({"count": 0})
 
 
 class Ccm:
@@ -78,7 +44,7 @@ class Ccm:
         self.router.add("Sys.Credentials", self._credentials)
         if self.config.get("rpc.auth.open"):
             self.router.status["warnings"] = lambda: ["rpc.auth.open: /rpc serves anyone on the network, no password"]
-        self.guard = None  # the BootGuard, told when this boot has lasted
+        self.guarded = False  # run_forever counts this boot (ccm/boot.py's BootGuard): told when it has lasted
         self.link = None
         self._host_update = None  # ccm/ota/host.py's HostUpdate, while one is needed (host_update)
         self.mqtt = None
@@ -168,8 +134,8 @@ class Ccm:
     async def _housekeeping(self, healthy_ms):
         """This boot counts as good after `healthy_ms`; the uptime is read every minute (see Uptime)."""
         await sleep_ms_async(healthy_ms)
-        if self.guard is not None:
-            self.guard.healthy()
+        if self.guarded:
+            boot_guard(self.board.fs_dir, "healthy")
         while True:
             self.router.uptime.seconds()
             await sleep_ms_async(60000)
@@ -196,8 +162,8 @@ class Ccm:
             if self._link_error is not None:
                 raise self._link_error
             if self._reboot_delay >= 0:
-                if self.guard is not None:
-                    self.guard.healthy()  # a reboot asked for is not a failure
+                if self.guarded:
+                    boot_guard(self.board.fs_dir, "healthy")  # a reboot asked for is not a failure
                 await sleep_ms_async(self._reboot_delay)
                 await self._last_words(LAST_WORDS_MS)
                 return True
@@ -364,7 +330,6 @@ async def run_forever(board, overrides=None, switch=True, setup=None):
     `switch`: swap in a staged self-update at each boot (main.py does it itself on the module).
     `setup(ccm)` runs at each boot before the link comes up. A boot that fails (an exception out of the
     CCM) is recorded and counts towards safe mode; the board reboots as after Sys.Reboot."""
-    guard = BootGuard(board.fs_dir)
     _collect_early()
     while True:
         if switch:
@@ -373,19 +338,30 @@ async def run_forever(board, overrides=None, switch=True, setup=None):
             SelfUpdate(board.fs_dir, board).at_boot()
         ccm = None
         try:
-            ccm = Ccm(board, overrides, safe_mode=guard.begin())
-            ccm.guard = guard
+            ccm = Ccm(board, overrides, safe_mode=boot_guard(board.fs_dir, "begin"))
+            ccm.guarded = True
             if setup is not None:
                 setup(ccm)
             rebooting = await ccm.run()
         except Exception as e:
             why = "%s: %s" % (type(e).__name__, e)
             print("ccm: this boot failed:", why)
-            guard.failed(why)
+            boot_guard(board.fs_dir, "failed", why)
             rebooting = True
             await sleep_ms_async(200)  # as a module's reset takes a moment: no tight crash loop
         if not rebooting or not board.reboot():
             return
+
+
+def boot_guard(fs_dir, what, *args):
+    """BootGuard's `what` ("begin", "healthy", "failed") on the filesystem at `fs_dir`: ccm/boot.py, loaded
+    for it and dropped after — it is called a few times a boot, and a stock image's heap is short."""
+    from ccm.boot import BootGuard
+
+    try:
+        return getattr(BootGuard(fs_dir), what)(*args)
+    finally:
+        unload("ccm.boot")
 
 
 def _collect_early():
@@ -428,7 +404,7 @@ def _stopped(board, e):
     try:
         why = "%s: %s" % (type(e).__name__, e)
         print("ccm: the CCM stopped:", why)
-        BootGuard(board.fs_dir).failed(why)
+        boot_guard(board.fs_dir, "failed", why)
     except Exception:  # noqa: BLE001 - a MemoryError here must not keep the module from its reset
         print("ccm: the CCM stopped:", type(e).__name__)
 
@@ -448,7 +424,7 @@ def start():
 
         board = Esp32Board()
     except Exception as e:  # e.g. a MemoryError or a bad pin before the CCM was up
-        BootGuard("").failed("%s: %s" % (type(e).__name__, e))
+        boot_guard("", "failed", "%s: %s" % (type(e).__name__, e))
         machine.reset()
     run_module(board, factory_config(), machine.reset)
     machine.reset()

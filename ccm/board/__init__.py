@@ -28,11 +28,29 @@ class Board:
         """The host UART (host.rpc.uart.*) as a stream: read(n), write(b), drain()."""
         raise NotImplementedError
 
-    def uart_parity(self, parity, baud=None):
-        """8E1 ("E") for the STM32 bootloader, 8N1 ("N") for JSON-RPC; a board without parity ignores it."""
-
-    def heap_free(self):
+    def _nothing(self, *args, **kwargs):
         return None
+
+    # What a board leaves out answers nothing (None). One function for them all: on a stock image each
+    # function is heap, and these are overridden by every board that has the feature.
+    uart_parity = _nothing  # (parity, baud=None): 8E1 ("E") for the STM32 bootloader, 8N1 ("N") for JSON-RPC
+    heap_free = _nothing  # (): bytes free on the heap; None: the board does not say
+    heap_peak = _nothing  # (): the most heap live at once since the last call (sampled); None: not sampled
+    # (): the firmware's modules in memory now (what holds bytecode on a stock image); None: not said (the
+    # measuring unix board says: what loads when is guarded by tests)
+    loaded = _nothing
+    fs_free = _nothing  # (): bytes free on the filesystem; None: unknown
+    set_clock = _nothing  # (unix_seconds): set the clock (SNTP's answer)
+    # (): the DNS server ("ip" or "ip:port") names are resolved with, without blocking the loop
+    # (ccm/dns.py); None: the runtime's own getaddrinfo()
+    dns_server = _nothing
+    http_address = _nothing  # (config): (host, port) the /rpc server listens on; None: no network, no server
+    # (server): the /rpc server is bound (port 0 took a free port: a board may keep the one it got)
+    http_listening = _nothing
+    bluetooth = _nothing  # (): MicroPython's `bluetooth` module (BLE(), UUID) with a BLE radio; None: none
+    ota_partition = _nothing  # (): the next OTA app partition (esp32.Partition's block API); None: no app updates
+    app_mark_valid = _nothing  # (): the running app is the one to keep (ESP-IDF's rollback)
+    app_rollback = _nothing  # (): boot the previous app next
 
     def heap_short(self, need):
         """True when fewer than `need` bytes are free after a collection: work that needs them is left to a
@@ -44,30 +62,9 @@ class Board:
         gc.collect()
         return self.heap_free() < need
 
-    def heap_peak(self):
-        """The most heap live at once since the last call (sampled), or None where nothing samples it."""
-        return None
-
-    def loaded(self):
-        """The firmware's modules in memory now (what holds bytecode on a stock image), or None where the
-        board does not say (the measuring unix board does: what loads when is guarded by tests)."""
-        return None
-
-    def fs_free(self):
-        """Bytes free on the filesystem, or None when unknown."""
-        return None
-
     def clock_valid(self):
         """False while the clock was never set (an ESP32 starts at 2000-01-01)."""
         return True
-
-    def set_clock(self, unix_seconds):
-        pass
-
-    def dns_server(self):
-        """The DNS server ("ip" or "ip:port") names are resolved with, without blocking the loop
-        (ccm/dns.py); None: the runtime's own getaddrinfo()."""
-        return None
 
     async def connect(self, host, port, ssl=None):
         """A TCP (or TLS) connection as (reader, writer), for MQTT and downloads: a name is resolved
@@ -85,27 +82,6 @@ class Board:
                 return await op(ip, port, ssl=ssl, server_hostname=host)
             host = ip
         return await (op(host, port, ssl=ssl) if ssl is not None else op(host, port))
-
-    def http_address(self, config):
-        """(host, port) the /rpc server listens on, or None: no network, no server."""
-        return None
-
-    def http_listening(self, server):
-        """The /rpc server is bound (port 0 took a free port: a board may keep the one it got)."""
-
-    def bluetooth(self):
-        """MicroPython's `bluetooth` module (BLE(), UUID) when the board has a BLE radio, else None."""
-        return None
-
-    def ota_partition(self):
-        """The next OTA app partition (esp32.Partition's block API), or None: no app updates."""
-        return None
-
-    def app_mark_valid(self):
-        pass
-
-    def app_rollback(self):
-        pass
 
     def reboot(self):
         """True: boot again in this process (virtual boards); a module resets and never returns."""

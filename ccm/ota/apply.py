@@ -8,8 +8,9 @@ job resumes from ota/state.json). Every part is unpacked before the first flash,
 is gone while the flasher runs. Loaded only when
 such a bundle is applied; an `esp32` bundle's is ccm/ota/stage.py."""
 
-from ccm.compat import paced, sleep_ms_async, unload
+from ccm.compat import sleep_ms_async, unload
 from ccm.ota.states import OtaError
+from ccm.ota.steps import paced
 
 
 async def apply_host(host, open_bundle, progress, receiver, reboot):

@@ -13,8 +13,8 @@ import binascii
 import hashlib
 import json
 
-from ccm.compat import drain
 from ccm.ota import zipread
+from ccm.ota.steps import drain
 
 MANIFEST = "manifest.json"
 SIG_EXTRA_ID = 0x293A  # mos: "looks like a smiley face when written in LE"

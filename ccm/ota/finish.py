@@ -9,9 +9,10 @@ code, the reader again): on a plain ESP32 the three do not fit together beside t
 import os
 
 from ccm import FW_VERSION, rpc
-from ccm.compat import paced, sleep_ms_async, unload
+from ccm.compat import sleep_ms_async, unload
 from ccm.files import remove
 from ccm.ota.states import HELPERS, PROGRESS, SUCCESS, OtaError
+from ccm.ota.steps import paced
 
 CHECKER = ("ccm.ota.bundle", "ccm.ota.zipread", "ccm.ota.p256")
 

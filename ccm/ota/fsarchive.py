@@ -7,7 +7,7 @@
 
 import struct
 
-from ccm.compat import drain
+from ccm.ota.steps import drain
 
 MAGIC = b"CCMFS1\n"
 

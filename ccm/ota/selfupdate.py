@@ -132,8 +132,8 @@ class SelfUpdate:
         goes). A power cut in here: the next boot unpacks again from the start. A bundle that cannot be
         unpacked is dropped, the reason recorded as a rollback (an app staged with it rolls back too,
         when the boot that follows finds `app_rollback`); False then."""
-        from ccm.compat import drain
         from ccm.ota.bundle import Bundle
+        from ccm.ota.steps import drain
 
         _rmtree(self.new)
         files = []

@@ -11,9 +11,9 @@ raises OtaError with a reason.
 
 import os
 
-from ccm.compat import paced
 from ccm.files import makedirs, remove, write_json
 from ccm.ota.states import OtaError
+from ccm.ota.steps import paced
 
 
 async def apply_self(ccm, open_bundle, progress, receiver):

@@ -8,8 +8,9 @@ import os
 from fwtest import FakeHost, scratch_path, uart_pair
 
 from ccm import board, mqtt
+from ccm.boot import SAFE_AFTER, BootGuard
 from ccm.compat import sleep_ms_async
-from ccm.main import SAFE_AFTER, BootGuard, Ccm, run_forever
+from ccm.main import Ccm, run_forever
 
 
 class Board(board.Board):

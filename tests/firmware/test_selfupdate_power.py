@@ -12,10 +12,10 @@ import ota_vectors as vec
 from fwtest import scratch_path
 
 from ccm import files as files_mod
-from ccm.compat import drain
 from ccm.ota import fsarchive, selfupdate
 from ccm.ota import stage as stage_mod
 from ccm.ota.selfupdate import COMMITTED, REVERTED, TRIAL, SelfUpdate
+from ccm.ota.steps import drain
 
 OLD = {"main.py": b"old main", "keep.txt": b"not updated"}
 NEW = {"main.py": b"new main", "lib/added.py": b"new file"}
