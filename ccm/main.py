@@ -222,6 +222,20 @@ class Ccm:
             self.ota = attach(self)
         return self.ota
 
+    def take_ota_delta(self, delta):
+        """The shadow's taker for desired.ota: ccm/ota/shadow_ota.py, loaded for a delta that holds it."""
+        if type(delta) is not dict or "ota" not in delta:
+            return delta
+        from ccm.ota.shadow_ota import take
+
+        return take(self.cloud.shadow, self.load_ota, delta)
+
+    def report_ota(self, status):
+        """reported.ota on each change the receiver tells of (ccm/ota/shadow_ota.py)."""
+        from ccm.ota.shadow_ota import report
+
+        report(self.cloud.shadow, self.load_ota(), status)
+
     def serve_ota_on_demand(self):
         """OTA.* load the receiver at their first call (it serves them from then on) — but OTA.Status,
         which a client polls across the reboot into its update, answers from ota/state.json without it."""

@@ -123,7 +123,6 @@ def start_cloud(ccm):
     from ccm.cloud import Cloud
     from ccm.cloud_rpc import CloudRpc
     from ccm.mqtt_host import HostMqtt
-    from ccm.ota.shadow_ota import ShadowOta
     from ccm.shadow import Shadow
 
     config, router = ccm.config, ccm.router
@@ -131,7 +130,8 @@ def start_cloud(ccm):
     cloud.host_mqtt = HostMqtt(cloud, router)
     cloud.shadow = Shadow(cloud, config, router)
     cloud.rpc = CloudRpc(cloud, config, router)
-    ShadowOta(cloud.shadow, ccm.load_ota, ccm.ota_listeners)
+    cloud.shadow.takers.append(ccm.take_ota_delta)  # OTA through the shadow (ccm/ota/shadow_ota.py)
+    ccm.ota_listeners.append(ccm.report_ota)
     ccm.mqtt = cloud.client
     return [ccm.supervise("cloud", ccm.run_cloud)]
 

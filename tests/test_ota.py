@@ -14,8 +14,7 @@ from datetime import datetime
 import pytest
 from conftest import cloud_config, unique_device, wait_until
 
-from ccm.ota import fsarchive
-from ccm.ota.shadow_ota import ShadowOta
+from ccm.ota import fsarchive, shadow_ota
 from ccm.rpc import RpcError
 from cloud.bundle_server import BundleServer
 from pc import fwbundle
@@ -666,21 +665,21 @@ def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_ba
     rec = product.v.ccm.ota
     assert rec.held_back("9.3") and not rec.held_back("9.3", retry=1) and not rec.held_back("9.4")
 
-    class Shadow:  # what ShadowOta uses of the shadow: its takers, and what it publishes
-        takers, published = [], []
+    class Shadow:  # what shadow_ota uses of the shadow: what it publishes
+        published = []
 
         def publish_reported(self, doc, tag=None):
             self.published.append(json.loads(doc)["ota"])
 
     started = []
-    so = ShadowOta(Shadow(), lambda: rec, [])
+    shadow = Shadow()
     rec_start, rec.start_update = rec.start_update, lambda *a: started.append(a)
     try:
         url = "http://bundles.example/ccm-9.3.zip"
-        assert so.take({"ota": {"url": url, "version": "9.3"}, "led": 1}) == {"led": 1}
+        assert shadow_ota.take(shadow, lambda: rec, {"ota": {"url": url, "version": "9.3"}, "led": 1}) == {"led": 1}
         assert started == [] and Shadow.published[-1]["message"].startswith("rolled back")
         assert Shadow.published[-1]["version"] != "9.3"  # reported.ota.version: what runs
-        so.take({"ota": {"url": url, "version": "9.3", "retry": 1}})  # asked again, explicitly
+        shadow_ota.take(shadow, lambda: rec, {"ota": {"url": url, "version": "9.3", "retry": 1}})  # asked again
         assert started == [(url, 0, "9.3", 1)]
     finally:
         rec.start_update = rec_start
