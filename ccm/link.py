@@ -37,14 +37,15 @@ class HostLink:
             "late_responses": 0,
         }
         self.info = None  # the host's last Sys.Info answer, when something asked for it
-        self._raw = None  # a RawPort while the UART is lent out
+        self._raw = None  # while the UART is lent out: who takes its bytes (ccm/ota/host.py's RawPort)
         self.set_parity = None  # the board's uart_parity("E"|"N"), for the bootloader's 8E1
 
     # -- lending the UART (host flashing) ----------------------------------------------------
-    def borrow(self):
-        """Hand the raw UART to someone else (the STM32 flasher): JSON-RPC pauses until give_back()."""
-        self._raw = RawPort(self)
-        return self._raw
+    def borrow(self, port):
+        """Hand the raw UART to someone else (the STM32 flasher): what the host sends goes to
+        `port.feed(data)` instead of the framer, and JSON-RPC pauses until give_back()."""
+        self._raw = port
+        return port
 
     def give_back(self):
         self._raw = None
@@ -171,44 +172,3 @@ class HostLink:
             for t in tasks:
                 t.cancel()
             self.pending.fail_all(rpc.NOT_CONNECTED, "not connected: the link to the host closed")
-
-
-class RawPort:
-    """The UART as a plain byte stream while it is lent out (bounded: a babbling host cannot fill RAM)."""
-
-    LIMIT = 4096
-
-    def __init__(self, link):
-        self.link = link
-        self.buf = b""
-        self.ev = asyncio.Event()
-
-    def feed(self, data):
-        self.buf = (self.buf + data)[-self.LIMIT :]
-        self.ev.set()
-
-    async def read(self, n):
-        while not self.buf:
-            self.ev.clear()
-            await self.ev.wait()
-        data = self.buf[:n]
-        self.buf = self.buf[n:]
-        return data
-
-    def write(self, data):
-        self.link.stream.write(data)
-
-    async def drain(self):
-        await self.link.stream.drain()
-
-    bauds = {}  # parity -> baud rate ({"E": host.ota.stm32.uart.baud_rate, "N": host.rpc.uart.baud_rate})
-
-    def set_mode(self, parity):
-        """8E1 ("E") for the bootloader, 8N1 ("N") for JSON-RPC, through the board's UART, each at its
-        own baud rate when `bauds` names one."""
-        if self.link.set_parity is not None:
-            baud = self.bauds.get(parity)
-            if baud:
-                self.link.set_parity(parity, baud)
-            else:
-                self.link.set_parity(parity)

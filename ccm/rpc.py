@@ -473,22 +473,6 @@ class Call:
             self._send(frame)
 
 
-class Batch:
-    """Collects the replies of a batch and sends them as one array once every member has answered."""
-
-    def __init__(self, n, send):
-        self.left = n
-        self.frames = []
-        self._send = send
-
-    def add(self, frame):
-        if frame is not None:
-            self.frames.append(frame[:-1])  # without its newline
-        self.left -= 1
-        if self.left == 0 and self.frames:
-            self._send(b"[" + b",".join(self.frames) + b"]\n")
-
-
 class Dispatcher:
     """A method table: name → handler(params, call).
 
@@ -514,7 +498,15 @@ class Dispatcher:
             if not msg:
                 send(encode_error(None, INVALID_REQUEST, "invalid request: empty batch", None, self.jsonrpc))
                 return
-            batch = Batch(len(msg), send)
+            try:  # batches are rare: the class loads for one (its instance keeps it)
+                from ccm.batch import Batch
+
+                batch = Batch(len(msg), send)
+            except MemoryError:  # answered, as a frame there was no heap for
+                send(encode_error(None, INTERNAL_ERROR, "out of memory for this batch", None, self.jsonrpc))
+                return
+            finally:
+                unload("ccm.batch")
             for m in msg:
                 self._one(m, send, src, batch)
             return

@@ -14,6 +14,8 @@ the host's `Sys.Info`, and keeps two files:
   running exactly that (`fw_id` in Sys.Info), the next flash rewrites only the pages that differ.
 """
 
+import asyncio
+
 from ccm.compat import sleep_ms_async, unload
 from ccm.files import read_json, remove, write_json
 
@@ -124,7 +126,7 @@ class HostUpdate:
         pins = PinSequence(BoardLines(self.board, cfg["boot0_pin"], cfg["rst_pin"], cfg.get("rst_open_drain", True)))
         image, address, size = record["image"], record["address"], record["size"]
         write_json(self.record_path, record)
-        port = self.link.borrow()
+        port = self.link.borrow(RawPort(self.link))
         port.bauds = {"E": cfg["uart"]["baud_rate"], "N": self.config.get("host.rpc.uart.baud_rate")}
         try:
             return await flash_image(lambda: open(image, "rb"), address, size, port, pins, progress, 3, only)
@@ -217,3 +219,45 @@ async def wait_for_host(link, timeout_ms=10000):
         except RpcError:
             await sleep_ms_async(100)
     return None
+
+
+class RawPort:
+    """The host UART as a plain byte stream while the link lends it out (HostLink.borrow), for the flasher;
+    bounded: a babbling host cannot fill RAM. Here, not in ccm/link.py: only a host flash needs it."""
+
+    LIMIT = 4096
+
+    def __init__(self, link):
+        self.link = link
+        self.buf = b""
+        self.ev = asyncio.Event()
+
+    def feed(self, data):
+        self.buf = (self.buf + data)[-self.LIMIT :]
+        self.ev.set()
+
+    async def read(self, n):
+        while not self.buf:
+            self.ev.clear()
+            await self.ev.wait()
+        data = self.buf[:n]
+        self.buf = self.buf[n:]
+        return data
+
+    def write(self, data):
+        self.link.stream.write(data)
+
+    async def drain(self):
+        await self.link.stream.drain()
+
+    bauds = {}  # parity -> baud rate ({"E": host.ota.stm32.uart.baud_rate, "N": host.rpc.uart.baud_rate})
+
+    def set_mode(self, parity):
+        """8E1 ("E") for the bootloader, 8N1 ("N") for JSON-RPC, through the board's UART, each at its
+        own baud rate when `bauds` names one."""
+        if self.link.set_parity is not None:
+            baud = self.bauds.get(parity)
+            if baud:
+                self.link.set_parity(parity, baud)
+            else:
+                self.link.set_parity(parity)
