@@ -11,7 +11,7 @@ import os
 from ccm import FW_VERSION, rpc
 from ccm.compat import sleep_ms_async, unload
 from ccm.files import remove
-from ccm.ota.states import HELPERS, PROGRESS, SUCCESS, OtaError
+from ccm.ota.states import PROGRESS, SUCCESS, OtaError, drop_helpers
 from ccm.ota.steps import paced
 
 CHECKER = ("ccm.ota.bundle", "ccm.ota.zipread", "ccm.ota.p256")
@@ -32,11 +32,11 @@ async def check_and_apply(rec, at_boot=False):
         unload(*CHECKER)  # the applier opens it again: until then, the heap has room for its choice
     except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
         rec._fail("bad bundle: %s; nothing was applied" % e)
-        unload(*HELPERS)
+        drop_helpers()
         raise rpc.RpcError(rpc.INVALID_PARAMS, rec.message) from None
     except MemoryError as e:  # said, and OTA.End answered: the link and the next try go on
         rec._fail("out of memory while checking the bundle (%s); nothing was applied" % e)
-        unload(*HELPERS)
+        drop_helpers()
         raise rpc.RpcError(rpc.INTERNAL_ERROR, rec.message) from None
     if rec.version is None:
         rec.version = version
@@ -126,7 +126,7 @@ async def apply_staged(rec, platform, version):
         rec._fail("%s: %s" % (type(e).__name__, e))
         return
     finally:
-        unload(*HELPERS)
+        drop_helpers()
     if platform == "esp32":  # staged: kept only if its trial ends in a commit (ccm/ota/reboot.py)
         prev = rec.installed.get("esp32") or FW_VERSION
         rec.trial = {"version": version, "previous": prev, "previous_url": rec.current_url, "retry": rec._retry}

@@ -7,9 +7,9 @@ pulled: a module updated by push never holds it.
 import json
 
 from ccm import rpc
-from ccm.compat import sleep_ms_async, unload
+from ccm.compat import sleep_ms_async
 from ccm.ota.fetch import FetchError, fetch
-from ccm.ota.states import HELPERS, PROGRESS
+from ccm.ota.states import PROGRESS, drop_helpers
 
 
 async def update(rec, url, commit_timeout_s=0, version=None, source_url=None, retry=None):
@@ -28,7 +28,7 @@ async def update(rec, url, commit_timeout_s=0, version=None, source_url=None, re
             "download failed: the clock is not set (%s), so %s's certificate cannot be checked"
             % ("SNTP does not answer" if rec.config.get("sntp.enable") else "sntp.enable is false", url)
         )
-        unload(*HELPERS)
+        drop_helpers()
         return
 
     def progress(done, total):
@@ -51,11 +51,11 @@ async def update(rec, url, commit_timeout_s=0, version=None, source_url=None, re
             )
     except FetchError as e:
         rec._fail("download failed: %s" % e)
-        unload(*HELPERS)
+        drop_helpers()
         return
     except OSError as e:
         rec._fail("download failed: cannot write the bundle: %s" % e)
-        unload(*HELPERS)
+        drop_helpers()
         return
     try:
         await rec._check_and_apply()

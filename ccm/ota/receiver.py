@@ -26,7 +26,6 @@ from ccm.compat import sleep_ms_async, ticks_diff, ticks_ms, unload
 from ccm.files import makedirs, read_json, remove, write_json
 from ccm.ota.states import (  # noqa: F401 - theirs too
     ERROR,
-    HELPERS,
     IDLE,
     PROGRESS,
     SUCCESS,
@@ -41,6 +40,15 @@ CHECK_HEAP = 32 * 1024
 
 def _invalid(msg):
     return rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: " + msg)
+
+
+def _from_base64(text):
+    """The bytes of a chunk's base64, decoded from the str as it is: a copy of the chunk is heap that a
+    plain ESP32 does not have while it uploads (MicroPython 1.27's WebAssembly port takes bytes only)."""
+    try:
+        return binascii.a2b_base64(text)
+    except TypeError:
+        return binascii.a2b_base64(text.encode())
 
 
 class OtaReceiver:
@@ -321,7 +329,7 @@ class OtaReceiver:
         if p["offset"] < 0:
             raise _invalid("offset must not be negative")
         try:
-            data = binascii.a2b_base64(p["data"].encode())  # MicroPython 1.27 (WebAssembly) takes no str here
+            data = _from_base64(p["data"])
         except ValueError:
             raise _invalid("data is not base64") from None
         self.write(p["offset"], data)

@@ -8,20 +8,16 @@ PROGRESS = 1
 ERROR = 2
 SUCCESS = 3
 
-# what one update loads besides the receiver: dropped when it ends (on a stock image their bytecode is heap)
-HELPERS = (
-    "ccm.ota.finish",
-    "ccm.ota.bundle",
-    "ccm.ota.zipread",
-    "ccm.ota.p256",
-    "ccm.ota.apply",
-    "ccm.ota.stage",
-    "ccm.ota.fetch",
-    "ccm.ota.stm32",
-    "ccm.ota.an3155",
-    "ccm.ota.stm32_chips",
-    "ccm.ota.fsarchive",
-)
+# what one update loads besides the receiver (ccm.ota.*): dropped when it ends (on a stock image their
+# bytecode is heap). One string, not a tuple of names: this module is held through every upload.
+HELPERS = "finish bundle zipread p256 apply stage steps fetch stm32 an3155 stm32_chips fsarchive"
+
+
+def drop_helpers():
+    """Forget the helpers one update loaded (HELPERS), so the GC frees their code."""
+    from ccm.compat import unload
+
+    unload(*["ccm.ota." + name for name in HELPERS.split()])
 
 
 # OTA.Write sizes by free heap (MicroPython): a chunk is held three times over while it is decoded (the
