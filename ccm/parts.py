@@ -111,7 +111,9 @@ def start_ota(ccm):
             unload("ccm.ota.receiver", "ccm.ota.states")
     url = ccm.config.get("ota.poll_url")
     if url:
-        ccm.spawn(ccm.load_ota().poll(url, ccm.config.get("ota.poll_interval_s")))
+        from ccm.ota import pull
+
+        ccm.spawn(pull.poll(ccm.load_ota(), url, ccm.config.get("ota.poll_interval_s")))
 
 
 def start_cloud(ccm):

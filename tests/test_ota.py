@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 from conftest import cloud_config, unique_device, wait_until
 
-from ccm.ota import fsarchive, shadow_ota
+from ccm.ota import fsarchive, pull, shadow_ota
 from ccm.rpc import RpcError
 from cloud.bundle_server import BundleServer
 from pc import fwbundle
@@ -663,7 +663,7 @@ def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_ba
     assert st["installed"].get("esp32") != "9.3" and st["state"] == 2 and st["version"] == "9.3", st
     assert "rolled back: no OTA.Commit within 1 s" in st["message"], st
     rec = product.v.ccm.ota
-    assert rec.held_back("9.3") and not rec.held_back("9.3", retry=1) and not rec.held_back("9.4")
+    assert pull.held_back(rec, "9.3") and not pull.held_back(rec, "9.3", retry=1) and not pull.held_back(rec, "9.4")
 
     class Shadow:  # what shadow_ota uses of the shadow: what it publishes
         published = []
@@ -673,7 +673,7 @@ def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_ba
 
     started = []
     shadow = Shadow()
-    rec_start, rec.start_update = rec.start_update, lambda *a: started.append(a)
+    pull_start, pull.start = pull.start, lambda rec, *a: started.append(a)
     try:
         url = "http://bundles.example/ccm-9.3.zip"
         assert shadow_ota.take(shadow, lambda: rec, {"ota": {"url": url, "version": "9.3"}, "led": 1}) == {"led": 1}
@@ -682,7 +682,7 @@ def test_a_self_update_rolled_back_by_its_commit_timeout_is_reported_and_held_ba
         shadow_ota.take(shadow, lambda: rec, {"ota": {"url": url, "version": "9.3", "retry": 1}})  # asked again
         assert started == [(url, 0, "9.3", 1)]
     finally:
-        rec.start_update = rec_start
+        pull.start = pull_start
 
 
 def test_an_app_part_is_refused_before_anything_is_written_without_an_ota_slot(product, tmp_path):

@@ -1,7 +1,8 @@
 """Pulled updates (docs/protocol.md, OTA): OTA.Update's, the shadow's `desired.ota` and the poll of
 `ota.poll_url` — the bundle downloaded over HTTP(S) into the receiver's staging file, then checked and
 applied as a pushed one. The receiver's (ccm/ota/receiver.py) other half, loaded only when an update is
-pulled: a module updated by push never holds it.
+pulled or a trigger (the shadow, the poll) asks whether one is wanted: a module updated by push never
+holds it, nor does an upload.
 """
 
 import json
@@ -10,6 +11,47 @@ from ccm import rpc
 from ccm.compat import sleep_ms_async
 from ccm.ota.fetch import FetchError, fetch
 from ccm.ota.states import PROGRESS, drop_helpers
+
+
+def update_rpc(rec, params, call):
+    """OTA.Update {url, commit_timeout?, version?}: checked, then pulled and applied in the background."""
+    p = rpc.take(params, url=(str, rpc.REQUIRED), commit_timeout=(int, 0), version=((str, None), None))
+    why = "commit_timeout is whole seconds" if p["commit_timeout"] < 0 else None
+    if why is None:
+        from ccm.ota.fetch import split_url
+
+        try:
+            split_url(p["url"])
+        except FetchError as e:
+            why = str(e)
+    if why is not None:
+        raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: " + why)
+    rec._check_idle()
+    rec.spawn(update(rec, p["url"], p["commit_timeout"], p["version"]))
+    return True
+
+
+def start(rec, url, commit_timeout_s=0, version=None, retry=None):
+    """Pull and apply `url` in the background (the shadow's and the poll's trigger)."""
+    rec.spawn(update(rec, url, commit_timeout_s, version, url, retry))
+
+
+def wanted(rec, version):
+    """False when `version` is already installed (a trigger must not apply it again)."""
+    return version is None or version not in rec.installed.values()
+
+
+def held_back(rec, version, retry=None):
+    """True when `version` is the self-update that was rolled back and no new `retry` value asks for it
+    again: a trigger must not apply it (no update loops)."""
+    rb = rec.rolled_back
+    return rb is not None and version == rb["version"] and retry == rb.get("retry")
+
+
+def note_installed(rec, version, url):
+    """A trigger found `version` (from `url`) already installed: what reported.ota says runs."""
+    rec.current = version
+    rec.current_url = url
 
 
 async def update(rec, url, commit_timeout_s=0, version=None, source_url=None, retry=None):
@@ -85,10 +127,10 @@ async def poll(rec, url, interval_s):
                 doc = json.loads(buf.data)
                 v = doc.get("version")
                 target = doc.get("url")
-                if type(target) is str and rec.wanted(v) and not rec.held_back(v):
+                if type(target) is str and wanted(rec, v) and not held_back(rec, v):
                     if "://" not in target:
                         target = url.rsplit("/", 1)[0] + "/" + target
-                    await rec.update(target, doc.get("commit_timeout", 0), v)
+                    await update(rec, target, doc.get("commit_timeout", 0), v)
             except (FetchError, ValueError, AttributeError, rpc.RpcError) as e:
                 rec.poll_error = str(e)
         await sleep_ms_async(interval_s * 1000)

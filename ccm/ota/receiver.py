@@ -251,13 +251,6 @@ class OtaReceiver:
             raise rpc.RpcError(rpc.INVALID_PARAMS, self.message)
         return await self._check_and_apply()
 
-    async def update(self, url, commit_timeout_s=0, version=None, source_url=None, retry=None):
-        """Pull a bundle from `url` (OTA.Update, the shadow, the poll), then check and apply it: ccm/ota/pull.py,
-        loaded only for pulled updates."""
-        from ccm.ota import pull
-
-        await pull.update(self, url, commit_timeout_s, version, source_url, retry)
-
     async def _check_and_apply(self, at_boot=False):
         """Check the staged bundle, then apply it in the background (at boot: before returning): the
         code is ccm/ota/finish.py's, loaded only then. With no room for it beside the running firmware
@@ -350,18 +343,9 @@ class OtaReceiver:
         return rpc.LATER
 
     def _update_rpc(self, params, call):
-        p = rpc.take(params, url=(str, rpc.REQUIRED), commit_timeout=(int, 0), version=((str, None), None))
-        if p["commit_timeout"] < 0:
-            raise _invalid("commit_timeout is whole seconds")
-        from ccm.ota.fetch import FetchError, split_url
+        from ccm.ota import pull  # pulled updates' code loads only for them
 
-        try:
-            split_url(p["url"])
-        except FetchError as e:
-            raise _invalid(str(e)) from None
-        self._check_idle()
-        self.spawn(self.update(p["url"], p["commit_timeout"], p["version"]))
-        return True
+        return pull.update_rpc(self, params, call)
 
     # -- triggers -----------------------------------------------------------------------------------
     def busy(self):
@@ -371,32 +355,6 @@ class OtaReceiver:
         """Nothing in flight, to resume or to report: a receiver loaded again from ota/state.json would
         be this one, so this one may go (its code is heap on a stock image)."""
         return self.state == IDLE and self.trial is None and self._resume_job is None  # `last` is saved too
-
-    def wanted(self, version):
-        """False when `version` is already installed (a trigger must not apply it again)."""
-        return version is None or version not in self.installed.values()
-
-    def held_back(self, version, retry=None):
-        """True when `version` is the self-update that was rolled back and no new `retry` value asks for
-        it again: a trigger must not apply it (no update loops)."""
-        rb = self.rolled_back
-        return rb is not None and version == rb["version"] and retry == rb.get("retry")
-
-    def note_installed(self, version, url):
-        """A trigger found `version` (from `url`) already installed: what reported.ota says runs."""
-        self.current = version
-        self.current_url = url
-
-    def start_update(self, url, commit_timeout_s=0, version=None, retry=None):
-        """Pull and apply `url` in the background (the shadow's and the poll's trigger)."""
-        self.spawn(self.update(url, commit_timeout_s, version, url, retry))
-
-    async def poll(self, url, interval_s):
-        """The manual's "periodically poll a given URL": the URL gives {version, url}; a version not
-        installed yet is pulled and applied (ccm/ota/pull.py)."""
-        from ccm.ota import pull
-
-        await pull.poll(self, url, interval_s)
 
     poll_error = None
 

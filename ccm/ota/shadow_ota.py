@@ -8,7 +8,7 @@ not the host's.
 Loaded only for a delta that holds `ota` and while the receiver reports (ccm/main.py's take_ota_delta
 and report_ota): on a stock image a module that waits is heap."""
 
-from ccm.compat import dumps
+from ccm.compat import dumps, unload
 
 
 def report(shadow, rec, st):
@@ -38,13 +38,17 @@ def take(shadow, load, d):
     rec = load()
     if rec.busy():
         return d
-    retry = want.get("retry")  # a new value asks again for a version that was rolled back
-    if rec.held_back(version, retry):
-        report(shadow, rec, rec.status())  # rolled back: say so, do not apply it again
-        return d
-    if not rec.wanted(version):
-        rec.note_installed(version, url)
-        report(shadow, rec, rec.status())  # already installed: say so, do not apply again
-        return d
-    rec.start_update(url, want.get("commit_timeout", 0) or 0, version, retry)
+    from ccm.ota import pull
+
+    try:
+        retry = want.get("retry")  # a new value asks again for a version that was rolled back
+        if pull.held_back(rec, version, retry):
+            report(shadow, rec, rec.status())  # rolled back: say so, do not apply it again
+        elif not pull.wanted(rec, version):
+            pull.note_installed(rec, version, url)
+            report(shadow, rec, rec.status())  # already installed: say so, do not apply again
+        else:
+            pull.start(rec, url, want.get("commit_timeout", 0) or 0, version, retry)
+    finally:  # a pull started holds what it runs; the modules go (a stock image's heap)
+        unload("ccm.ota.pull", "ccm.ota.fetch")
     return d
