@@ -4,6 +4,8 @@ import json
 import sys
 import time
 
+MICROPYTHON = sys.implementation.name == "micropython"
+
 try:
     from micropython import const  # noqa: F401
 except ImportError:  # CPython
@@ -120,7 +122,7 @@ def unload(*names):
     """Forget modules loaded for one job (an update, a request) so that the GC frees their code once
     nothing uses it: on a stock image the bytecode of .mpy files sits in the heap. MicroPython only:
     CPython keeps its modules (its tests hold references to them)."""
-    if sys.implementation.name != "micropython":
+    if not MICROPYTHON:
         return
     for name in names:
         if sys.modules.pop(name, None) is not None:

@@ -8,7 +8,7 @@ tests fed with plain byte strings.
 
 import json
 
-from ccm.compat import dumps, ticks_add, ticks_diff, unload
+from ccm.compat import MICROPYTHON, dumps, ticks_add, ticks_diff, unload
 
 # JSON-RPC 2.0 §5.1 error codes, and the CCM's server errors (docs/protocol.md, the UART link).
 PARSE_ERROR = -32700
@@ -291,13 +291,13 @@ def request_id(data):
 
 def parse(frame):
     """The value of one frame (bytes), or ParseError naming why it is not acceptable JSON."""
-    try:
-        text = frame.decode()
+    try:  # the text only checks the UTF-8 here: json reads the frame itself (a copy of a chunk is heap)
+        n = len(frame.decode())
     except MemoryError:
         raise NoHeap() from None
     except Exception:
         raise ParseError("parse error: invalid UTF-8") from None
-    if len(text) != len(frame):  # multi-byte sequences: refuse what MicroPython's decoder lets pass
+    if n != len(frame):  # multi-byte sequences: refuse what MicroPython's decoder lets pass
         for k in range(0, len(_LAX), 3):
             lead, lo, hi = _LAX[k : k + 1], _LAX[k + 1], _LAX[k + 2]
             i = frame.find(lead)
@@ -306,15 +306,18 @@ def parse(frame):
                 if lo <= nxt < hi:
                     raise ParseError("parse error: invalid UTF-8") from None
                 i = frame.find(lead, i + 1)
-    if "\\ud" in text or "\\uD" in text:  # rare: its code loads for it (ccm/surrogates.py)
+    text = frame  # CPython's json takes bytes as UTF-16 or -32 when NULs say so: it reads the str
+    if b"\\ud" in frame or b"\\uD" in frame:  # rare: its code loads for it (ccm/surrogates.py)
         try:
             from ccm.surrogates import join
 
-            text = join(text)
+            text = join(frame.decode())
         except MemoryError:
             raise NoHeap() from None
         finally:
             unload("ccm.surrogates")
+    elif not MICROPYTHON:
+        text = frame.decode()
     try:
         value = json.loads(text)
     except MemoryError:
