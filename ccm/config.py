@@ -12,11 +12,8 @@ Only reading is held for the whole boot: the schema and the code that changes th
 change and go after it (ccm/schema.py).
 """
 
-import json
-
 from ccm import rpc
 from ccm.compat import unload
-from ccm.files import remove
 
 REDACTED = "***"
 
@@ -34,7 +31,7 @@ class Config:
         self.factory = overrides or {}  # what the image sets over DEFAULTS: a reset returns to this
         from ccm import schema
 
-        self.tree = schema.merge(schema.merge(schema.DEFAULTS, self.factory), self.load_saved() if path else {})
+        self.tree = schema.merge(schema.merge(schema.DEFAULTS, self.factory), schema.load_saved(path) if path else {})
         unload("ccm.schema")
 
     @property
@@ -93,46 +90,20 @@ class Config:
         finally:
             unload("ccm.schema")
 
-    # -- persistence --------------------------------------------------------------------------
-    def load_saved(self):
-        """The saved overlay; a file that does not parse is ignored (defaults win), never fatal."""
-        remove(self.path + ".tmp")  # an interrupted save left it; the real file is intact
-        try:
-            with open(self.path) as f:
-                saved = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return saved if type(saved) is dict else {}
-
 
 _MISSING = object()
 
 
 def serve(router, config):
     """Config.Get/Set/Save on the router. A caller may carry its own `acl` (the provisioning AP's
-    `wifi.*`), checked on top of conf_acl."""
+    `wifi.*`), checked on top of conf_acl. Set and Save are ccm/schema.py's, loaded for the call."""
 
     def get(params, call):
         return config.redacted(rpc.take(params, key=((str, None), None))["key"])
 
-    def set_(params, call):
-        p = rpc.take(params, config=(dict, rpc.REQUIRED), save=(bool, False), reboot=(bool, False))
-        extra = getattr(call.src, "acl", None)
-        config.set(p["config"], config.get("conf_acl"), *([extra] if extra is not None else []))
-        if p["save"] or p["reboot"]:
-            config.save()
-        if p["reboot"]:
-            router.request_reboot(100)
-        router.config_changed()
-        return True
-
-    def save(params, call):
-        p = rpc.take(params, reboot=(bool, False))
-        config.save()
-        if p["reboot"]:
-            router.request_reboot(100)
-        return True
+    def change(name):
+        return lambda params, call: config._schema(name, router, config, params, call)
 
     router.add("Config.Get", get)
-    router.add("Config.Set", set_)
-    router.add("Config.Save", save)
+    router.add("Config.Set", change("set_rpc"))
+    router.add("Config.Save", change("save_rpc"))

@@ -7,7 +7,7 @@ machine.UART on the ESP32, a pty on the virtual board, an in-memory pipe in test
 import asyncio
 
 from ccm import rpc
-from ccm.compat import Waiter, sleep_ms_async, ticks_ms
+from ccm.compat import sleep_ms_async, ticks_ms
 
 READ_CHUNK = 256  # bytes per UART read: small enough to keep latency low, large enough to batch
 
@@ -82,16 +82,6 @@ class HostLink:
             del self.pending.table[i]
             raise rpc.RpcError(rpc.QUEUE_FULL, "queue full: the link to the host is not draining")
         return i
-
-    async def call(self, method, params=None, timeout_ms=None):
-        """Call a host method; its result, or RpcError (host error, -32000 timeout, -32002 queue full)."""
-        w = Waiter()
-        self.call_cb(method, params, w.set, timeout_ms)
-        resp = await w.wait()
-        if "error" in resp:
-            e = resp["error"]
-            raise rpc.RpcError(e.get("code", rpc.INTERNAL_ERROR), e.get("message"), e.get("data"))
-        return resp.get("result")
 
     # -- input ---------------------------------------------------------------------------------
     def receive(self, data):

@@ -225,6 +225,41 @@ def save(config):
     _sync_dir(config.path)
 
 
+def load_saved(path):
+    """The saved overlay; a file that does not parse is ignored (defaults win), never fatal."""
+    from ccm.files import remove
+
+    remove(path + ".tmp")  # an interrupted save left it; the real file is intact
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if type(saved) is dict else {}
+
+
+def set_rpc(router, config, params, call):
+    """Config.Set {config, save?, reboot?} (ccm/config.py's serve)."""
+    p = rpc.take(params, config=(dict, rpc.REQUIRED), save=(bool, False), reboot=(bool, False))
+    extra = getattr(call.src, "acl", None)
+    apply(config.tree, p["config"], config.get("conf_acl"), *([extra] if extra is not None else []))
+    if p["save"] or p["reboot"]:
+        save(config)
+    if p["reboot"]:
+        router.request_reboot(100)
+    router.config_changed()
+    return True
+
+
+def save_rpc(router, config, params, call):
+    """Config.Save {reboot?} (ccm/config.py's serve)."""
+    p = rpc.take(params, reboot=(bool, False))
+    save(config)
+    if p["reboot"]:
+        router.request_reboot(100)
+    return True
+
+
 def _wpa_pass(v):
     return v == "" or 8 <= len(v) <= 63  # WPA2: 8 to 63 characters; empty for an open network
 

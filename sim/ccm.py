@@ -163,7 +163,9 @@ class VirtualCcm:
 
     def host_call(self, method: str, params: Any = None, timeout_ms: int | None = None) -> Any:
         """The CCM itself calls a host method over the UART (as it does for Sys.Info after an OTA)."""
-        return self.run_coro(self.ccm.link.call(method, params, timeout_ms))
+        from ccm.ota.host import call
+
+        return self.run_coro(call(self.ccm.link, method, params, timeout_ms))
 
     def notify_host(self, method: str, params: Any = None) -> None:
         """Send the host a notification (Shadow.Delta, MQTT.Message, …) over the UART."""

@@ -195,11 +195,26 @@ def fw_id_of(path):
                 tail = window[-23:]
 
 
+async def call(link, method, params=None, timeout_ms=None):
+    """A host method's result over the link, or RpcError (the host's error, -32000 timeout, -32002
+    queue full): the flasher's asking after the host it flashed."""
+    from ccm.compat import Waiter
+    from ccm.rpc import INTERNAL_ERROR, RpcError
+
+    w = Waiter()
+    link.call_cb(method, params, w.set, timeout_ms)
+    resp = await w.wait()
+    if "error" in resp:
+        e = resp["error"]
+        raise RpcError(e.get("code", INTERNAL_ERROR), e.get("message"), e.get("data"))
+    return resp.get("result")
+
+
 async def _host_fw_id(link):
     from ccm.rpc import RpcError
 
     try:
-        info = await link.call("Sys.Info", None, 1000)
+        info = await call(link, "Sys.Info", None, 1000)
     except RpcError:
         return None
     return info.get("fw_id") if type(info) is dict else None
@@ -213,7 +228,7 @@ async def wait_for_host(link, timeout_ms=10000):
     t0 = ticks_ms()
     while ticks_diff(ticks_ms(), t0) < timeout_ms:
         try:
-            info = await link.call("Sys.Info", None, 500)
+            info = await call(link, "Sys.Info", None, 500)
             link.info = info
             return info
         except RpcError:
