@@ -1,6 +1,6 @@
 """What a checked `ccm_host` bundle does (docs/protocol.md, OTA): each part of type STM32 is unpacked to
 ota/host.bin and flashed by the host update (ccm/ota/host.py, AN3155); success only once the host answers
-Sys.Info again. The receiver's applier calls it (main.py binds its first argument) with
+Sys.Info again. The receiver's applier is `apply` (the receiver's `ccm` gives the rest) with
 `progress(stage, done, total)`; it returns a message and raises OtaError with a reason. When the heap
 has no room for the flasher beside the running firmware (a stock image on a plain ESP32), the CCM
 reboots first and that boot does it all before its network and cloud take their share (the receiver's
@@ -11,6 +11,12 @@ such a bundle is applied; an `esp32` bundle's is ccm/ota/stage.py."""
 from ccm.compat import sleep_ms_async, unload
 from ccm.ota.states import OtaError
 from ccm.ota.steps import paced
+
+
+def apply(open_bundle, progress, receiver):
+    """The receiver's applier for ccm_host bundles (ccm/ota/finish.py): apply_host on its CCM."""
+    ccm = receiver.ccm
+    return apply_host(ccm.host_update, open_bundle, progress, receiver, ccm.router.request_reboot)
 
 
 async def apply_host(host, open_bundle, progress, receiver, reboot):

@@ -118,7 +118,10 @@ async def apply_staged(rec, platform, version):
 
     try:
         with open(rec.bundle_path, "rb") as f:  # opened by the applier, which holds it alone
-            message = await rec.appliers[platform](lambda: _bundle(rec, f), progress, rec)
+            fn = rec.appliers[platform]
+            if type(fn) is str:  # a module's apply(): ccm/ota/apply.py, stage.py
+                fn = __import__(fn, None, None, ("apply",)).apply
+            message = await fn(lambda: _bundle(rec, f), progress, rec)
     except (OtaError, OSError, ValueError) as e:  # a BundleError is a ValueError
         rec._fail("%s" % e)
         return

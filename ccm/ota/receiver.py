@@ -53,7 +53,8 @@ def _from_base64(text):
 
 class OtaReceiver:
     """One CCM's OTA state. `appliers[platform](open_bundle, progress, receiver) -> result` (async) does
-    the platform's work, `open_bundle()` giving it the checked bundle (its reader loaded then); `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
+    the platform's work, `open_bundle()` giving it the checked bundle (its reader loaded then) — an
+    applier named by its module (a str) is that module's apply(), loaded with the update's helpers; `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
     `host_pending()` is the host flash a reboot cut short (ccm/ota/host.py's record), if any: the one
     thing that decides whether an interrupted ccm_host apply is resumed."""
 
@@ -361,23 +362,13 @@ class OtaReceiver:
 
 def attach(ccm):
     """The receiver of one boot of the CCM (ccm/main.py's load_ota), wired to it: the appliers of the
-    bundles it takes (a host's firmware, the CCM's own files), its clock, network, heap and reboot, the
-    listeners told of every change, and OTA.* on its router. Here, not in main.py: this code need only be
-    in the heap once an update needs the receiver."""
-
-    def apply_host(open_bundle, progress, receiver):
-        from ccm.ota.apply import apply_host
-
-        return apply_host(ccm.host_update, open_bundle, progress, receiver, ccm.router.request_reboot)
-
-    def apply_self(open_bundle, progress, receiver):
-        from ccm.ota.stage import apply_self
-
-        return apply_self(ccm, open_bundle, progress, receiver)
-
+    bundles it takes (a host's firmware, the CCM's own files: modules loaded when one is applied), its
+    clock, network, heap and reboot, the listeners told of every change, and OTA.* on its router. Here,
+    not in main.py: this code need only be in the heap once an update needs the receiver."""
     board = ccm.board
-    appliers = {"ccm_host": apply_host, "esp32": apply_self}
+    appliers = {"ccm_host": "ccm.ota.apply", "esp32": "ccm.ota.stage"}
     r = OtaReceiver(ccm.config, ccm.fs_root(), appliers, ccm.spawn, board.fs_free, lambda: ccm.host_update.pending())
+    r.ccm = ccm  # what the appliers work with
     r.clock = ccm.set_clock
     r.opener = board.connect
     r.heap_short = board.heap_short

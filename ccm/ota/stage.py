@@ -5,8 +5,8 @@ unpacked and swapped in, the trial).
 - `app` parts: written into the next OTA partition now (esp32.Partition), which is set to boot.
 - `fs` parts: the checked bundle is kept as ota/self.zip, for the next boot to unpack.
 
-The receiver's applier calls `apply_self` (main.py binds its first argument); it returns a message and
-raises OtaError with a reason.
+The receiver's applier is `apply` (apply_self on the receiver's `ccm`); it returns a message and raises
+OtaError with a reason.
 """
 
 import os
@@ -14,6 +14,11 @@ import os
 from ccm.files import makedirs, remove, write_json
 from ccm.ota.states import OtaError
 from ccm.ota.steps import paced
+
+
+def apply(open_bundle, progress, receiver):
+    """The receiver's applier for esp32 bundles (ccm/ota/finish.py)."""
+    return apply_self(receiver.ccm, open_bundle, progress, receiver)
 
 
 async def apply_self(ccm, open_bundle, progress, receiver):
