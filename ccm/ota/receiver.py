@@ -53,8 +53,9 @@ def _from_base64(text):
 
 class OtaReceiver:
     """One CCM's OTA state. `appliers[platform](open_bundle, progress, receiver) -> result` (async) does
-    the platform's work, `open_bundle()` giving it the checked bundle (its reader loaded then) — an
-    applier named by its module (a str) is that module's apply(), loaded with the update's helpers; `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
+    the platform's work, `open_bundle()` giving it the checked bundle (its reader loaded then); an
+    applier named by its module (a str) is that module's apply(), loaded with the update's helpers.
+    `spawn(coro)` runs background work that belongs to this boot; `fs_free()` is the room left;
     `host_pending()` is the host flash a reboot cut short (ccm/ota/host.py's record), if any: the one
     thing that decides whether an interrupted ccm_host apply is resumed."""
 
