@@ -167,18 +167,22 @@ def test_http_and_websocket_rpc_at_the_heap_cap(module):
 
 
 def test_rpc_takes_no_call_without_the_modules_password_on_micropython(module):
-    """/rpc is closed by default (issue 22, item 1): Config.Set, OTA.Begin and OTA.Status (answered without
-    the receiver, from ota/state.json) without credentials get 401 and change or tell nothing; with the module's own password they work. A module whose image gave it none made
-    one at its first boot and kept it: the host reads it over the UART (Sys.Credentials), nobody else."""
+    """/rpc is closed by default (issue 22, item 1): Config.Set, OTA.Begin, OTA.Update, OTA.Status (answered
+    without the receiver, from ota/state.json) and a batch without credentials get 401 and change or tell
+    nothing; with the module's own password they work. A module whose image gave it none made one at its
+    first boot and kept it: the host reads it over the UART (Sys.Credentials), nobody else."""
     ccm, host = module({"device": {"id": unique_device()}}, factory_password=False)  # it makes its own
     url = f"http://127.0.0.1:{ccm.http_port}/rpc"
     wait_until(lambda: _http_up(url), 20, "/rpc on MicroPython")
-    for method, params in (
-        ("Config.Set", {"config": {"device": {"id": "taken"}}}),
-        ("OTA.Begin", {"size": 9}),
-        ("OTA.Status", None),
+    taken = {"id": 1, "method": "Config.Set", "params": {"config": {"device": {"id": "taken"}}}}
+    for body in (
+        taken,
+        {"id": 1, "method": "OTA.Begin", "params": {"size": 9}},
+        {"id": 1, "method": "OTA.Update", "params": {"url": "http://127.0.0.1:9/x.zip"}},
+        {"id": 1, "method": "OTA.Status"},
+        [taken, {"id": 2, "method": "Config.Save"}],  # a batch (its collector loads for one)
     ):
-        body = json.dumps({"id": 1, "method": method, "params": params}).encode()
+        body = json.dumps(body).encode()
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(urllib.request.Request(url, body), timeout=10)
         assert e.value.code == 401 and "Digest" in e.value.headers["WWW-Authenticate"]
