@@ -66,8 +66,9 @@ def push(
                     _abort(link, call_timeout)
                     why = e.message if isinstance(e, RpcError) else str(e)
                     raise OtaFailed(f"write failed at offset {off}: {why}") from None
-                if isinstance(e, RpcError) and e.code == -32603 and size > MIN_CHUNK:
-                    size = chunk_size = max(MIN_CHUNK, size // 2)  # its heap is short: smaller pieces from here
+                if isinstance(e, RpcError) and e.code == -32603:  # its heap is short: smaller pieces from here,
+                    size = chunk_size = max(MIN_CHUNK, size // 2)  # after a pause (often it is short only while
+                    time.sleep(0.2 * (attempt + 1))  # it sends an MQTT message or has yet to collect)
         off += size
         if progress:
             progress("upload", min(off, total), total)

@@ -242,6 +242,32 @@ def test_a_ccm_short_of_heap_gets_smaller_chunks_and_the_update_goes_through(pro
     assert len(refused) == 1  # the first chunk only: the rest were sent at 1 KiB
 
 
+def test_a_chunk_the_ccm_had_no_heap_for_goes_again_smaller_after_a_pause(monkeypatch):
+    """-32603 on OTA.Write: `ccm ota` halves the chunk and waits a little longer before each retry — a
+    plain ESP32 is often short only for a moment (an MQTT message going out, a collection not run yet),
+    and retried at once the chunk found no room three times in a row (bench/memory.py at 104 KiB)."""
+    from bundle import ota_client
+
+    sizes, pauses = [], []
+
+    class Link:  # a CCM whose heap takes the third try
+        fails = 2
+
+        def call(self, method, params, timeout):
+            if method == "OTA.Status":
+                return {"state": 0, "chunk": 1024}
+            if method == "OTA.Write":
+                sizes.append(len(base64.b64decode(params["data"])))
+                if self.fails:
+                    self.fails -= 1
+                    raise RpcError(-32603, "out of memory for this message")
+            return True
+
+    monkeypatch.setattr(ota_client.time, "sleep", pauses.append)
+    ota_client.push(Link(), b"x" * 1000, 2048, wait=False)
+    assert sizes == [1000, 512, 256, 256, 256, 232] and pauses == [0.2, 0.4]
+
+
 def test_running_out_of_heap_while_checking_a_bundle_answers_ota_end(product, tmp_path, monkeypatch):
     """A MemoryError in the check (a plain ESP32 reading a bundle's directory) used to leave OTA.End
     unanswered and the task's error unretrieved: now OTA.End fails with the reason, and the next upload
