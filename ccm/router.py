@@ -79,11 +79,7 @@ class Router:
         if params is not None:
             msg["params"] = params
         self.dispatch(msg, lambda frame: w.set(json.loads(frame)), None)
-        resp = await w.wait()
-        if "error" in resp:
-            e = resp["error"]
-            raise rpc.RpcError(e["code"], e.get("message"), e.get("data"))
-        return resp.get("result")
+        return rpc.result(await w.wait())
 
     async def answer(self, msg, caller, me=None):
         """A parsed frame or batch from a network caller: the encoded reply, or None when it held only

@@ -386,6 +386,14 @@ def encode_error(id_, code, message=None, data=None, jsonrpc=False):
     return ('{%s"id":%s,"error":%s}}\n' % (_J if jsonrpc else "", dumps(id_), e)).encode()
 
 
+def result(response):
+    """A response's result, or its error raised as RpcError (for a caller that awaits an answer)."""
+    if "error" in response:
+        e = response["error"]
+        raise RpcError(e.get("code", INTERNAL_ERROR), e.get("message"), e.get("data"))
+    return response.get("result")
+
+
 def kind(msg):
     """REQUEST, NOTIFICATION, RESPONSE or INVALID (JSON-RPC 2.0 §4, §5)."""
     if type(msg) is not dict:

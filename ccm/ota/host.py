@@ -199,15 +199,11 @@ async def call(link, method, params=None, timeout_ms=None):
     """A host method's result over the link, or RpcError (the host's error, -32000 timeout, -32002
     queue full): the flasher's asking after the host it flashed."""
     from ccm.compat import Waiter
-    from ccm.rpc import INTERNAL_ERROR, RpcError
+    from ccm.rpc import result
 
     w = Waiter()
     link.call_cb(method, params, w.set, timeout_ms)
-    resp = await w.wait()
-    if "error" in resp:
-        e = resp["error"]
-        raise RpcError(e.get("code", INTERNAL_ERROR), e.get("message"), e.get("data"))
-    return resp.get("result")
+    return result(await w.wait())
 
 
 async def _host_fw_id(link):

@@ -9,23 +9,19 @@ import json
 
 from ccm import rpc
 from ccm.compat import sleep_ms_async
-from ccm.ota.fetch import FetchError, fetch
+from ccm.ota.fetch import FetchError, fetch, split_url
 from ccm.ota.states import PROGRESS, drop_helpers
 
 
 def update_rpc(rec, params, call):
     """OTA.Update {url, commit_timeout?, version?}: checked, then pulled and applied in the background."""
     p = rpc.take(params, url=(str, rpc.REQUIRED), commit_timeout=(int, 0), version=((str, None), None))
-    why = "commit_timeout is whole seconds" if p["commit_timeout"] < 0 else None
-    if why is None:
-        from ccm.ota.fetch import split_url
-
-        try:
-            split_url(p["url"])
-        except FetchError as e:
-            why = str(e)
-    if why is not None:
-        raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: " + why)
+    if p["commit_timeout"] < 0:
+        raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: commit_timeout is whole seconds")
+    try:
+        split_url(p["url"])
+    except FetchError as e:
+        raise rpc.RpcError(rpc.INVALID_PARAMS, "invalid params: %s" % e) from None
     rec._check_idle()
     rec.spawn(update(rec, p["url"], p["commit_timeout"], p["version"]))
     return True
